@@ -1,0 +1,117 @@
+"""Argument checks and unit conversion shared by the whole package.
+
+Every message names the argument, shows what was received and says what is allowed.
+Checks run on concrete values (at construction or before ``jit``); under tracing they are
+skipped, because a traced value cannot be inspected.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import brainunit as u
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "TraxonWarning",
+    "check_finite",
+    "check_in",
+    "check_positive",
+    "check_shape",
+    "is_concrete",
+    "to_float",
+    "warn",
+]
+
+
+class TraxonWarning(UserWarning):
+    """Warnings raised by traxon itself (the test suite turns them into errors)."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, TraxonWarning, stacklevel=3)
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds a value (not a tracer inside ``jit``/``vmap``/``grad``)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) > 0:
+        return f"an array of shape {tuple(np.shape(value))}"
+    return repr(value)
+
+
+def to_float(value: Any, unit: u.Unit | None, name: str) -> Any:
+    """Strip a brainunit Quantity to a float (or array) expressed in ``unit``.
+
+    Plain numbers are taken to be in ``unit`` already. A Quantity of another dimension
+    raises ``TypeError`` naming the argument.
+    """
+    if isinstance(value, u.Quantity):
+        if unit is None:
+            raise TypeError(f"`{name}` must be a unitless number; got {value}.")
+        try:
+            value = value.to_decimal(unit)
+        except Exception as err:  # brainunit raises its own UnitMismatchError
+            raise TypeError(
+                f"`{name}` must be in units of {unit} (or a plain number in {unit}); got {value}."
+            ) from err
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"`{name}` must be a number; got {value!r}.")
+    return jnp.asarray(value) if not isinstance(value, np.ndarray) else value
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` unless every element of a concrete ``value`` is > 0 (or >= 0)."""
+    if not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    bad = (arr < 0) if allow_zero else (arr <= 0)
+    if np.any(bad) or np.any(~np.isfinite(arr)):
+        need = "non-negative" if allow_zero else "positive"
+        shown = arr.item() if arr.ndim == 0 else f"{arr.min()} (smallest element)"
+        raise ValueError(f"`{name}` must be {need} and finite; got {shown}.")
+
+
+def check_in(value: Any, name: str, low: float, high: float) -> None:
+    """Raise ``ValueError`` unless a concrete ``value`` lies in the closed range [low, high]."""
+    if not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if np.any(arr < low) or np.any(arr > high) or np.any(~np.isfinite(arr)):
+        raise ValueError(f"`{name}` must lie in [{low}, {high}]; got {_describe(value)}.")
+
+
+def check_shape(x: Any, expected: tuple[int | None, ...], name: str) -> None:
+    """Raise ``ValueError`` unless ``x`` has ``expected`` shape (``None`` matches any size)."""
+    shape = tuple(np.shape(x))
+    if len(shape) != len(expected) or any(
+        e is not None and e != s for e, s in zip(expected, shape, strict=False)
+    ):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"`{name}` must have shape {want}; got {shape}.")
+
+
+def check_finite(x: Any, name: str) -> None:
+    """Raise ``ValueError`` if a concrete array contains NaN or Inf, saying where."""
+    if not is_concrete(x):
+        return
+    for path, leaf in jax.tree_util.tree_leaves_with_path(x):
+        arr = np.asarray(leaf)
+        if not np.issubdtype(arr.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(arr)
+        if np.any(bad):
+            where = np.argwhere(bad)[0].tolist()
+            label = name + jax.tree_util.keystr(path)
+            raise ValueError(
+                f"`{label}` contains {int(bad.sum())} NaN/Inf value(s); the first is at "
+                f"index {where}. Clean the input (or the state) before stepping."
+            )

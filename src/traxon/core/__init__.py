@@ -1,0 +1,46 @@
+"""The pure-JAX core: neurons, synapses, weight ops, surrogates and network composition.
+
+Everything here is a pytree or a pure function; nothing holds mutable state.
+"""
+
+from traxon.core.network import Network, Population, Projection, Readout, SimulationResult
+from traxon.core.neurons import ALIF, LIF, Izhikevich, LeakyIntegrator, Neuron
+from traxon.core.ops import (
+    Bias,
+    Dense,
+    ElementWise,
+    FixedInDegree,
+    FixedOutDegree,
+    Sparse,
+    WeightOp,
+)
+from traxon.core.surrogates import SURROGATES, Surrogate, surrogate
+from traxon.core.synapses import Alpha, Delta, DualExpon, Expon, Synapse
+
+__all__ = [
+    "ALIF",
+    "LIF",
+    "SURROGATES",
+    "Alpha",
+    "Bias",
+    "Delta",
+    "Dense",
+    "DualExpon",
+    "ElementWise",
+    "Expon",
+    "FixedInDegree",
+    "FixedOutDegree",
+    "Izhikevich",
+    "LeakyIntegrator",
+    "Network",
+    "Neuron",
+    "Population",
+    "Projection",
+    "Readout",
+    "SimulationResult",
+    "Sparse",
+    "Surrogate",
+    "Synapse",
+    "WeightOp",
+    "surrogate",
+]

@@ -1,0 +1,712 @@
+r"""Network composition: inputs, populations, projections and a readout.
+
+A :class:`Network` is configuration only; its numbers live in two pytrees:
+
+* ``params`` -- ``{projection name: weight array}``, the trainable weights;
+* ``state`` -- ``{population or input name: {variable: (B, N) array}}``.
+
+One step (:meth:`Network.step`) follows the model contract of ``docs/concepts.md``:
+
+1. presynaptic signals ``z``: an input, a population's spikes of this step (``delay=0``)
+   or of the previous step (``delay=1``), or an AlignPre synaptic trace;
+2. weight ops ``u = op(W, z)``, summed per postsynaptic channel;
+3. the element-wise transition of every population, in dependency order;
+4. the readout, a :class:`~traxon.core.LeakyIntegrator` population named ``"readout"``.
+
+:meth:`Network.simulate` runs many steps as one ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from traxon._checks import check_finite, check_positive, to_float
+from traxon._module import Module, static
+from traxon.core.neurons import LeakyIntegrator, Neuron
+from traxon.core.ops import Bias, Dense, WeightOp
+from traxon.core.synapses import Delta, Synapse
+
+__all__ = ["Network", "Population", "Projection", "Readout", "SimulationResult"]
+
+READOUT = "readout"
+ONE = "__one__"  # the constant signal a Bias op reads
+
+
+class Population(Module):
+    """``size`` neurons of one model.
+
+    Example:
+        >>> from traxon.core import LIF, Population
+        >>> Population(LIF(tau=20.0), 100).size
+        100
+    """
+
+    neuron: Neuron
+    size: int = static(default=1)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.neuron, Neuron):
+            raise TypeError(f"`neuron` must be a traxon Neuron; got {type(self.neuron).__name__}.")
+        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+            raise ValueError(f"`size` must be a positive integer; got {self.size!r}.")
+
+
+class Projection(Module):
+    """Weights from a ``source`` (input or population) to a ``target`` population.
+
+    Arguments:
+        source: name of an input or a population.
+        target: name of a population.
+        op: the weight op (:class:`~traxon.core.Dense` by default).
+        synapse: kinetics (:class:`~traxon.core.Expon`, ...). ``None`` sends ``op(W, z)`` as an
+            instantaneous current; :class:`~traxon.core.Delta` adds it to the membrane
+            potential directly.
+        align: ``"post"`` (one synapse state per target neuron) or ``"pre"`` (one per source
+            neuron; the target receives ``W`` times the filtered presynaptic signal).
+        delay: ``0`` reads the source's spikes of this step, ``1`` those of the previous step
+            (required for recurrent loops).
+        reversal: reversal potential (mV) for conductance-based input
+            ``I = g (E - V)``; ``None`` for current-based input.
+        name: key of the weight in ``params`` (default ``"source->target"``).
+        trainable: whether the learning rules compute a gradient for this weight.
+
+    Example:
+        >>> from traxon.core import Dense, Expon, Projection
+        >>> Projection("hidden", "hidden", Dense(gain=0.5), synapse=Expon(5.0), delay=1).delay
+        1
+    """
+
+    source: str = static(default="")
+    target: str = static(default="")
+    op: WeightOp = dataclasses.field(default_factory=Dense)
+    synapse: Synapse | None = None
+    align: str = static(default="post")
+    delay: int = static(default=0)
+    reversal: float | None = static(default=None)
+    name: str | None = static(default=None)
+    trainable: bool = static(default=True)
+
+    def __post_init__(self) -> None:
+        if self.align not in ("post", "pre"):
+            raise ValueError(f"`align` must be 'post' or 'pre'; got {self.align!r}.")
+        if self.delay not in (0, 1):
+            raise ValueError(f"`delay` must be 0 or 1; got {self.delay!r}.")
+        if not isinstance(self.op, WeightOp):
+            raise TypeError(f"`op` must be a traxon WeightOp; got {type(self.op).__name__}.")
+        if self.synapse is not None and not isinstance(self.synapse, Synapse):
+            raise TypeError(
+                f"`synapse` must be a traxon Synapse or None; got {type(self.synapse).__name__}."
+            )
+        if self.align == "pre" and (self.synapse is None or isinstance(self.synapse, Delta)):
+            raise ValueError(
+                "`align='pre'` needs a synapse with state (Expon, Alpha, DualExpon); "
+                f"got {self.synapse!r}."
+            )
+        if self.reversal is not None:
+            object.__setattr__(self, "reversal", float(to_float(self.reversal, None, "reversal")))
+
+
+class Readout(Module):
+    r"""A non-spiking readout :math:`y_t = \kappa y_{t-1} + \sum_k W_k z_{k,t} + b`.
+
+    Arguments:
+        sources: population name(s) whose spikes (this step) the readout reads.
+        size: number of outputs.
+        tau: readout time constant (ms); ``None`` with ``kappa=None`` means instantaneous.
+        kappa: decay per step, instead of ``tau``.
+        bias: add a trainable bias.
+        gain: initial weight scale (see :class:`~traxon.core.Dense`).
+
+    Example:
+        >>> from traxon.core import Readout
+        >>> Readout("hidden", 2, tau=20.0).size
+        2
+    """
+
+    sources: Any = static(default=())
+    size: int = static(default=1)
+    tau: float | None = static(default=None)
+    kappa: float | None = static(default=None)
+    bias: bool = static(default=True)
+    gain: float = static(default=1.0)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sources, str):
+            object.__setattr__(self, "sources", (self.sources,))
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if not self.sources:
+            raise ValueError("`sources` must name at least one population.")
+        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+            raise ValueError(f"`size` must be a positive integer; got {self.size!r}.")
+        if self.tau is not None and self.kappa is not None:
+            raise ValueError("Give `tau` or `kappa` for the readout, not both.")
+
+    def neuron(self) -> LeakyIntegrator:
+        if self.tau is not None:
+            return LeakyIntegrator(tau=self.tau)
+        return LeakyIntegrator(kappa=0.0 if self.kappa is None else self.kappa)
+
+
+# --------------------------------------------------------------------------------------
+# Resolved structure (built once by Network).
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """A postsynaptic input channel of a population: where projections' ``u`` arrives."""
+
+    id: str
+    kind: str  # "current", "jump" or "synapse"
+    synapse: Synapse | None
+    reversal: float | None
+
+    def state_names(self) -> tuple[str, ...]:
+        if self.kind != "synapse":
+            return ()
+        return tuple(f"{self.id}.{n}" for n in self.synapse.state_names)  # type: ignore[union-attr]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreTrace:
+    """An AlignPre synaptic trace held by the presynaptic population (or input)."""
+
+    id: str
+    synapse: Synapse
+
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(f"{self.id}.{n}" for n in self.synapse.state_names)
+
+
+def _sub(state: Mapping[str, jax.Array], prefix: str, names: Sequence[str]) -> dict:
+    return {n: state[f"{prefix}.{n}"] for n in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationPlan:
+    """A population with its synapse channels and presynaptic traces resolved."""
+
+    name: str
+    neuron: Neuron
+    size: int
+    channels: tuple[Channel, ...]
+    pre_traces: tuple[PreTrace, ...]
+
+    @property
+    def traced(self) -> tuple[str, ...]:
+        """Names of the differentiable state variables, in trace order (the S axis)."""
+        names = list(self.neuron.state_names)
+        for ch in self.channels:
+            names += ch.state_names()
+        for tr in self.pre_traces:
+            names += tr.state_names()
+        return tuple(names)
+
+    @property
+    def aux(self) -> tuple[str, ...]:
+        return tuple(self.neuron.aux_names)
+
+    def init(self, batch: int, dtype: Any) -> dict[str, jax.Array]:
+        shape = (batch, self.size)
+        state = dict(self.neuron.init(shape, dtype))
+        for ch in self.channels:
+            if ch.kind == "synapse":
+                for k, v in ch.synapse.init(shape, dtype).items():  # type: ignore[union-attr]
+                    state[f"{ch.id}.{k}"] = v
+        for tr in self.pre_traces:
+            for k, v in tr.synapse.init(shape, dtype).items():
+                state[f"{tr.id}.{k}"] = v
+        return state
+
+    def signals(self, state: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """Output signals: ``"spike"`` (or the value, for non-spiking models) and traces."""
+        neuron_state = {k: state[k] for k in (*self.neuron.state_names, *self.aux)}
+        out = {"spike": self.neuron.output(neuron_state)}
+        for tr in self.pre_traces:
+            out[tr.id] = tr.synapse.output(_sub(state, tr.id, tr.synapse.state_names))
+        return out
+
+    def transition(
+        self, state: Mapping[str, jax.Array], u: Mapping[str, jax.Array], dt: float
+    ) -> dict[str, jax.Array]:
+        """One element-wise step of every neuron: channels, membrane, then AlignPre traces."""
+        new: dict[str, jax.Array] = {}
+        v_prev = state[self.neuron.state_names[0]]
+        current: Any = 0.0
+        jump: Any = 0.0
+        for ch in self.channels:
+            inp = u[ch.id]
+            if ch.kind == "jump":
+                jump = jump + inp
+                continue
+            if ch.kind == "synapse":
+                syn = ch.synapse
+                syn_new = syn.update(_sub(state, ch.id, syn.state_names), inp, dt)  # type: ignore[union-attr]
+                new.update({f"{ch.id}.{k}": v for k, v in syn_new.items()})
+                inp = syn.output(syn_new)  # type: ignore[union-attr]
+            current = current + (inp if ch.reversal is None else inp * (ch.reversal - v_prev))
+        neuron_state = {k: state[k] for k in (*self.neuron.state_names, *self.aux)}
+        new.update(self.neuron.update(neuron_state, current, jump, dt))
+        if self.pre_traces:
+            spike = self.neuron.output({k: new[k] for k in neuron_state})
+            for tr in self.pre_traces:
+                tr_new = tr.synapse.update(_sub(state, tr.id, tr.synapse.state_names), spike, dt)
+                new.update({f"{tr.id}.{k}": v for k, v in tr_new.items()})
+        return new
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionPlan:
+    """A projection with its endpoints resolved."""
+
+    name: str
+    source: str
+    signal: str  # which output of the source: "spike", a PreTrace id, "x" for inputs
+    target: str
+    channel: str
+    op: WeightOp
+    delay: int
+    n_in: int
+    n_out: int
+    trainable: bool
+    from_input: bool
+
+
+class SimulationResult(NamedTuple):
+    """What :meth:`Network.simulate` returns.
+
+    Attributes:
+        state: the final state.
+        outputs: per-step readout values, ``(T, B, n_out)`` (or ``None`` without readout).
+        record: ``{population: {variable: (T, B, N)}}`` for the recorded variables
+            (``"spike"`` for spikes, or any state variable name such as ``"V"``).
+    """
+
+    state: Any
+    outputs: Any
+    record: Any
+
+
+class Network:
+    r"""A spiking network: inputs, populations, projections and an optional readout.
+
+    Arguments:
+        inputs: ``{name: size}`` of external inputs (or one ``int`` for a single input ``"x"``).
+        populations: ``{name: Population}``.
+        projections: a sequence of :class:`Projection`.
+        readout: a :class:`Readout`, added as a population named ``"readout"``.
+        dt: time step (ms).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from traxon.core import LIF, Dense, Expon, Network, Population, Projection, Readout
+        >>> net = Network(
+        ...     inputs=3,
+        ...     populations={"hidden": Population(LIF(), 8)},
+        ...     projections=[
+        ...         Projection("x", "hidden", Dense(gain=2.0), synapse=Expon(5.0)),
+        ...         Projection("hidden", "hidden", Dense(), synapse=Expon(5.0), delay=1),
+        ...     ],
+        ...     readout=Readout("hidden", 2, tau=20.0),
+        ... )
+        >>> params, state = net.init(jax.random.PRNGKey(0), batch_size=4)
+        >>> state, y = net.step(params, state, jnp.ones((4, 3)))
+        >>> y.shape
+        (4, 2)
+    """
+
+    def __init__(
+        self,
+        inputs: Mapping[str, int] | int,
+        populations: Mapping[str, Population],
+        projections: Sequence[Projection],
+        readout: Readout | None = None,
+        dt: float = 1.0,
+    ) -> None:
+        import brainunit as u
+
+        self.dt = float(to_float(dt, u.ms, "dt"))
+        check_positive(self.dt, "dt")
+        self.inputs: dict[str, int] = {"x": int(inputs)} if isinstance(inputs, int) else dict(inputs)
+        for name, n in self.inputs.items():
+            if not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"input `{name}` must have a positive integer size; got {n!r}.")
+        pops = dict(populations)
+        for name, pop in pops.items():
+            if not isinstance(pop, Population):
+                raise TypeError(
+                    f"population `{name}` must be a traxon Population; got {type(pop).__name__}."
+                )
+        projs = list(projections)
+        self.readout = readout
+        if readout is not None:
+            if READOUT in pops:
+                raise ValueError(f"`{READOUT}` is reserved for the readout population.")
+            pops[READOUT] = Population(readout.neuron(), readout.size)
+            for src in readout.sources:
+                projs.append(
+                    Projection(src, READOUT, Dense(gain=readout.gain), name=f"{src}->{READOUT}")
+                )
+            if readout.bias:
+                projs.append(
+                    Projection(ONE, READOUT, Bias(), name=f"{READOUT}.bias")
+                )
+        clash = set(self.inputs) & set(pops)
+        if clash:
+            raise ValueError(f"names used for both an input and a population: {sorted(clash)}.")
+        self._build(pops, projs)
+
+    # ----------------------------------------------------------------------------------
+    def _build(self, pops: dict[str, Population], projs: list[Projection]) -> None:
+        sizes = {**self.inputs, **{k: p.size for k, p in pops.items()}, ONE: 1}
+        channels: dict[str, dict[tuple, Channel]] = {k: {} for k in pops}
+        pre_traces: dict[str, dict[tuple, PreTrace]] = {k: {} for k in [*pops, *self.inputs]}
+        plans: list[ProjectionPlan] = []
+        names: set[str] = set()
+        for i, proj in enumerate(projs):
+            where = f"projection {i} ({proj.source!r} -> {proj.target!r})"
+            if proj.source not in sizes:
+                raise ValueError(
+                    f"{where}: unknown source {proj.source!r}; inputs are {sorted(self.inputs)}, "
+                    f"populations are {sorted(pops)}."
+                )
+            if proj.target not in pops:
+                raise ValueError(
+                    f"{where}: unknown target {proj.target!r}; populations are {sorted(pops)}."
+                )
+            from_input = proj.source in self.inputs or proj.source == ONE
+            if from_input and proj.delay:
+                raise ValueError(f"{where}: inputs are read at the current step; use delay=0.")
+            if proj.source == proj.target and not proj.delay:
+                raise ValueError(f"{where}: a population reading itself needs delay=1.")
+            name = proj.name or f"{proj.source}->{proj.target}"
+            if name in names:
+                k = 1
+                while f"{name}#{k}" in names:
+                    k += 1
+                name = f"{name}#{k}" if proj.name is None else name
+                if name in names:
+                    raise ValueError(f"{where}: duplicate projection name {name!r}.")
+            names.add(name)
+            n_in, n_out = sizes[proj.source], sizes[proj.target]
+            proj.op.check_sizes(n_in, n_out, where)
+            signal = "x" if from_input else "spike"
+            if proj.align == "pre":
+                key = proj.synapse.key()  # type: ignore[union-attr]
+                table = pre_traces[proj.source]
+                if key not in table:
+                    table[key] = PreTrace(f"pre{len(table)}", proj.synapse)  # type: ignore[arg-type]
+                signal = table[key].id
+                ch_key: tuple = ("current", proj.reversal)
+            elif proj.synapse is None:
+                ch_key = ("current", proj.reversal)
+            elif isinstance(proj.synapse, Delta):
+                ch_key = ("jump", None)
+            else:
+                ch_key = ("synapse", proj.synapse.key(), proj.reversal)
+            table_c = channels[proj.target]
+            if ch_key not in table_c:
+                kind = ch_key[0]
+                syn = proj.synapse if kind == "synapse" else None
+                table_c[ch_key] = Channel(f"in{len(table_c)}", kind, syn, proj.reversal)
+            plans.append(
+                ProjectionPlan(
+                    name=name,
+                    source=proj.source,
+                    signal=signal,
+                    target=proj.target,
+                    channel=table_c[ch_key].id,
+                    op=proj.op,
+                    delay=proj.delay,
+                    n_in=n_in,
+                    n_out=n_out,
+                    trainable=proj.trainable,
+                    from_input=from_input,
+                )
+            )
+        self.populations: dict[str, PopulationPlan] = {
+            k: PopulationPlan(
+                k,
+                p.neuron,
+                p.size,
+                tuple(channels[k].values()),
+                tuple(pre_traces[k].values()),
+            )
+            for k, p in pops.items()
+        }
+        self.input_traces: dict[str, tuple[PreTrace, ...]] = {
+            k: tuple(pre_traces[k].values()) for k in self.inputs
+        }
+        self.projections: tuple[ProjectionPlan, ...] = tuple(plans)
+        self.order: tuple[str, ...] = self._topological_order()
+
+    def _topological_order(self) -> tuple[str, ...]:
+        deps: dict[str, set[str]] = {k: set() for k in self.populations}
+        for p in self.projections:
+            if not p.delay and not p.from_input:
+                deps[p.target].add(p.source)
+        order: list[str] = []
+        remaining = dict(deps)
+        while remaining:
+            ready = [k for k, d in remaining.items() if not (d - set(order))]
+            if not ready:
+                raise ValueError(
+                    "projections with delay=0 form a loop among populations "
+                    f"{sorted(remaining)}; give one projection of the loop delay=1."
+                )
+            ready.sort(key=lambda k: (k == READOUT, list(self.populations).index(k)))
+            order.append(ready[0])
+            del remaining[ready[0]]
+        return tuple(order)
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def has_readout(self) -> bool:
+        return READOUT in self.populations
+
+    def projections_into(self, target: str) -> tuple[ProjectionPlan, ...]:
+        return tuple(p for p in self.projections if p.target == target)
+
+    def init_params(self, key: jax.Array, dtype: Any = None) -> dict[str, jax.Array]:
+        """Fresh weights ``{projection name: array}``, one key per projection."""
+        dtype = _float_dtype(dtype)
+        keys = jax.random.split(key, max(len(self.projections), 1))
+        return {
+            p.name: p.op.init(k, p.n_in, p.n_out, dtype)
+            for p, k in zip(self.projections, keys, strict=False)
+        }
+
+    def init_state(self, batch_size: int, dtype: Any = None) -> dict[str, dict[str, jax.Array]]:
+        """Resting state of every population (and AlignPre traces of inputs)."""
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+        dtype = _float_dtype(dtype)
+        state = {k: p.init(int(batch_size), dtype) for k, p in self.populations.items()}
+        for name, traces in self.input_traces.items():
+            if traces:
+                state[name] = {}
+                for tr in traces:
+                    for k, v in tr.synapse.init((batch_size, self.inputs[name]), dtype).items():
+                        state[name][f"{tr.id}.{k}"] = v
+        return state
+
+    def init(
+        self, key: jax.Array, batch_size: int, dtype: Any = None
+    ) -> tuple[dict[str, jax.Array], dict[str, dict[str, jax.Array]]]:
+        """``(params, state)`` for a batch of ``batch_size`` independent copies."""
+        return self.init_params(key, dtype), self.init_state(batch_size, dtype)
+
+    # ----------------------------------------------------------------------------------
+    def as_inputs(self, x: Any, batch: int | None = None, leading: int = 0) -> dict[str, jax.Array]:
+        """Normalise ``x`` to ``{input name: array}`` and check shapes (before any work)."""
+        if not isinstance(x, Mapping):
+            if len(self.inputs) != 1:
+                raise TypeError(
+                    f"this network has inputs {sorted(self.inputs)}: pass a dict of arrays."
+                )
+            x = {next(iter(self.inputs)): x}
+        missing = set(self.inputs) - set(x)
+        extra = set(x) - set(self.inputs)
+        if missing or extra:
+            raise ValueError(
+                f"inputs must be exactly {sorted(self.inputs)}; missing {sorted(missing)}, "
+                f"unexpected {sorted(extra)}."
+            )
+        out = {}
+        for name, arr in x.items():
+            arr = jnp.asarray(arr)
+            if not jnp.issubdtype(arr.dtype, jnp.number) and arr.dtype != jnp.bool_:
+                raise TypeError(f"input `{name}` must be numeric; got dtype {arr.dtype}.")
+            want = (*([None] * leading), batch, self.inputs[name])
+            if arr.ndim != len(want) or any(
+                w is not None and w != s for w, s in zip(want, arr.shape, strict=False)
+            ):
+                shown = "(" + ", ".join("T" if w is None and i < leading else
+                                        "B" if w is None else str(w)
+                                        for i, w in enumerate(want)) + ")"
+                raise ValueError(
+                    f"input `{name}` must have shape {shown}; got {tuple(arr.shape)}."
+                )
+            check_finite(arr, f"input `{name}`")
+            out[name] = arr
+        return out
+
+    def batch_size(self, state: Mapping[str, Any]) -> int:
+        first = next(iter(self.populations))
+        return int(state[first][self.populations[first].traced[0]].shape[0])
+
+    def check_state(self, state: Any, name: str = "state") -> None:
+        """Raise if ``state`` does not match this network's structure."""
+        expected = jax.tree_util.tree_structure(self.init_state(1))
+        got = jax.tree_util.tree_structure(state)
+        if expected != got:
+            raise ValueError(
+                f"`{name}` does not match this network.\n  expected: {expected}\n  got:      {got}"
+            )
+
+    def check_params(self, params: Any, name: str = "params") -> None:
+        """Raise if ``params`` lacks a weight or a weight has the wrong shape."""
+        if not isinstance(params, Mapping):
+            raise TypeError(f"`{name}` must be a dict of weights; got {type(params).__name__}.")
+        want = {p.name: p.op.weight_shape(p.n_in, p.n_out) for p in self.projections}
+        missing, extra = set(want) - set(params), set(params) - set(want)
+        if missing or extra:
+            raise ValueError(
+                f"`{name}` must hold exactly the weights {sorted(want)}; missing "
+                f"{sorted(missing)}, unexpected {sorted(extra)}."
+            )
+        for k, shape in want.items():
+            if tuple(np.shape(params[k])) != tuple(shape):
+                raise ValueError(
+                    f"weight `{k}` must have shape {tuple(shape)}; got {tuple(np.shape(params[k]))}."
+                )
+
+    # ----------------------------------------------------------------------------------
+    def signals(self, state: Mapping[str, Any]) -> dict[str, dict[str, jax.Array]]:
+        """Every population's output signals computed from a state."""
+        return {k: p.signals(state[k]) for k, p in self.populations.items()}
+
+    def input_signals(
+        self, state: Mapping[str, Any], x: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, dict[str, jax.Array]], dict[str, dict[str, jax.Array]]]:
+        """Signals of the inputs this step (raw and AlignPre-filtered) and their new traces."""
+        sig: dict[str, dict[str, jax.Array]] = {}
+        new_state: dict[str, dict[str, jax.Array]] = {}
+        for name, traces in self.input_traces.items():
+            xi = x[name]
+            sig[name] = {"x": xi}
+            if traces:
+                new_state[name] = {}
+                for tr in traces:
+                    st = tr.synapse.update(
+                        _sub(state[name], tr.id, tr.synapse.state_names), xi, self.dt
+                    )
+                    new_state[name].update({f"{tr.id}.{k}": v for k, v in st.items()})
+                    sig[name][tr.id] = tr.synapse.output(st)
+        return sig, new_state
+
+    def forward(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Mapping[str, Any],
+        x: Mapping[str, jax.Array],
+        perturb: Mapping[str, Mapping[str, jax.Array]] | None = None,
+        sever: frozenset[str] = frozenset(),
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One step with its internals exposed (used by the learning rules).
+
+        Arguments:
+            perturb: ``{population: {signal: array}}`` added to this step's signals right
+                after each transition (zero perturbations give the learning signals).
+            sever: projection names whose weight-op output is held fixed
+                (``stop_gradient``) -- used to cut gradient paths.
+
+        Returns:
+            ``(new_state, internals)``, where ``internals`` holds ``u`` (per population and
+            channel), ``z`` (per projection), this step's signals and the previous step's.
+        """
+        prev = self.signals(state)
+        now, new_state = self.input_signals(state, x)
+        batch = next(iter(x.values())).shape[0]
+        dtype = _state_dtype(state)
+        now[ONE] = {"x": jnp.ones((batch, 1), dtype)}
+        us: dict[str, dict[str, jax.Array]] = {}
+        zs: dict[str, jax.Array] = {}
+        for target in self.order:
+            plan = self.populations[target]
+            u = {ch.id: jnp.zeros((batch, plan.size), dtype) for ch in plan.channels}
+            for proj in self.projections_into(target):
+                z = (prev if proj.delay else now)[proj.source][proj.signal]
+                z = z.astype(dtype)
+                zs[proj.name] = z
+                contrib = proj.op.apply(params[proj.name], z)
+                if proj.name in sever:
+                    contrib = jax.lax.stop_gradient(contrib)
+                u[proj.channel] = u[proj.channel] + contrib
+            us[target] = u
+            new = plan.transition(state[target], u, self.dt)
+            new_state[target] = new
+            sig = plan.signals(new)
+            if perturb is not None and target in perturb:
+                sig = {k: v + perturb[target][k] if k in perturb[target] else v
+                       for k, v in sig.items()}
+            now[target] = sig
+        return new_state, {"u": us, "z": zs, "signals": now, "prev_signals": prev}
+
+    def output(self, signals: Mapping[str, Mapping[str, jax.Array]]) -> Any:
+        """The step's output: the readout value, or every population's spikes."""
+        if self.has_readout:
+            return signals[READOUT]["spike"]
+        return {k: signals[k]["spike"] for k in self.populations}
+
+    def step(
+        self, params: Mapping[str, jax.Array], state: Mapping[str, Any], x: Any
+    ) -> tuple[dict[str, Any], Any]:
+        """One time step: ``(state, x) -> (new_state, output)``.
+
+        ``x`` is an array ``(B, n_in)`` (single input) or ``{name: array}``; ``output`` is the
+        readout value ``(B, n_out)``, or ``{population: spikes}`` without a readout.
+        """
+        xs = self.as_inputs(x, batch=self.batch_size(state))
+        new_state, internals = self.forward(params, state, xs)
+        return new_state, self.output(internals["signals"])
+
+    def simulate(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Mapping[str, Any],
+        xs: Any,
+        record: Sequence[str] = ("spike",),
+    ) -> SimulationResult:
+        """Run ``T`` steps as one ``lax.scan``; ``xs`` has a leading time axis ``(T, B, n_in)``.
+
+        ``record`` names what to keep per step for every population: ``"spike"`` and/or
+        state variables such as ``"V"`` (variables a population lacks are skipped).
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from traxon.core import LIF, Dense, Network, Population, Projection
+            >>> net = Network(2, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))])
+            >>> params, state = net.init(jax.random.PRNGKey(0), batch_size=1)
+            >>> res = net.simulate(params, state, jnp.ones((10, 1, 2)), record=("spike", "V"))
+            >>> res.record["h"]["V"].shape
+            (10, 1, 4)
+        """
+        xs = self.as_inputs(xs, batch=self.batch_size(state), leading=1)
+        record = tuple(record)
+
+        def body(carry: Any, x_t: Any) -> tuple[Any, Any]:
+            new_state, internals = self.forward(params, carry, x_t)
+            rec = {}
+            for k, plan in self.populations.items():
+                entry = {}
+                for var in record:
+                    if var == "spike":
+                        entry[var] = internals["signals"][k]["spike"]
+                    elif var in new_state[k]:
+                        entry[var] = new_state[k][var]
+                rec[k] = entry
+            out = self.output(internals["signals"]) if self.has_readout else None
+            return new_state, (out, rec)
+
+        final, (outs, rec) = jax.lax.scan(body, state, xs)
+        return SimulationResult(final, outs, rec)
+
+
+def _float_dtype(dtype: Any) -> Any:
+    if dtype is None:
+        return jnp.zeros(()).dtype  # float32, or float64 under jax_enable_x64
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype; got {dtype}.")
+    return dtype
+
+
+def _state_dtype(state: Mapping[str, Any]) -> Any:
+    leaves = jax.tree_util.tree_leaves(state)
+    return leaves[0].dtype if leaves else jnp.zeros(()).dtype

@@ -1,0 +1,371 @@
+r"""Neuron models: element-wise state transitions with a spike (or value) output.
+
+Every neuron is an immutable pytree module with
+
+* ``state_names`` -- the differentiable state variables (traced by the learning rules),
+* ``aux_names`` -- bookkeeping variables with no gradient (refractory timers),
+* ``init(shape, dtype)`` -- resting state,
+* ``output(state)`` -- the signal other populations read (spikes, or the value of a
+  non-spiking integrator); a pure function of the state,
+* ``update(state, current, jump, dt)`` -- one step. The spike of the *previous* state resets
+  the membrane first, then the membrane integrates ``current`` over ``dt`` by the exact
+  exponential (or Euler, for Izhikevich) step, then ``jump`` (a delta-synapse input) is added.
+* ``decays(dt)`` -- the per-step decay factor of each state variable, used to pick
+  presynaptic trace decays automatically.
+
+Times are in ms, voltages in mV (plain floats); brainunit Quantities are converted.
+Neuron ``i``'s new state depends only on neuron ``i``'s old state and inputs: that is the
+element-wise transition the tracer relies on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import brainunit as u
+import jax
+import jax.numpy as jnp
+
+from traxon._checks import check_in, check_positive, to_float
+from traxon._module import Module, static
+from traxon.core.surrogates import Surrogate, surrogate
+
+__all__ = ["ALIF", "LIF", "Izhikevich", "LeakyIntegrator", "Neuron"]
+
+State = dict[str, jax.Array]
+
+
+def _leak(dt: float, tau: Any) -> Any:
+    return jnp.exp(-dt / jnp.asarray(tau)) if not isinstance(tau, float) else math.exp(-dt / tau)
+
+
+class Neuron(Module):
+    """Base class of neuron models (see the module docstring for the interface)."""
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @property
+    def aux_names(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def spiking(self) -> bool:
+        return True
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        raise NotImplementedError
+
+    def output(self, state: State) -> jax.Array:
+        raise NotImplementedError
+
+    def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
+        raise NotImplementedError
+
+    def decays(self, dt: float) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def _reset(
+    v: jax.Array, spike: jax.Array, v_th: Any, v_reset: Any, mode: str, detach: bool
+) -> jax.Array:
+    if detach:
+        spike = jax.lax.stop_gradient(spike)
+    if mode == "soft":
+        return v - (v_th - v_reset) * spike
+    return v * (1.0 - spike) + v_reset * spike
+
+
+class LIF(Neuron):
+    r"""Leaky integrate-and-fire neuron.
+
+    .. math::
+        V' = V_{t-1} - (V_{th} - V_{reset})\, s_{t-1} \quad\text{(soft; hard: } V' = V_{reset}\text{)}
+
+        V_t = V_{rest} + (V' - V_{rest})\,\alpha + R\,I_t\,(1-\alpha) + J_t,
+        \qquad \alpha = e^{-\Delta t/\tau}
+
+        s_t = H\big((V_t - V_{th}) / (V_{th} - V_{reset})\big)
+
+    Arguments:
+        tau: membrane time constant (ms, > 0).
+        V_th, V_reset, V_rest: threshold, reset and resting potentials (mV), ``V_th > V_reset``.
+        R: membrane resistance (input current scale).
+        reset: ``"soft"`` (subtract) or ``"hard"`` (set to ``V_reset``).
+        detach_reset: stop the gradient through the reset (as in e-prop).
+        tau_ref: refractory period (ms, >= 0); during it the membrane is held at reset.
+        spike_fn: a :class:`~traxon.core.Surrogate` or its name.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.core import LIF
+        >>> lif = LIF(tau=10.0)
+        >>> s = lif.init((1, 3), jnp.float32)
+        >>> s = lif.update(s, current=jnp.array([[0.0, 1.0, 2.0]]), jump=0.0, dt=1.0)
+        >>> s["V"].round(3)
+        Array([[0.   , 0.095, 0.19 ]], dtype=float32)
+    """
+
+    tau: Any = 20.0
+    V_th: Any = 1.0
+    V_reset: Any = 0.0
+    V_rest: Any = 0.0
+    R: Any = 1.0
+    reset: str = static(default="soft")
+    detach_reset: bool = static(default=False)
+    tau_ref: float = static(default=0.0)
+    spike_fn: Surrogate = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        _convert(self, tau=u.ms, V_th=u.mV, V_reset=u.mV, V_rest=u.mV, R=None)
+        object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, u.ms, "tau_ref")))
+        check_positive(self.tau, "tau")
+        check_positive(self.tau_ref, "tau_ref", allow_zero=True)
+        _check_threshold(self.V_th, self.V_reset)
+        if self.reset not in ("soft", "hard"):
+            raise ValueError(f"`reset` must be 'soft' or 'hard'; got {self.reset!r}.")
+        object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "triangle"))
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("V",)
+
+    @property
+    def aux_names(self) -> tuple[str, ...]:
+        return ("ref",) if self.tau_ref > 0 else ()
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        state = {"V": jnp.full(shape, self.V_rest, dtype)}
+        if self.tau_ref > 0:
+            state["ref"] = jnp.zeros(shape, dtype)
+        return state
+
+    def output(self, state: State) -> jax.Array:
+        return self.spike_fn((state["V"] - self.V_th) / (self.V_th - self.V_reset))
+
+    def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
+        spike = self.output(state)
+        v = _reset(state["V"], spike, self.V_th, self.V_reset, self.reset, self.detach_reset)
+        alpha = _leak(dt, self.tau)
+        v_new = self.V_rest + (v - self.V_rest) * alpha + self.R * current * (1.0 - alpha) + jump
+        new = {"V": v_new}
+        if self.tau_ref > 0:
+            ref = jnp.where(
+                jax.lax.stop_gradient(spike) > 0,
+                self.tau_ref,
+                jnp.maximum(state["ref"] - dt, 0.0),
+            ).astype(v.dtype)
+            new["V"] = jnp.where(ref > 0, v, v_new)
+            new["ref"] = ref
+        return new
+
+    def decays(self, dt: float) -> dict[str, float]:
+        return {"V": _mean_decay(dt, self.tau)}
+
+
+class ALIF(Neuron):
+    r"""Adaptive LIF: the threshold rises by ``beta * a`` after each spike, ``a`` decays slowly.
+
+    .. math::
+        a_t = \rho\,(a_{t-1} + s_{t-1}),\qquad \rho = e^{-\Delta t/\tau_a}
+
+        s_t = H\big((V_t - V_{th} - \beta a_t) / (V_{th} - V_{reset})\big)
+
+    and ``V`` as in :class:`LIF` (soft reset by ``V_th - V_reset``).
+
+    Arguments:
+        tau: membrane time constant (ms). tau_a: adaptation time constant (ms), typically
+        ~2,000 ms for working-memory tasks. beta: threshold increment per unit of ``a`` (mV).
+        Other arguments as in :class:`LIF`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.core import ALIF
+        >>> alif = ALIF(tau=20.0, tau_a=2000.0, beta=1.8)
+        >>> sorted(alif.init((2, 4), jnp.float32))
+        ['V', 'a']
+    """
+
+    tau: Any = 20.0
+    tau_a: Any = 2000.0
+    beta: Any = 1.8
+    V_th: Any = 1.0
+    V_reset: Any = 0.0
+    V_rest: Any = 0.0
+    R: Any = 1.0
+    reset: str = static(default="soft")
+    detach_reset: bool = static(default=False)
+    spike_fn: Surrogate = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        _convert(
+            self, tau=u.ms, tau_a=u.ms, beta=u.mV, V_th=u.mV, V_reset=u.mV, V_rest=u.mV, R=None
+        )
+        check_positive(self.tau, "tau")
+        check_positive(self.tau_a, "tau_a")
+        check_positive(self.beta, "beta", allow_zero=True)
+        _check_threshold(self.V_th, self.V_reset)
+        if self.reset not in ("soft", "hard"):
+            raise ValueError(f"`reset` must be 'soft' or 'hard'; got {self.reset!r}.")
+        object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "triangle"))
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("V", "a")
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        return {"V": jnp.full(shape, self.V_rest, dtype), "a": jnp.zeros(shape, dtype)}
+
+    def output(self, state: State) -> jax.Array:
+        threshold = self.V_th + self.beta * state["a"]
+        return self.spike_fn((state["V"] - threshold) / (self.V_th - self.V_reset))
+
+    def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
+        spike = self.output(state)
+        v = _reset(state["V"], spike, self.V_th, self.V_reset, self.reset, self.detach_reset)
+        alpha = _leak(dt, self.tau)
+        rho = _leak(dt, self.tau_a)
+        a_spike = jax.lax.stop_gradient(spike) if self.detach_reset else spike
+        return {
+            "V": self.V_rest + (v - self.V_rest) * alpha + self.R * current * (1 - alpha) + jump,
+            "a": (state["a"] + a_spike) * rho,
+        }
+
+    def decays(self, dt: float) -> dict[str, float]:
+        return {"V": _mean_decay(dt, self.tau), "a": _mean_decay(dt, self.tau_a)}
+
+
+class Izhikevich(Neuron):
+    r"""Izhikevich (2003) two-variable neuron, forward-Euler integrated.
+
+    .. math::
+        v' = v(1-s) + c\,s,\qquad u' = u + d\,s \quad (s = s_{t-1})
+
+        v_t = v' + \Delta t\,(0.04 v'^2 + 5 v' + 140 - u' + I_t) + J_t
+
+        u_t = u' + \Delta t\, a\,(b\,v' - u')
+
+        s_t = H\big((v_t - v_{th}) / (v_{th} - c)\big)
+
+    Arguments:
+        a, b, c, d: the model's parameters (defaults: regular spiking, 0.02, 0.2, -65, 8).
+        V_th: spike cut-off (mV, default 30). spike_fn: surrogate.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.core import Izhikevich
+        >>> izh = Izhikevich()
+        >>> izh.init((1, 2), jnp.float32)["v"]
+        Array([[-65., -65.]], dtype=float32)
+    """
+
+    a: Any = 0.02
+    b: Any = 0.2
+    c: Any = -65.0
+    d: Any = 8.0
+    V_th: Any = 30.0
+    detach_reset: bool = static(default=False)
+    spike_fn: Surrogate = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        _convert(self, a=None, b=None, c=u.mV, d=None, V_th=u.mV)
+        check_positive(self.a, "a")
+        _check_threshold(self.V_th, self.c, reset_name="c")
+        object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "fast_sigmoid"))
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("v", "u")
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        v = jnp.full(shape, self.c, dtype)
+        return {"v": v, "u": self.b * v}
+
+    def output(self, state: State) -> jax.Array:
+        return self.spike_fn((state["v"] - self.V_th) / (self.V_th - self.c))
+
+    def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
+        spike = self.output(state)
+        if self.detach_reset:
+            spike = jax.lax.stop_gradient(spike)
+        v = state["v"] * (1.0 - spike) + self.c * spike
+        w = state["u"] + self.d * spike
+        dv = 0.04 * v * v + 5.0 * v + 140.0 - w + current
+        du = self.a * (self.b * v - w)
+        return {"v": v + dt * dv + jump, "u": w + dt * du}
+
+    def decays(self, dt: float) -> dict[str, float]:
+        # Linearised around rest (v = c): dv/dv = 0.08 c + 5, du/du = -a.
+        slope_v = min(float(jnp.mean(0.08 * jnp.asarray(self.c) + 5.0)), -1e-3)
+        return {"v": math.exp(dt * slope_v), "u": _mean_decay(dt, 1.0 / jnp.asarray(self.a))}
+
+
+class LeakyIntegrator(Neuron):
+    r"""Non-spiking leaky integrator, the usual readout: :math:`r_t = \kappa r_{t-1} + I_t`.
+
+    Its output is its value ``r``. Give either ``tau`` (ms; :math:`\kappa = e^{-\Delta t/\tau}`)
+    or ``kappa`` directly; ``kappa=0`` is an instantaneous (memoryless) readout.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.core import LeakyIntegrator
+        >>> li = LeakyIntegrator(kappa=0.5)
+        >>> s = li.update({"r": jnp.ones((1, 2))}, current=1.0, jump=0.0, dt=1.0)
+        >>> s["r"]
+        Array([[1.5, 1.5]], dtype=float32)
+    """
+
+    tau: Any = None
+    kappa: Any = None
+
+    def __post_init__(self) -> None:
+        if (self.tau is None) == (self.kappa is None):
+            raise ValueError(
+                "LeakyIntegrator needs exactly one of `tau` (ms) or `kappa` (decay per step); "
+                f"got tau={self.tau!r}, kappa={self.kappa!r}."
+            )
+        if self.tau is not None:
+            object.__setattr__(self, "tau", to_float(self.tau, u.ms, "tau"))
+            check_positive(self.tau, "tau")
+        else:
+            object.__setattr__(self, "kappa", to_float(self.kappa, None, "kappa"))
+            check_in(self.kappa, "kappa", 0.0, 1.0)
+
+    @property
+    def spiking(self) -> bool:
+        return False
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("r",)
+
+    def decay(self, dt: float) -> Any:
+        return _leak(dt, self.tau) if self.tau is not None else self.kappa
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        return {"r": jnp.zeros(shape, dtype)}
+
+    def output(self, state: State) -> jax.Array:
+        return state["r"]
+
+    def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
+        return {"r": self.decay(dt) * state["r"] + current + jump}
+
+    def decays(self, dt: float) -> dict[str, float]:
+        return {"r": float(jnp.mean(jnp.asarray(self.decay(dt))))}
+
+
+def _mean_decay(dt: float, tau: Any) -> float:
+    return float(jnp.mean(jnp.exp(-dt / jnp.asarray(tau, dtype=jnp.float32))))
+
+
+def _convert(module: Module, **units: Any) -> None:
+    for name, unit in units.items():
+        value = getattr(module, name)
+        object.__setattr__(module, name, to_float(value, unit, name))
+
+
+def _check_threshold(v_th: Any, v_reset: Any, reset_name: str = "V_reset") -> None:
+    check_positive(jnp.asarray(v_th) - jnp.asarray(v_reset), f"V_th - {reset_name}")

@@ -1,0 +1,242 @@
+r"""The per-step quantities of the model contract, all by forward- and reverse-mode products.
+
+For every population :math:`P` with :math:`N` neurons and :math:`S` traced state variables:
+
+* ``D[P]`` ``(B, N, S, S)`` -- per-neuron blocks of :math:`\partial h_t / \partial h_{t-1}` with
+  the weight-op outputs ``u`` held fixed (``D[b, i, s, r] = dh_t[i, s] / dh_{t-1}[i, r]``);
+* ``F[P][c]`` ``(B, N, S)`` -- :math:`\partial h_t / \partial u_c` for each input channel ``c``;
+* ``lam[P][sig]`` ``(B, N)`` -- :math:`\partial l_t / \partial \mathrm{sig}_t`: the learning
+  signal at each of this step's output signals, propagated within the step through the
+  downstream populations and the readout (one VJP of zero perturbations);
+* ``g[P][sig]`` ``(B, N, S)`` -- :math:`\partial \mathrm{sig}_t / \partial h_t` per neuron;
+* ``delta[P]`` ``(B, N, S)`` -- :math:`\partial l_t / \partial h_t = \sum_{sig} lam \cdot g`.
+
+Reads between state variables of the same neuron happen inside the transition and are
+therefore inside ``D`` and ``F``, never counted twice. Nothing here is larger than
+``B x N x S x S``; no ``N x N`` Jacobian is formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from traxon.core.network import READOUT, Network, PopulationPlan
+
+__all__ = [
+    "StepQuantities",
+    "check_elementwise",
+    "loss_reach",
+    "stack",
+    "step_quantities",
+    "unstack",
+]
+
+LossFn = Callable[[jax.Array, Any], jax.Array]
+
+
+def stack(plan: PopulationPlan, state: Mapping[str, jax.Array]) -> jax.Array:
+    """The traced variables of one population as ``(B, N, S)``."""
+    return jnp.stack([state[k] for k in plan.traced], axis=-1)
+
+
+def unstack(
+    plan: PopulationPlan, h: jax.Array, aux: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
+    out = {k: h[..., i] for i, k in enumerate(plan.traced)}
+    out.update(aux)
+    return out
+
+
+def _aux(plan: PopulationPlan, state: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    return {k: state[k] for k in plan.aux}
+
+
+class StepQuantities(NamedTuple):
+    """Everything one step gives the learning rules (see the module docstring)."""
+
+    new_state: Any
+    output: jax.Array
+    loss: jax.Array  # (B,) per-sample loss of this step
+    z: dict[str, jax.Array]
+    D: dict[str, jax.Array]
+    F: dict[str, dict[str, jax.Array]]
+    lam: dict[str, dict[str, jax.Array]]
+    g: dict[str, dict[str, jax.Array]]
+    delta: dict[str, jax.Array]
+
+
+def within_step_signals(net: Network) -> dict[str, tuple[str, ...]]:
+    """Signals of each population read at the same step (by ``delay=0`` projections)."""
+    used: dict[str, set[str]] = {k: set() for k in net.populations}
+    for p in net.projections:
+        if not p.delay and p.source in net.populations:
+            used[p.source].add(p.signal)
+    used[READOUT].add("spike")
+    return {k: tuple(sorted(v)) for k, v in used.items()}
+
+
+def loss_reach(net: Network, within_step_only: bool) -> set[str]:
+    """Populations whose state can influence the loss.
+
+    ``within_step_only``: only through ``delay=0`` projections (what learning signals of the
+    online rules reach); otherwise through any projection (BPTT, RTRL).
+    """
+    reached = {READOUT}
+    changed = True
+    while changed:
+        changed = False
+        for p in net.projections:
+            if p.source in net.populations and p.target in reached and p.source not in reached:
+                if within_step_only and p.delay:
+                    continue
+                reached.add(p.source)
+                changed = True
+    return reached
+
+
+def check_elementwise(net: Network, plan: PopulationPlan, dtype: Any = jnp.float32) -> None:
+    """Raise if a population's transition couples different neurons.
+
+    Perturbs neuron 0 of a random state and checks that no other neuron responds, both
+    through the state and through the inputs. Element-wise transitions are what make the
+    per-neuron Jacobian blocks exact.
+    """
+    if plan.size < 2:
+        return
+    key = jax.random.PRNGKey(0)
+    state = plan.init(1, dtype)
+    state = {k: v + 0.1 * jax.random.normal(jax.random.fold_in(key, i), v.shape, dtype)
+             for i, (k, v) in enumerate(state.items())}
+    u = {ch.id: 0.1 * jnp.ones((1, plan.size), dtype) for ch in plan.channels}
+    h = stack(plan, state)
+    aux = _aux(plan, state)
+
+    def f(hh: jax.Array, uu: Mapping[str, jax.Array]) -> jax.Array:
+        return stack(plan, plan.transition(unstack(plan, hh, aux), uu, net.dt))
+
+    th = jnp.zeros_like(h).at[:, 0, :].set(1.0)
+    tu = {k: jnp.zeros_like(v).at[:, 0].set(1.0) for k, v in u.items()}
+    _, out = jax.jvp(f, (h, u), (th, tu))
+    leak = np.asarray(jnp.abs(out[:, 1:, :]).max()) if plan.size > 1 else 0.0
+    if leak > 0:
+        raise ValueError(
+            f"population `{plan.name}` ({type(plan.neuron).__name__}): its transition couples "
+            "different neurons (perturbing neuron 0 changed others), so per-neuron traces are "
+            "not exact. Express the coupling as a projection (a weight op), or train this "
+            "network with algorithm='bptt' or 'rtrl'."
+        )
+
+
+def _blocks(
+    net: Network,
+    plan: PopulationPlan,
+    state: Mapping[str, jax.Array],
+    u: Mapping[str, jax.Array],
+    channels: tuple[str, ...],
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``D`` and ``F`` of one population by one linearisation and S + C JVPs."""
+    h = stack(plan, state)
+    aux = _aux(plan, state)
+
+    def f(hh: jax.Array, uu: Mapping[str, jax.Array]) -> jax.Array:
+        return stack(plan, plan.transition(unstack(plan, hh, aux), uu, net.dt))
+
+    _, f_jvp = jax.linearize(f, h, dict(u))
+    S = h.shape[-1]
+    C = len(channels)
+    eye = jnp.eye(S, dtype=h.dtype)
+    th = jnp.concatenate(
+        [jnp.broadcast_to(eye[:, None, None, :], (S, *h.shape)), jnp.zeros((C, *h.shape), h.dtype)]
+    )
+    tu = {
+        k: jnp.stack(
+            [jnp.zeros_like(v)] * S
+            + [jnp.ones_like(v) if k == c else jnp.zeros_like(v) for c in channels]
+        )
+        for k, v in u.items()
+    }
+    cols = jax.vmap(f_jvp)(th, tu)  # (S + C, B, N, S_out)
+    D = jnp.moveaxis(cols[:S], 0, -1)  # (B, N, S_out, S_in)
+    F = {c: cols[S + i] for i, c in enumerate(channels)}
+    return D, F
+
+
+def _signal_jacobian(
+    plan: PopulationPlan, state: Mapping[str, jax.Array], signals: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """``d sig / d h`` per neuron, ``(B, N, S)`` for each requested signal."""
+    h = stack(plan, state)
+    aux = _aux(plan, state)
+
+    def sig(hh: jax.Array) -> dict[str, jax.Array]:
+        out = plan.signals(unstack(plan, hh, aux))
+        return {k: out[k] for k in signals}
+
+    S = h.shape[-1]
+    eye = jnp.eye(S, dtype=h.dtype)
+    tangents = jnp.broadcast_to(eye[:, None, None, :], (S, *h.shape))
+    cols = jax.vmap(lambda t: jax.jvp(sig, (h,), (t,))[1])(tangents)
+    return {k: jnp.moveaxis(v, 0, -1) for k, v in cols.items()}
+
+
+def step_quantities(
+    net: Network,
+    params: Mapping[str, jax.Array],
+    state: Mapping[str, Any],
+    x: Mapping[str, jax.Array],
+    target: Any,
+    weight: jax.Array,
+    loss_fn: LossFn,
+    blocks_for: Mapping[str, tuple[str, ...]],
+    signals_for: Mapping[str, tuple[str, ...]],
+) -> StepQuantities:
+    """Run one step and compute ``D``, ``F``, ``lam``, ``g`` and ``delta``.
+
+    Arguments:
+        blocks_for: ``{population: channels}`` whose ``D`` and ``F`` are needed.
+        signals_for: ``{population: signals}`` whose learning signals are needed.
+        weight: ``(B,)`` weight of each sample's loss (mask / normalisation).
+    """
+    batch = weight.shape[0]
+    dtype = jax.tree_util.tree_leaves(state)[0].dtype
+    perturb = {
+        p: {s: jnp.zeros((batch, net.populations[p].size), dtype) for s in sigs}
+        for p, sigs in signals_for.items()
+    }
+
+    def run(pert: Any) -> tuple[jax.Array, Any]:
+        new_state, internals = net.forward(params, state, x, perturb=pert)
+        y = net.output(internals["signals"])
+        loss = loss_fn(y, target)
+        return loss, (new_state, internals, y, loss)
+
+    _, vjp_fn, (new_state, internals, y, loss) = jax.vjp(run, perturb, has_aux=True)
+    (lam,) = vjp_fn(weight.astype(dtype))
+
+    D: dict[str, jax.Array] = {}
+    F: dict[str, dict[str, jax.Array]] = {}
+    for p, channels in blocks_for.items():
+        D[p], F[p] = _blocks(net, net.populations[p], state[p], internals["u"][p], channels)
+
+    g: dict[str, dict[str, jax.Array]] = {}
+    delta: dict[str, jax.Array] = {}
+    for p, sigs in signals_for.items():
+        plan = net.populations[p]
+        g[p] = _signal_jacobian(plan, new_state[p], sigs)
+        delta[p] = sum(lam[p][s][..., None] * g[p][s] for s in sigs)  # type: ignore[assignment]
+    return StepQuantities(
+        new_state=new_state,
+        output=y,
+        loss=loss,
+        z=internals["z"],
+        D=D,
+        F=F,
+        lam=lam,
+        g=g,
+        delta=delta,
+    )

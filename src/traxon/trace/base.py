@@ -1,0 +1,176 @@
+"""The shape every learning rule takes, and the registry that names them.
+
+A rule is configured by an :class:`Algorithm` object (``d_rtrl()``, ``es_d_rtrl(decay=0.9)``,
+...) and bound to a network and a loss with :meth:`Algorithm.bind`, which returns a
+:class:`Tracer`: a pure ``(init, step)`` pair, in the spirit of optax's
+``GradientTransformation``.
+
+* ``tstate = tracer.init(params, state)`` -- a NamedTuple of arrays (traces, gradient
+  accumulators, step counters): a ``lax.scan`` carry and a checkpoint for free.
+* ``state, tstate, out = tracer.step(params, state, tstate, x, target, weight)`` -- one
+  network step; the gradient of this step's loss is added to the accumulator.
+* ``grads = tracer.gradients(params, tstate)`` -- the accumulated gradient
+  ``{weight name: array}`` for every trainable weight.
+* ``tracer.reset_gradients(tstate)`` -- start a new update window (traces are kept);
+* ``tracer.reset_traces(params, state, tstate)`` -- start a new sequence from ``state``
+  (gradients accumulated so far are kept).
+
+The gradient is of :math:`\\sum_t \\sum_b w_{t,b}\\, l_t^{(b)}` where ``weight`` is
+:math:`w_t` (``(B,)``): the learner passes ``mask / B`` to average over the batch and sum
+over time, or other weights for other reductions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from traxon.core.network import READOUT, Network, ProjectionPlan
+from traxon.trace._quantities import check_elementwise, loss_reach, within_step_signals
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "StepOutput",
+    "Tracer",
+    "get_algorithm",
+    "register",
+]
+
+LossFn = Callable[[jax.Array, Any], jax.Array]
+
+
+class StepOutput(NamedTuple):
+    """Per-step output of a tracer: the readout ``output`` ``(B, n_out)`` and ``loss`` ``(B,)``."""
+
+    output: jax.Array
+    loss: jax.Array
+
+
+class Tracer(NamedTuple):
+    """A learning rule bound to a network and a loss (see the module docstring)."""
+
+    name: str
+    init: Callable[..., Any]
+    step: Callable[..., tuple[Any, Any, StepOutput]]
+    gradients: Callable[..., dict[str, jax.Array]]
+    reset_gradients: Callable[[Any], Any]
+    reset_traces: Callable[[Any, Any, Any], Any]
+
+
+class Algorithm:
+    """Base class of learning-rule configurations."""
+
+    name: str = ""
+    #: True when gradients reach weights only through learning signals within a step
+    #: (the online rules); False when they flow through time (BPTT, RTRL).
+    online: bool = True
+
+    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+ALGORITHMS: dict[str, Callable[..., Algorithm]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Algorithm]], Callable[..., Algorithm]]:
+    """Class decorator: make an algorithm selectable by ``name``."""
+
+    def deco(factory: Callable[..., Algorithm]) -> Callable[..., Algorithm]:
+        ALGORITHMS[name] = factory
+        return factory
+
+    return deco
+
+
+def get_algorithm(algorithm: str | Algorithm, **kwargs: Any) -> Algorithm:
+    """An :class:`Algorithm` from its name (with options) or passed through.
+
+    Example:
+        >>> from traxon.trace import get_algorithm
+        >>> get_algorithm("es_d_rtrl", decay=0.9).decay
+        0.9
+    """
+    if isinstance(algorithm, Algorithm):
+        if kwargs:
+            raise TypeError("options go to the algorithm's constructor, not with an instance.")
+        return algorithm
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"`algorithm` must be one of {sorted(ALGORITHMS)} or an Algorithm; got {algorithm!r}."
+        )
+    return ALGORITHMS[algorithm](**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Shared structure analysis.
+
+
+def trainable(net: Network) -> tuple[ProjectionPlan, ...]:
+    return tuple(p for p in net.projections if p.trainable)
+
+
+def check_network(net: Network, algorithm: Algorithm) -> None:
+    """Raise, before any work, if the rule cannot give every trainable weight its gradient."""
+    if not net.has_readout:
+        raise ValueError(
+            "learning needs a readout: give the Network a `readout=Readout(...)` whose "
+            "output the loss compares with the target."
+        )
+    reach_any = loss_reach(net, within_step_only=False)
+    reach_now = loss_reach(net, within_step_only=True)
+    for p in trainable(net):
+        if p.target not in reach_any:
+            raise ValueError(
+                f"weight `{p.name}` cannot affect the loss: population `{p.target}` has no "
+                "path to the readout. Connect it, or mark the projection trainable=False."
+            )
+        if algorithm.online and p.target not in reach_now:
+            raise ValueError(
+                f"weight `{p.name}` is not reached by any trace of `{algorithm.name}`: "
+                f"population `{p.target}` reaches the readout only through delay=1 "
+                "projections, so its learning signal would always be zero. Use a delay=0 "
+                "path to the readout, algorithm='bptt' or 'rtrl', or mark the projection "
+                "trainable=False."
+            )
+    for name, plan in net.populations.items():
+        if any(p.target == name for p in trainable(net)):
+            check_elementwise(net, plan)
+
+
+def post_populations(net: Network) -> dict[str, tuple[str, ...]]:
+    """``{population: channels}`` that receive at least one trainable projection."""
+    out: dict[str, list[str]] = {}
+    for p in trainable(net):
+        chans = out.setdefault(p.target, [])
+        if p.channel not in chans:
+            chans.append(p.channel)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def readout_decay(net: Network) -> float:
+    """The readout's per-step decay ``kappa`` (0 for an instantaneous readout)."""
+    neuron = net.populations[READOUT].neuron
+    return float(jnp.asarray(neuron.decay(net.dt)))  # type: ignore[attr-defined]
+
+
+def learning_signals(net: Network) -> dict[str, tuple[str, ...]]:
+    """Signals whose learning signal is needed, per population that has trainable inputs."""
+    used = within_step_signals(net)
+    posts = post_populations(net)
+    return {p: used[p] for p in posts if used[p]}
+
+
+def zeros_like_params(params: Mapping[str, jax.Array], names: Any) -> dict[str, jax.Array]:
+    return {k: jnp.zeros_like(params[k]) for k in names}
+
+
+def batch_sum(x: jax.Array) -> jax.Array:
+    return jnp.sum(x, axis=0)

@@ -1,0 +1,220 @@
+r"""Backpropagation through time: ``jax.grad`` through a ``lax.scan`` (the reference).
+
+:func:`bptt_gradient` is the offline reference every online rule is tested against.
+:class:`bptt` wraps it as a tracer for the learner: steps are buffered (inputs, targets,
+loss weights) from the state at the start of the window, and the gradient is computed when
+it is read, when the buffer of ``window`` steps is full, or when a new sequence starts.
+
+* Memory: :math:`O(T \cdot B \cdot (N S + I))` -- grows with the window length.
+* Compute: about twice the forward pass, once per window.
+* Exact by definition; ``truncation=k`` cuts the gradient flow through the state every ``k``
+  steps (block-truncated BPTT), ``remat=True`` recomputes each step in the backward pass
+  instead of storing its internals (``jax.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from traxon.core.network import Network
+from traxon.trace.base import (
+    Algorithm,
+    LossFn,
+    StepOutput,
+    Tracer,
+    check_network,
+    register,
+    trainable,
+)
+
+__all__ = ["BPTTState", "bptt", "bptt_gradient"]
+
+
+def bptt_gradient(
+    net: Network,
+    loss_fn: LossFn,
+    params: Mapping[str, jax.Array],
+    state: Any,
+    xs: Mapping[str, jax.Array],
+    targets: Any,
+    weights: jax.Array,
+    truncation: int | None = None,
+    remat: bool = False,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    r"""Gradient of :math:`\sum_t \sum_b w_{t,b}\, l_t^{(b)}` with respect to ``params``.
+
+    Arguments:
+        xs: ``{input: (T, B, n)}``; targets: a pytree with leading ``T``; weights: ``(T, B)``.
+        truncation: cut the gradient through the state every ``truncation`` steps.
+        remat: rematerialise each step in the backward pass.
+
+    Returns:
+        ``(grads, total_loss)``.
+    """
+
+    def total(p: Mapping[str, jax.Array]) -> jax.Array:
+        def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
+            st, t = carry
+            x, tgt, w = inp
+            if truncation:
+                cut = (t % truncation) == 0
+                st = jax.tree_util.tree_map(
+                    lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), st
+                )
+            new, internals = net.forward(p, st, x)
+            loss = loss_fn(net.output(internals["signals"]), tgt)
+            return (new, t + 1), jnp.sum(w * loss)
+
+        step_fn = jax.checkpoint(body) if remat else body
+        carry0 = (state, jnp.zeros((), jnp.int32))
+        _, losses = jax.lax.scan(step_fn, carry0, (xs, targets, weights))
+        return jnp.sum(losses)
+
+    value, grads = jax.value_and_grad(total)(dict(params))
+    return grads, value
+
+
+class BPTTState(NamedTuple):
+    """State of :class:`bptt`: the window's start state, the buffered steps and the sums.
+
+    Attributes:
+        start: network state at the start of the buffered window.
+        last: network state after the last step.
+        xs, targets, weights: buffered inputs ``(window, B, n)``, targets and loss weights.
+        count: number of buffered steps.
+        grads: gradient of windows already flushed.
+    """
+
+    start: Any
+    last: Any
+    xs: Any
+    targets: Any
+    weights: jax.Array
+    count: jax.Array
+    grads: dict[str, jax.Array]
+
+
+@register("bptt")
+class bptt(Algorithm):  # noqa: N801
+    """BPTT as a tracer (see the module docstring).
+
+    Arguments:
+        truncation: gradient truncation (steps) inside each window, or ``None``.
+        remat: rematerialise steps in the backward pass.
+        window: buffered steps; by default the learner's update period.
+
+    Example:
+        >>> import traxon
+        >>> traxon.trace.bptt(truncation=50).truncation
+        50
+    """
+
+    name = "bptt"
+    online = False
+
+    def __init__(
+        self, truncation: int | None = None, remat: bool = False, window: int | None = None
+    ) -> None:
+        for label, v in (("truncation", truncation), ("window", window)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"`{label}` must be a positive integer or None; got {v!r}.")
+        self.truncation = truncation
+        self.remat = bool(remat)
+        self.window = window
+
+    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+        check_network(net, self)
+        window = self.window or window
+        if window is None:
+            raise ValueError(
+                "bptt needs a `window` (the number of steps buffered before the gradient is "
+                "computed); the learner sets it from its update schedule."
+            )
+        names = tuple(p.name for p in trainable(net))
+        truncation, remat = self.truncation, self.remat
+
+        def init(
+            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+        ) -> BPTTState:
+            batch = net.batch_size(state)
+            dtype = jax.tree_util.tree_leaves(state)[0].dtype
+            xs = {k: jnp.zeros((window, batch, n), dtype) for k, n in net.inputs.items()}
+            if target_example is None:
+                raise ValueError(
+                    "bptt.init needs `target_example` (one step's target) to size its buffer."
+                )
+            targets = jax.tree_util.tree_map(
+                lambda a: jnp.zeros((window, *jnp.shape(a)), jnp.asarray(a).dtype), target_example
+            )
+            return BPTTState(
+                start=state,
+                last=state,
+                xs=xs,
+                targets=targets,
+                weights=jnp.zeros((window, batch), dtype),
+                count=jnp.zeros((), jnp.int32),
+                grads={k: jnp.zeros_like(params[k]) for k in names},
+            )
+
+        def window_grad(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
+            grads, _ = bptt_gradient(
+                net, loss_fn, params, ts.start, ts.xs, ts.targets, ts.weights, truncation, remat
+            )
+            return {k: grads[k] for k in names}
+
+        def flush(params: Mapping[str, jax.Array], ts: BPTTState, state: Any) -> BPTTState:
+            g = window_grad(params, ts)
+            return ts._replace(
+                start=state,
+                last=state,
+                weights=jnp.zeros_like(ts.weights),
+                count=jnp.zeros_like(ts.count),
+                grads={k: ts.grads[k] + g[k] for k in names},
+            )
+
+        def step(
+            params: Mapping[str, jax.Array],
+            state: Any,
+            ts: BPTTState,
+            x: Mapping[str, jax.Array],
+            target: Any,
+            weight: jax.Array,
+        ) -> tuple[Any, BPTTState, StepOutput]:
+            ts = jax.lax.cond(
+                ts.count >= window, lambda t: flush(params, t, t.last), lambda t: t, ts
+            )
+            new_state, internals = net.forward(params, state, x)
+            y = net.output(internals["signals"])
+            loss = loss_fn(y, target)
+            i = ts.count
+            ts = ts._replace(
+                last=new_state,
+                xs={k: ts.xs[k].at[i].set(x[k].astype(ts.xs[k].dtype)) for k in ts.xs},
+                targets=jax.tree_util.tree_map(
+                    lambda buf, a: buf.at[i].set(jnp.asarray(a, buf.dtype)), ts.targets, target
+                ),
+                weights=ts.weights.at[i].set(weight.astype(ts.weights.dtype)),
+                count=i + 1,
+            )
+            return new_state, ts, StepOutput(y, loss)
+
+        def gradients(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
+            g = window_grad(params, ts)
+            return {k: ts.grads[k] + g[k] for k in names}
+
+        def reset_gradients(ts: BPTTState) -> BPTTState:
+            return ts._replace(
+                start=ts.last,
+                weights=jnp.zeros_like(ts.weights),
+                count=jnp.zeros_like(ts.count),
+                grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
+            )
+
+        def reset_traces(params: Mapping[str, jax.Array], state: Any, ts: BPTTState) -> BPTTState:
+            return flush(params, ts, state)
+
+        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)

@@ -1,0 +1,268 @@
+r"""ES-D-RTRL: input/output-dimension eligibility traces, memory linear in the neurons.
+
+The parameter-dimension trace :math:`E_{t}[j, i, s]` of D-RTRL is replaced by a product of a
+presynaptic trace (one per source neuron) and a postsynaptic trace (one per target neuron
+and state variable). For a weight from signal :math:`z` into population :math:`P` through
+channel :math:`c`, with one presynaptic decay :math:`\alpha_s` per state variable:
+
+.. math::
+    \bar x^{(\alpha)}_t = \alpha\, \bar x^{(\alpha)}_{t-1} + z_t
+    \qquad\text{(per source neuron, one per distinct } \alpha)
+
+    \epsilon_t = D_t\, \epsilon_{t-1} + F^c_t
+    \qquad\text{(per target neuron, } B \times N \times S)
+
+    E_t[j, i, s] \approx c_n(\alpha_s)\; \bar x^{(\alpha_s)}_t[j]\; \epsilon_t[i, s],
+    \qquad c_n(\alpha) = \frac{1 - \alpha}{1 - \alpha^{n}}
+
+    \nabla W \mathrel{+}= \sum_{\alpha} c_n(\alpha)\; \mathrm{outer}\Big(\bar x^{(\alpha)}_t,\;
+        \sum_{s:\, \alpha_s = \alpha} \delta_t[\cdot, s] \odot \epsilon_t[\cdot, s]\Big)
+
+where :math:`n` is the number of steps since the traces were last reset (a per-step counter
+in the state, never switched off). :math:`c_n` is the bias correction that makes the product
+exact when :math:`D_t = \alpha` and :math:`F_t` is constant: for one LIF population with no
+reset gradient and :math:`\alpha` equal to the membrane leak, ES-D-RTRL equals BPTT (the
+e-prop case). ``outer`` is the op's batch-summed outer product (one GEMM for dense weights).
+
+**Decays.** ``decay="auto"`` gives every state variable its own leak (membrane
+:math:`e^{-\Delta t/\tau_m}`, synapse :math:`e^{-\Delta t/\tau_s}`, adaptation
+:math:`e^{-\Delta t/\tau_a}`, ...): the slow adaptation variable of an ALIF neuron then keeps a
+slow presynaptic trace, which is where the credit of long-delay tasks lives. A float gives
+one decay for every variable (one GEMM per step).
+
+**Leaky readout** (:math:`\kappa > 0`): the weights upstream of the readout filter their
+contracted trace with :math:`\kappa`. In rank-one form, with
+:math:`w^{(\alpha)}_t = \sum_{s:\alpha_s=\alpha} g_t[\cdot,s]\,\epsilon_t[\cdot,s]`,
+
+.. math::
+    \hat a^{(\alpha)}_t = \kappa \hat a^{(\alpha)}_{t-1} + c_n(\alpha)\bar x^{(\alpha)}_t,\quad
+    \hat b^{(\alpha)}_t = \kappa \hat b^{(\alpha)}_{t-1} + w^{(\alpha)}_t,\quad
+    \nabla W \mathrel{+}= \frac{1-\kappa}{1-\kappa^{n}}\;
+        \mathrm{outer}\big(\hat a^{(\alpha)}_t, \lambda_t \odot \hat b^{(\alpha)}_t\big)
+
+(the filtered product approximated by the product of the filtered factors over the filter's
+total weight; exact when either factor is constant over the readout's time scale).
+
+* Memory: :math:`O(B \cdot (I\cdot A + N \cdot S))` for :math:`A` distinct decays.
+* Compute per step: :math:`O(B \cdot N \cdot S^2)` for the traces plus one outer product
+  :math:`O(B \cdot I \cdot N)` per decay group (the same cost as the forward matmul).
+* Exact: the e-prop case above. Otherwise an approximation whose quality is measured
+  against BPTT in the tests and in ``docs/algorithms.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from traxon.core.network import READOUT, Network, PopulationPlan
+from traxon.trace._quantities import step_quantities
+from traxon.trace.base import (
+    Algorithm,
+    LossFn,
+    StepOutput,
+    Tracer,
+    check_network,
+    learning_signals,
+    post_populations,
+    readout_decay,
+    register,
+    trainable,
+)
+
+__all__ = ["ESDRTRLState", "es_d_rtrl", "state_decays"]
+
+
+class ESDRTRLState(NamedTuple):
+    """State of :func:`es_d_rtrl`.
+
+    Attributes:
+        pre: ``{key: (B, I)}`` presynaptic traces, one per source signal and decay.
+        post: ``{population/channel: (B, N, S)}`` postsynaptic traces.
+        pre_k: ``{key: (B, I)}`` readout-filtered presynaptic factors (leaky readout only).
+        post_k: ``{key: (B, N)}`` readout-filtered postsynaptic factors (leaky readout only).
+        count: steps since the traces were reset (int32 scalar).
+        grads: ``{weight: W.shape}`` accumulated gradient.
+    """
+
+    pre: dict[str, jax.Array]
+    post: dict[str, jax.Array]
+    pre_k: dict[str, jax.Array]
+    post_k: dict[str, jax.Array]
+    count: jax.Array
+    grads: dict[str, jax.Array]
+
+
+def state_decays(net: Network, plan: PopulationPlan) -> np.ndarray:
+    """Per-step decay of every traced variable of a population, in trace order."""
+    values: dict[str, float] = dict(plan.neuron.decays(net.dt))
+    for ch in plan.channels:
+        if ch.kind == "synapse":
+            for k, v in ch.synapse.decays(net.dt).items():  # type: ignore[union-attr]
+                values[f"{ch.id}.{k}"] = v
+    for tr in plan.pre_traces:
+        for k, v in tr.synapse.decays(net.dt).items():
+            values[f"{tr.id}.{k}"] = v
+    return np.asarray([values[k] for k in plan.traced], dtype=np.float64)
+
+
+def _correction(alpha: float, count: jax.Array, dtype: Any) -> jax.Array:
+    """Bias correction :math:`(1 - \\alpha) / (1 - \\alpha^n)` (``1/n`` for ``alpha = 1``)."""
+    n = count.astype(dtype)
+    if alpha == 0.0:
+        return jnp.ones((), dtype)
+    if alpha == 1.0:
+        return 1.0 / n
+    return (1.0 - alpha) / (1.0 - jnp.asarray(alpha, dtype) ** n)
+
+
+@register("es_d_rtrl")
+class es_d_rtrl(Algorithm):  # noqa: N801
+    """Input/output-dimension traces with linear memory (see the module docstring).
+
+    Arguments:
+        decay: ``"auto"`` (each state variable's own leak) or a float in [0, 1] used for
+            every presynaptic trace.
+
+    Example:
+        >>> import traxon
+        >>> traxon.trace.es_d_rtrl(decay=0.95).decay
+        0.95
+    """
+
+    name = "es_d_rtrl"
+
+    def __init__(self, decay: str | float = "auto") -> None:
+        if decay != "auto":
+            if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+                raise TypeError(f"`decay` must be 'auto' or a float in [0, 1]; got {decay!r}.")
+            if not 0.0 <= float(decay) <= 1.0:
+                raise ValueError(f"`decay` must lie in [0, 1]; got {decay!r}.")
+            decay = float(decay)
+        self.decay = decay
+
+    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+        check_network(net, self)
+        projs = trainable(net)
+        posts = post_populations(net)
+        sigs = learning_signals(net)
+        kappa = readout_decay(net)
+
+        # Static layout: decay groups of every projection and the traces they share.
+        groups: dict[str, list[tuple[float, str, np.ndarray]]] = {}
+        pre_keys: dict[str, tuple[str, str, float]] = {}
+        for p in projs:
+            plan = net.populations[p.target]
+            if self.decay == "auto":
+                alphas = state_decays(net, plan)
+            else:
+                alphas = np.full(len(plan.traced), float(self.decay))
+            groups[p.name] = []
+            for a in sorted(set(alphas.tolist())):
+                key = f"{p.source}/{p.signal}/{a!r}"
+                pre_keys[key] = (p.source, p.signal, a)
+                groups[p.name].append((a, key, (alphas == a).astype(np.float64)))
+        filtered = {p.name for p in projs if kappa > 0 and p.target != READOUT}
+        sizes = {**net.inputs, **{k: v.size for k, v in net.populations.items()}, "__one__": 1}
+
+        def post_key(target: str, channel: str) -> str:
+            return f"{target}/{channel}"
+
+        def k_key(p: Any, key: str, sig: str) -> str:
+            return f"{post_key(p.target, p.channel)}/{key}/{sig}"
+
+        def init(params: Mapping[str, jax.Array], state: Any, target_example: Any = None) -> ESDRTRLState:
+            batch = net.batch_size(state)
+            dtype = jax.tree_util.tree_leaves(state)[0].dtype
+            pre = {k: jnp.zeros((batch, sizes[src]), dtype) for k, (src, _, _) in pre_keys.items()}
+            post = {
+                post_key(t, c): jnp.zeros((batch, net.populations[t].size,
+                                           len(net.populations[t].traced)), dtype)
+                for t, chans in posts.items()
+                for c in chans
+            }
+            pre_k: dict[str, jax.Array] = {}
+            post_k: dict[str, jax.Array] = {}
+            for p in projs:
+                if p.name in filtered:
+                    for _, key, _ in groups[p.name]:
+                        pre_k[key] = pre[key]
+                        for s in sigs.get(p.target, ()):
+                            post_k[k_key(p, key, s)] = jnp.zeros(
+                                (batch, net.populations[p.target].size), dtype
+                            )
+            grads = {p.name: jnp.zeros_like(params[p.name]) for p in projs}
+            return ESDRTRLState(pre, post, pre_k, post_k, jnp.zeros((), jnp.int32), grads)
+
+        def step(
+            params: Mapping[str, jax.Array],
+            state: Any,
+            ts: ESDRTRLState,
+            x: Mapping[str, jax.Array],
+            target: Any,
+            weight: jax.Array,
+        ) -> tuple[Any, ESDRTRLState, StepOutput]:
+            q = step_quantities(net, params, state, x, target, weight, loss_fn, posts, sigs)
+            dtype = jax.tree_util.tree_leaves(state)[0].dtype
+            count = ts.count + 1
+            # Presynaptic traces: the signal each projection read this step.
+            z_of = {(p.source, p.signal): q.z[p.name] for p in projs}
+            pre = {
+                k: a * ts.pre[k] + z_of[(src, sig)].astype(dtype)
+                for k, (src, sig, a) in pre_keys.items()
+            }
+            # Postsynaptic traces.
+            post = {}
+            for t, chans in posts.items():
+                D = q.D[t]
+                for c in chans:
+                    e = ts.post[post_key(t, c)]
+                    S = e.shape[-1]
+                    de = sum(D[..., :, r] * e[..., r : r + 1] for r in range(S))
+                    post[post_key(t, c)] = de + q.F[t][c]
+            corr = {k: _correction(a, count, dtype) for k, (_, _, a) in pre_keys.items()}
+            pre_k, post_k = dict(ts.pre_k), dict(ts.post_k)
+            norm = _correction(kappa, count, dtype) if filtered else None
+            grads = dict(ts.grads)
+            for p in projs:
+                W = params[p.name]
+                eps = post[post_key(p.target, p.channel)]
+                contrib = jnp.zeros_like(W)
+                for _, key, mask in groups[p.name]:
+                    m = jnp.asarray(mask, dtype)
+                    if p.name in filtered:
+                        a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
+                        pre_k[key] = a_hat
+                        post_sig = 0.0
+                        for s in sigs.get(p.target, ()):
+                            w = jnp.sum(q.g[p.target][s] * eps * m, axis=-1)
+                            kk = k_key(p, key, s)
+                            b_hat = kappa * ts.post_k[kk] + w
+                            post_k[kk] = b_hat
+                            post_sig = post_sig + q.lam[p.target][s] * b_hat
+                        contrib = contrib + norm * p.op.outer(W, a_hat, post_sig)
+                    else:
+                        v = jnp.sum(q.delta[p.target] * eps * m, axis=-1)
+                        contrib = contrib + corr[key] * p.op.outer(W, pre[key], v)
+                grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
+            new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads)
+            return q.new_state, new_ts, StepOutput(q.output, q.loss)
+
+        def gradients(params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict[str, jax.Array]:
+            return dict(ts.grads)
+
+        def reset_gradients(ts: ESDRTRLState) -> ESDRTRLState:
+            return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
+
+        def reset_traces(params: Any, state: Any, ts: ESDRTRLState) -> ESDRTRLState:
+            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.pre, ts.post, ts.pre_k, ts.post_k))
+            return ts._replace(
+                pre=zero[0], post=zero[1], pre_k=zero[2], post_k=zero[3],
+                count=jnp.zeros_like(ts.count),
+            )
+
+        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
