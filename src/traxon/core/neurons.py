@@ -26,6 +26,7 @@ from typing import Any
 import brainunit as u
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from traxon._checks import check_in, check_positive, to_float
 from traxon._module import Module, static
@@ -298,8 +299,8 @@ class Izhikevich(Neuron):
 
     def decays(self, dt: float) -> dict[str, float]:
         # Linearised around rest (v = c): dv/dv = 0.08 c + 5, du/du = -a.
-        slope_v = min(float(jnp.mean(0.08 * jnp.asarray(self.c) + 5.0)), -1e-3)
-        return {"v": math.exp(dt * slope_v), "u": _mean_decay(dt, 1.0 / jnp.asarray(self.a))}
+        slope_v = min(float(np.mean(0.08 * np.asarray(self.c, np.float64) + 5.0)), -1e-3)
+        return {"v": math.exp(dt * slope_v), "u": _mean_decay(dt, 1.0 / np.asarray(self.a))}
 
 
 class LeakyIntegrator(Neuron):
@@ -354,11 +355,14 @@ class LeakyIntegrator(Neuron):
         return {"r": self.decay(dt) * state["r"] + current + jump}
 
     def decays(self, dt: float) -> dict[str, float]:
-        return {"r": float(jnp.mean(jnp.asarray(self.decay(dt))))}
+        if self.tau is not None:
+            return {"r": _mean_decay(dt, self.tau)}
+        return {"r": float(np.mean(np.asarray(self.kappa, np.float64)))}
 
 
 def _mean_decay(dt: float, tau: Any) -> float:
-    return float(jnp.mean(jnp.exp(-dt / jnp.asarray(tau, dtype=jnp.float32))))
+    """Decay per step in float64 (the mean, for heterogeneous time constants)."""
+    return float(np.mean(np.exp(-dt / np.asarray(tau, dtype=np.float64))))
 
 
 def _convert(module: Module, **units: Any) -> None:

@@ -157,8 +157,7 @@ def post_populations(net: Network) -> dict[str, tuple[str, ...]]:
 
 def readout_decay(net: Network) -> float:
     """The readout's per-step decay ``kappa`` (0 for an instantaneous readout)."""
-    neuron = net.populations[READOUT].neuron
-    return float(jnp.asarray(neuron.decay(net.dt)))  # type: ignore[attr-defined]
+    return float(net.populations[READOUT].neuron.decays(net.dt)["r"])
 
 
 def learning_signals(net: Network) -> dict[str, tuple[str, ...]]:

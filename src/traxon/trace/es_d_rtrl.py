@@ -233,7 +233,7 @@ class es_d_rtrl(Algorithm):  # noqa: N801
                 eps = post[post_key(p.target, p.channel)]
                 contrib = jnp.zeros_like(W)
                 for _, key, mask in groups[p.name]:
-                    m = jnp.asarray(mask, dtype)
+                    m = jnp.asarray(mask, dtype)[None, None, :]
                     if p.name in filtered:
                         a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
                         pre_k[key] = a_hat

@@ -1,0 +1,26 @@
+"""Numerical helpers shared by the tests."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def tree_allclose(a, b, rtol: float = 1e-6, atol: float = 0.0) -> bool:
+    """True when two pytrees have the same structure and all leaves are close."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb:
+        return False
+    return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in zip(la, lb))
+
+
+def rel_error(a, b) -> float:
+    """Relative error ``|a - b| / |b|`` of two arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def cosine(a, b) -> float:
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
