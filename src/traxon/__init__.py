@@ -1,12 +1,51 @@
-"""traxon: linear-memory online learning for spiking neural networks in JAX."""
+"""traxon: linear-memory online learning for spiking neural networks in JAX.
 
+Build a network from neurons and synaptic projections (:mod:`traxon.core`), attach
+:func:`online_learner`, and it learns while it runs: eligibility traces are carried forward
+with forward-mode Jacobian-vector products (:mod:`traxon.trace`), so memory stays constant
+in the length of the run.
+"""
+
+from traxon import core, learn, trace
 from traxon._checks import TraxonWarning
 from traxon.core import (
+    ALIF,
     LIF,
+    Dense,
+    Expon,
     Network,
     Population,
     Projection,
     Readout,
 )
+from traxon.learn import LearnerState, OnlineLearner, load_checkpoint, online_learner, save_checkpoint
+from traxon.trace import bptt, bptt_gradient, d_rtrl, es_d_rtrl, get_algorithm, rtrl
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ALIF",
+    "LIF",
+    "Dense",
+    "Expon",
+    "LearnerState",
+    "Network",
+    "OnlineLearner",
+    "Population",
+    "Projection",
+    "Readout",
+    "TraxonWarning",
+    "__version__",
+    "bptt",
+    "bptt_gradient",
+    "core",
+    "d_rtrl",
+    "es_d_rtrl",
+    "get_algorithm",
+    "learn",
+    "load_checkpoint",
+    "online_learner",
+    "rtrl",
+    "save_checkpoint",
+    "trace",
+]

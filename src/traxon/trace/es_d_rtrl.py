@@ -28,7 +28,8 @@ e-prop case). ``outer`` is the op's batch-summed outer product (one GEMM for den
 :math:`e^{-\Delta t/\tau_m}`, synapse :math:`e^{-\Delta t/\tau_s}`, adaptation
 :math:`e^{-\Delta t/\tau_a}`, ...): the slow adaptation variable of an ALIF neuron then keeps a
 slow presynaptic trace, which is where the credit of long-delay tasks lives. A float gives
-one decay for every variable (one GEMM per step).
+one decay for every variable (one GEMM per step). The readout's own weights always use the
+readout's decay :math:`\kappa`, which makes them exact.
 
 **Leaky readout** (:math:`\kappa > 0`): the weights upstream of the readout filter their
 contracted trace with :math:`\kappa`. In rank-one form, with
@@ -157,7 +158,8 @@ class es_d_rtrl(Algorithm):  # noqa: N801
         pre_keys: dict[str, tuple[str, str, float]] = {}
         for p in projs:
             plan = net.populations[p.target]
-            if self.decay == "auto":
+            if self.decay == "auto" or p.target == READOUT:
+                # The readout is linear with D = kappa and F = 1: its own decay is exact.
                 alphas = state_decays(net, plan)
             else:
                 alphas = np.full(len(plan.traced), float(self.decay))

@@ -1,0 +1,18 @@
+"""Learning while the network runs: the online learner, losses and checkpoints."""
+
+from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
+from traxon.learn.learner import LearnerState, OnlineLearner, online_learner
+from traxon.learn.losses import LOSSES, Loss, cross_entropy, get_loss, mse
+
+__all__ = [
+    "LOSSES",
+    "LearnerState",
+    "Loss",
+    "OnlineLearner",
+    "cross_entropy",
+    "get_loss",
+    "load_checkpoint",
+    "mse",
+    "online_learner",
+    "save_checkpoint",
+]

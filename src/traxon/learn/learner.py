@@ -1,0 +1,558 @@
+r"""``online_learner``: a network that learns while it runs.
+
+The functional core is pure and jit-able:
+
+* ``ls = learner.init(params=None, key=..., batch_size=B)`` -- a :class:`LearnerState`
+  (weights, optimiser state, network state, traces, counters, RNG key);
+* ``ls, metrics = learner.step_fn(ls, x, y, mask=None)`` -- one step: simulate, update the
+  traces, accumulate the gradient and, when the schedule says so, apply an optax update;
+* ``ls, metrics = learner.run(ls, xs, ys, masks=None)`` -- many steps as one ``lax.scan``;
+* ``ls = learner.end_sequence(ls)`` -- apply what is accumulated, then reset the neuron state
+  and the traces (weights kept) for the next sequence.
+
+A thin stateful convenience sits on top: ``learner.step(x, y)`` keeps the state inside the
+learner, ``learner.fit(batches)`` trains on whole sequences with an optional progress bar,
+``learner.save(path)`` / ``learner.restore(path)`` checkpoint everything.
+
+**What is optimised.** With ``mask`` :math:`m_{t,b}` (1 where a target is present) the
+gradient of one update window is that of
+
+.. math::
+    \mathcal{L} = \sum_{t \in \text{window}} \frac{1}{Z} \sum_b m_{t,b}\, l_t^{(b)},
+    \qquad Z = B \text{ (``batch_reduction="mean"``) or } 1 \text{ (``"sum"``)},
+
+divided by the window's length when ``time_reduction="mean"``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from traxon._checks import check_finite
+from traxon.core.network import READOUT, Network
+from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
+from traxon.learn.losses import Loss, get_loss
+from traxon.trace.base import Algorithm, get_algorithm
+
+__all__ = ["LearnerState", "OnlineLearner", "online_learner"]
+
+
+class LearnerState(NamedTuple):
+    """Everything a learner carries from one step to the next (a pytree of arrays).
+
+    Attributes:
+        params: ``{weight name: array}`` -- all weights (trainable or not).
+        opt_state: the optax state of the trainable weights.
+        net_state: ``{population: {variable: (B, N)}}``.
+        trace_state: the algorithm's state (traces and gradient accumulators).
+        step: total steps taken (int32).
+        window: steps since the last update (int32).
+        updates: updates applied (int32).
+        skipped: updates skipped because the loss or gradient was not finite (int32).
+        key: PRNG key (uint32[2]) for stochastic parts of training.
+    """
+
+    params: dict[str, jax.Array]
+    opt_state: Any
+    net_state: dict[str, Any]
+    trace_state: Any
+    step: jax.Array
+    window: jax.Array
+    updates: jax.Array
+    skipped: jax.Array
+    key: jax.Array
+
+
+class OnlineLearner:
+    """A network, a learning rule, a loss and an optax optimiser (see the module docstring).
+
+    Build one with :func:`online_learner`.
+    """
+
+    def __init__(
+        self,
+        net: Network,
+        algorithm: str | Algorithm = "es_d_rtrl",
+        optimizer: optax.GradientTransformation | None = None,
+        loss: str | Loss | Callable[..., jax.Array] = "cross_entropy",
+        update_every: int | str = 1,
+        batch_reduction: str = "mean",
+        time_reduction: str = "sum",
+        on_nonfinite: str = "raise",
+        clip_norm: float | None = None,
+        sequence_length: int | None = None,
+        seed: int = 0,
+        dtype: Any = None,
+    ) -> None:
+        if not isinstance(net, Network):
+            raise TypeError(
+                f"`net` must be a traxon Network; got {type(net).__name__}. (brainstate "
+                "modules are adapted with traxon.adapters.)"
+            )
+        if update_every != "sequence" and (
+            isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1
+        ):
+            raise ValueError(
+                f"`update_every` must be a positive integer or 'sequence'; got {update_every!r}."
+            )
+        for label, value, allowed in (
+            ("batch_reduction", batch_reduction, ("mean", "sum")),
+            ("time_reduction", time_reduction, ("sum", "mean")),
+            ("on_nonfinite", on_nonfinite, ("raise", "skip")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`{label}` must be one of {allowed}; got {value!r}.")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"`clip_norm` must be positive or None; got {clip_norm!r}.")
+        self.net = net
+        self.algorithm = get_algorithm(algorithm)
+        self.loss = get_loss(loss)
+        self.update_every = update_every
+        self.batch_reduction = batch_reduction
+        self.time_reduction = time_reduction
+        self.on_nonfinite = on_nonfinite
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.n_out = net.populations[READOUT].size if net.has_readout else 0
+        window = update_every if isinstance(update_every, int) else sequence_length
+        if self.algorithm.name == "bptt" and window is None and not getattr(
+            self.algorithm, "window", None
+        ):
+            raise ValueError(
+                "bptt with update_every='sequence' needs `sequence_length` (the longest "
+                "sequence), or pass traxon.trace.bptt(window=T)."
+            )
+        self.tracer = self.algorithm.bind(net, self.loss.fn, window=window)
+        self.trainable = tuple(p.name for p in net.projections if p.trainable)
+        opt = optimizer if optimizer is not None else optax.adam(1e-3)
+        if clip_norm is not None:
+            opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
+        self.optimizer = opt
+        self._state: LearnerState | None = None
+        self._run_jit = jax.jit(self.run)
+        self._step_jit = jax.jit(self.step_fn)
+        self._end_jit = jax.jit(self.end_sequence)
+        self._reset_jit = jax.jit(self.reset_sequence)
+        self._eval_jit = jax.jit(self._evaluate)
+
+    # ------------------------------------------------------------------------------
+    # Functional core.
+
+    def init(
+        self,
+        params: Mapping[str, jax.Array] | None = None,
+        key: jax.Array | int | None = None,
+        batch_size: int = 1,
+    ) -> LearnerState:
+        """A fresh :class:`LearnerState`; new weights from ``key`` unless ``params`` given."""
+        if key is None:
+            key = self.seed
+        if isinstance(key, int):
+            key = jax.random.PRNGKey(key)
+        k_params, k_run = jax.random.split(key)
+        if params is None:
+            params = self.net.init_params(k_params, self.dtype)
+        else:
+            self.net.check_params(params)
+            params = {k: jnp.asarray(v) for k, v in params.items()}
+        dtype = next(iter(params.values())).dtype
+        net_state = self.net.init_state(batch_size, dtype)
+        example = self.loss.example(batch_size, self.n_out) if self.loss.example else None
+        trace_state = self.tracer.init(params, net_state, target_example=example)
+        opt_state = self.optimizer.init(self._trainable(params))
+        zero = jnp.zeros((), jnp.int32)
+        return LearnerState(
+            dict(params), opt_state, net_state, trace_state, zero, zero, zero, zero, k_run
+        )
+
+    def _trainable(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        return {k: params[k] for k in self.trainable}
+
+    def _weights(self, mask: jax.Array) -> jax.Array:
+        mask = mask.astype(jnp.result_type(float))
+        return mask / mask.shape[0] if self.batch_reduction == "mean" else mask
+
+    def _update(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array]:
+        grads = self.tracer.gradients(ls.params, ls.trace_state)
+        if self.time_reduction == "mean":
+            n = jnp.maximum(ls.window, 1).astype(next(iter(grads.values())).dtype)
+            grads = {k: g / n for k, g in grads.items()}
+        norm = optax.global_norm(grads)
+        finite = jnp.isfinite(norm)
+        trainable = self._trainable(ls.params)
+        updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
+        new_trainable = optax.apply_updates(trainable, updates)
+        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+            lambda a, b: jnp.where(finite, a, b), new, old
+        )
+        params = {**ls.params, **keep(new_trainable, trainable)}
+        opt_state = keep(opt_state, ls.opt_state)
+        ls = ls._replace(
+            params=params,
+            opt_state=opt_state,
+            trace_state=self.tracer.reset_gradients(ls.trace_state),
+            window=jnp.zeros_like(ls.window),
+            updates=ls.updates + finite.astype(jnp.int32),
+            skipped=ls.skipped + (~finite).astype(jnp.int32),
+        )
+        return ls, norm, ~finite
+
+    def _no_update(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array]:
+        dtype = next(iter(ls.params.values())).dtype
+        return ls, jnp.zeros((), dtype), jnp.zeros((), bool)
+
+    def step_fn(
+        self, ls: LearnerState, x: Any, y: Any, mask: Any = None
+    ) -> tuple[LearnerState, dict[str, Any]]:
+        """One learning step (pure; see the module docstring). ``mask``: ``(B,)`` or ``None``."""
+        xs = self.net.as_inputs(x, batch=self.net.batch_size(ls.net_state))
+        batch = next(iter(xs.values())).shape[0]
+        if mask is None:
+            mask = jnp.ones((batch,))
+        mask = jnp.asarray(mask)
+        y = jnp.asarray(y)
+        net_state, trace_state, out = self.tracer.step(
+            ls.params, ls.net_state, ls.trace_state, xs, y, self._weights(mask)
+        )
+        ls = ls._replace(
+            net_state=net_state, trace_state=trace_state, step=ls.step + 1, window=ls.window + 1
+        )
+        if isinstance(self.update_every, int):
+            due = ls.window >= self.update_every
+            ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
+        else:
+            due = jnp.zeros((), bool)
+            ls, norm, bad = self._no_update(ls)
+        metrics = self._metrics(ls, out.output, out.loss, y, mask)
+        metrics.update(grad_norm=norm, updated=due, nonfinite=bad | ~jnp.isfinite(metrics["loss"]))
+        return ls, metrics
+
+    def _metrics(
+        self, ls: LearnerState, output: jax.Array, loss: jax.Array, y: Any, mask: jax.Array
+    ) -> dict[str, Any]:
+        m = mask.astype(loss.dtype)
+        total = jnp.maximum(jnp.sum(m), 1.0)
+        metrics: dict[str, Any] = {"loss": jnp.sum(loss * m) / total, "weight": jnp.sum(m)}
+        if self.loss.kind == "classification":
+            hit = (jnp.argmax(output, -1) == y).astype(loss.dtype)
+            metrics["accuracy"] = jnp.sum(hit * m) / total
+        signals = self.net.signals(ls.net_state)
+        metrics["rates"] = {
+            k: jnp.mean(signals[k]["spike"]) for k, p in self.net.populations.items()
+            if p.neuron.spiking
+        }
+        return metrics
+
+    def run(
+        self, ls: LearnerState, xs: Any, ys: Any, masks: Any = None
+    ) -> tuple[LearnerState, dict[str, Any]]:
+        """``T`` learning steps as one ``lax.scan`` (pure). ``xs``: ``(T, B, n_in)``."""
+        xs = self.net.as_inputs(xs, batch=self.net.batch_size(ls.net_state), leading=1)
+        T = next(iter(xs.values())).shape[0]
+        batch = next(iter(xs.values())).shape[1]
+        if masks is None:
+            masks = jnp.ones((T, batch))
+
+        def body(carry: LearnerState, inp: Any) -> tuple[LearnerState, dict[str, Any]]:
+            x, y, m = inp
+            return self.step_fn(carry, x, y, m)
+
+        return jax.lax.scan(body, ls, (xs, jnp.asarray(ys), jnp.asarray(masks)))
+
+    def end_sequence(self, ls: LearnerState) -> LearnerState:
+        """Apply the accumulated gradient (if any), then reset neuron state and traces."""
+        ls, _, _ = jax.lax.cond(ls.window > 0, self._update, self._no_update, ls)
+        batch = self.net.batch_size(ls.net_state)
+        dtype = next(iter(ls.params.values())).dtype
+        fresh = self.net.init_state(batch, dtype)
+        trace_state = self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
+        return ls._replace(net_state=fresh, trace_state=trace_state)
+
+    def reset_sequence(self, ls: LearnerState) -> LearnerState:
+        """Reset neuron state and traces without applying anything (weights kept)."""
+        batch = self.net.batch_size(ls.net_state)
+        dtype = next(iter(ls.params.values())).dtype
+        fresh = self.net.init_state(batch, dtype)
+        trace_state = self.tracer.reset_gradients(
+            self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
+        )
+        return ls._replace(
+            net_state=fresh, trace_state=trace_state, window=jnp.zeros_like(ls.window)
+        )
+
+    def _evaluate(self, params: Mapping[str, jax.Array], xs: Any, ys: Any, masks: Any) -> Any:
+        batch = next(iter(xs.values())).shape[1]
+        dtype = next(iter(params.values())).dtype
+        state = self.net.init_state(batch, dtype)
+        res = self.net.simulate(params, state, xs)
+        outputs = res.outputs
+        loss = jax.vmap(self.loss.fn)(outputs, ys)
+        m = masks.astype(loss.dtype)
+        out = {"loss": jnp.sum(loss * m) / jnp.maximum(jnp.sum(m), 1.0)}
+        if self.loss.kind == "classification":
+            votes = jnp.sum(m[..., None] * jax.nn.softmax(outputs, -1), axis=0)
+            last = jnp.argmax(jnp.cumsum(m, axis=0) * (m > 0), axis=0)
+            labels = jnp.take_along_axis(ys, last[None], axis=0)[0]
+            out["accuracy"] = jnp.mean((jnp.argmax(votes, -1) == labels).astype(loss.dtype))
+            hit = (jnp.argmax(outputs, -1) == ys).astype(loss.dtype)
+            out["step_accuracy"] = jnp.sum(hit * m) / jnp.maximum(jnp.sum(m), 1.0)
+        out["rates"] = {
+            k: jnp.mean(v["spike"]) for k, v in res.record.items()
+            if self.net.populations[k].neuron.spiking
+        }
+        return out
+
+    def evaluate(
+        self, params_or_state: Any, xs: Any, ys: Any, masks: Any = None
+    ) -> dict[str, Any]:
+        """Run whole sequences without learning; report loss and accuracy.
+
+        For classification, ``accuracy`` is per sequence: the class with the largest
+        softmax summed over the masked steps against the target at the last masked step;
+        ``step_accuracy`` is per masked step.
+        """
+        params = params_or_state.params if isinstance(params_or_state, LearnerState) else params_or_state
+        xs = self.net.as_inputs(xs, leading=1)
+        T, B = next(iter(xs.values())).shape[:2]
+        if masks is None:
+            masks = np.ones((T, B), np.float32)
+        self.loss.check_target(ys, B, self.n_out, leading=1)
+        out = self._eval_jit(params, xs, jnp.asarray(ys), jnp.asarray(masks))
+        return jax.tree_util.tree_map(float, out)
+
+    # ------------------------------------------------------------------------------
+    # Stateful convenience.
+
+    @property
+    def state(self) -> LearnerState:
+        """The learner's current state (created on the first :meth:`step` or :meth:`fit`)."""
+        if self._state is None:
+            raise RuntimeError("the learner has no state yet: call step(), fit() or init_state().")
+        return self._state
+
+    @state.setter
+    def state(self, value: LearnerState) -> None:
+        self._state = value
+
+    @property
+    def params(self) -> dict[str, jax.Array]:
+        """The current weights."""
+        return self.state.params
+
+    def init_state(
+        self, batch_size: int, params: Mapping[str, jax.Array] | None = None, key: Any = None
+    ) -> LearnerState:
+        """Create (or replace) the learner's own state."""
+        self._state = self.init(params=params, key=key, batch_size=batch_size)
+        return self._state
+
+    def _check_step_input(self, x: Any, y: Any, mask: Any, leading: int) -> None:
+        xs = self.net.as_inputs(x, leading=leading)
+        shape = next(iter(xs.values())).shape
+        batch = shape[leading]
+        if self._state is not None:
+            want = self.net.batch_size(self._state.net_state)
+            if batch != want:
+                raise ValueError(
+                    f"`x` has batch size {batch}; this learner's state has batch size {want}. "
+                    "Use init_state(batch_size=...) to change it."
+                )
+        self.loss.check_target(y, batch, self.n_out, leading=leading)
+        if mask is not None:
+            want_m = (*shape[:leading], batch)
+            if tuple(np.shape(mask)) != want_m:
+                raise ValueError(f"`mask` must have shape {want_m}; got {tuple(np.shape(mask))}.")
+            check_finite(jnp.asarray(mask, jnp.float32), "mask")
+
+    def _commit(self, new: LearnerState, metrics: Mapping[str, Any]) -> None:
+        bad = np.asarray(metrics["nonfinite"])
+        if self.on_nonfinite == "raise" and bad.any():
+            raise FloatingPointError(
+                "the loss or the gradient became NaN/Inf "
+                f"(at step {int(self.state.step) + int(np.argmax(bad.ravel())) + 1}); the learner "
+                "state was left as it was before this call. Lower the learning rate, set "
+                "clip_norm, or pass on_nonfinite='skip' to skip such updates and count them."
+            )
+        self._state = new
+
+    def step(self, x: Any, y: Any, mask: Any = None) -> dict[str, float]:
+        """Learn from one step of data; returns this step's metrics as floats.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, optax, traxon
+            >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
+            >>> net = Network(3, {"h": Population(LIF(), 8)}, [Projection("x", "h", Dense(3.0))],
+            ...               readout=Readout("h", 2))
+            >>> learner = traxon.online_learner(net, "d_rtrl", optax.adam(1e-2))
+            >>> m = learner.step(jnp.ones((4, 3)), jnp.array([0, 1, 0, 1]))
+            >>> sorted(m)[:3]
+            ['accuracy', 'grad_norm', 'loss']
+        """
+        self._check_step_input(x, y, mask, leading=0)
+        if self._state is None:
+            batch = next(iter(self.net.as_inputs(x).values())).shape[0]
+            self.init_state(batch)
+        new, metrics = self._step_jit(self.state, x, y, mask)
+        self._commit(new, metrics)
+        return jax.tree_util.tree_map(lambda v: float(v), metrics)
+
+    def end(self) -> None:
+        """Stateful :meth:`end_sequence`."""
+        self._state = self._end_jit(self.state)
+
+    def fit(
+        self,
+        batches: Iterable[Any],
+        n_batches: int | None = None,
+        progress: bool = False,
+        callback: Callable[[int, dict[str, float]], Any] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train on whole sequences: for each ``(x, y, mask)`` batch (``x`` ``(T, B, n_in)``),
+        reset the neuron state and traces, learn online through the sequence, then apply what
+        the schedule left accumulated. Returns one summary per sequence.
+
+        Arguments:
+            batches: an iterable of ``(x, y, mask)`` tuples or :class:`traxon.tasks.Batch`.
+            n_batches: stop after this many (needed for infinite streams).
+            progress: show a ``tqdm`` progress bar.
+            callback: ``callback(i, summary)`` after each sequence.
+        """
+        bar = _progress(n_batches, progress)
+        history: list[dict[str, float]] = []
+        try:
+            for i, batch in enumerate(batches):
+                if n_batches is not None and i >= n_batches:
+                    break
+                x, y, mask = batch[0], batch[1], batch[2] if len(batch) > 2 else None
+                self._check_step_input(x, y, mask, leading=1)
+                if self._state is None:
+                    self.init_state(np.shape(x)[1])
+                start = time.perf_counter()
+                new, metrics = self._run_jit(self._reset_jit(self.state), x, y, mask)
+                self._commit(self._end_jit(new), metrics)
+                summary = _summarise(metrics, time.perf_counter() - start)
+                history.append(summary)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in summary.items() if k in ("loss", "accuracy")})
+                if callback is not None:
+                    callback(i, summary)
+        finally:
+            if bar is not None:
+                bar.close()
+        return history
+
+    # ------------------------------------------------------------------------------
+    # Checkpoints.
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A JSON description of the network and learner that a checkpoint must match."""
+        net = self.net
+        return {
+            "inputs": net.inputs,
+            "populations": {
+                k: [type(p.neuron).__name__, p.size, list(p.traced)]
+                for k, p in net.populations.items()
+            },
+            "weights": {
+                p.name: [p.source, p.target, list(p.op.weight_shape(p.n_in, p.n_out))]
+                for p in net.projections
+            },
+            "algorithm": self.algorithm.name,
+            "loss": self.loss.name,
+        }
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Save the learner's whole state (atomically, no pickle). Returns the path."""
+        return str(save_checkpoint(path, self.state, self.fingerprint()))
+
+    def restore(self, path: str | os.PathLike, batch_size: int | None = None) -> LearnerState:
+        """Load a checkpoint written by :meth:`save` into this learner; continues bit-identically."""
+        if self._state is None:
+            if batch_size is None:
+                batch_size = _batch_from_checkpoint(path)
+            self.init_state(batch_size)
+        self._state = load_checkpoint(path, self.state, self.fingerprint())
+        return self._state
+
+
+def _batch_from_checkpoint(path: str | os.PathLike) -> int:
+    import json
+
+    p = str(path) if str(path).endswith(".npz") else str(path) + ".npz"
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no checkpoint at {p!r}.")
+    with np.load(p, allow_pickle=False) as data:
+        meta = json.loads(bytes(data["__traxon_meta__"]).decode())
+    for key, shape in zip(meta["keys"], meta["shapes"], strict=True):
+        if key.startswith(".net_state") and shape:
+            return int(shape[0])
+    raise ValueError(f"checkpoint {p!r} holds no network state.")
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as err:  # pragma: no cover - tqdm is in the examples extra
+        raise ImportError('progress bars need tqdm: pip install "traxon[examples]"') from err
+    return tqdm(total=total, unit="seq")
+
+
+def _summarise(metrics: Mapping[str, Any], seconds: float) -> dict[str, float]:
+    weight = np.asarray(metrics["weight"])
+    total = max(float(weight.sum()), 1.0)
+    out = {"loss": float(np.sum(np.asarray(metrics["loss"]) * weight) / total)}
+    if "accuracy" in metrics:
+        out["accuracy"] = float(np.sum(np.asarray(metrics["accuracy"]) * weight) / total)
+    for k, v in metrics["rates"].items():
+        out[f"rate/{k}"] = float(np.mean(v))
+    norms = np.asarray(metrics["grad_norm"])[np.asarray(metrics["updated"])]
+    out["grad_norm"] = float(norms.mean()) if norms.size else math.nan
+    out["seconds"] = seconds
+    return out
+
+
+def online_learner(
+    net: Network,
+    algorithm: str | Algorithm = "es_d_rtrl",
+    optimizer: optax.GradientTransformation | None = None,
+    loss: str | Loss | Callable[..., jax.Array] = "cross_entropy",
+    **options: Any,
+) -> OnlineLearner:
+    """Attach a learning rule to a network: it then learns while it runs.
+
+    Arguments:
+        net: a :class:`traxon.Network`.
+        algorithm: ``"es_d_rtrl"`` (default), ``"d_rtrl"``, ``"rtrl"``, ``"bptt"`` or an
+            :class:`~traxon.trace.Algorithm` (e.g. ``traxon.trace.es_d_rtrl(decay=0.99)``).
+        optimizer: any optax optimiser (default ``optax.adam(1e-3)``); learning-rate
+            schedules are optax's own.
+        loss: ``"cross_entropy"`` (integer targets), ``"mse"`` or ``fn(output, target) -> (B,)``.
+        **options: ``update_every`` (int or ``"sequence"``, default 1), ``batch_reduction``
+            (``"mean"``/``"sum"``), ``time_reduction`` (``"sum"``/``"mean"``),
+            ``on_nonfinite`` (``"raise"``/``"skip"``), ``clip_norm``, ``sequence_length``
+            (for BPTT with per-sequence updates), ``seed``, ``dtype``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, traxon
+        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
+        >>> net = Network(3, {"h": Population(LIF(), 8)}, [Projection("x", "h", Dense(3.0))],
+        ...               readout=Readout("h", 2, tau=10.0))
+        >>> learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2))
+        >>> for t in range(3):
+        ...     metrics = learner.step(jnp.ones((2, 3)), jnp.array([0, 1]))
+        >>> int(learner.state.updates)
+        3
+    """
+    return OnlineLearner(net, algorithm, optimizer, loss, **options)
