@@ -38,9 +38,30 @@ class Module:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, eq=False, repr=True)(cls)
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        data = [f.name for f in fields if not f.metadata.get("static", False)]
-        meta = [f.name for f in fields if f.metadata.get("static", False)]
-        jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+        data = tuple(f.name for f in fields if not f.metadata.get("static", False))
+        meta = tuple(f.name for f in fields if f.metadata.get("static", False))
+        keys = tuple(jax.tree_util.GetAttrKey(n) for n in data)
+
+        def flatten_with_keys(obj: Any) -> tuple:
+            return (
+                tuple(zip(keys, (getattr(obj, n) for n in data), strict=True)),
+                tuple(getattr(obj, n) for n in meta),
+            )
+
+        def flatten(obj: Any) -> tuple:
+            return tuple(getattr(obj, n) for n in data), tuple(getattr(obj, n) for n in meta)
+
+        def unflatten(aux: tuple, children: Any) -> Any:
+            # Rebuild without calling __init__/__post_init__: JAX unflattens with
+            # placeholder leaves (None, object(), ShapeDtypeStruct) that validation rejects.
+            obj = object.__new__(cls)
+            for n, v in zip(meta, aux, strict=True):
+                object.__setattr__(obj, n, v)
+            for n, v in zip(data, children, strict=True):
+                object.__setattr__(obj, n, v)
+            return obj
+
+        jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
 
     def replace(self, **changes: Any) -> Any:
         """A copy of this module with some fields changed (validation runs again)."""

@@ -332,7 +332,9 @@ class Network:
 
         self.dt = float(to_float(dt, u.ms, "dt"))
         check_positive(self.dt, "dt")
-        self.inputs: dict[str, int] = {"x": int(inputs)} if isinstance(inputs, int) else dict(inputs)
+        self.inputs: dict[str, int] = (
+            {"x": int(inputs)} if isinstance(inputs, int) else dict(inputs)
+        )
         for name, n in self.inputs.items():
             if not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"input `{name}` must have a positive integer size; got {n!r}.")
@@ -519,9 +521,11 @@ class Network:
             )
         out = {}
         for name, arr in x.items():
+            # Check the dtype before jnp.asarray, which rejects strings and objects itself.
+            kind = arr.dtype if isinstance(arr, jax.Array) else np.asarray(arr).dtype
+            if not np.issubdtype(kind, np.number) and kind != np.bool_:
+                raise TypeError(f"input `{name}` must be numeric; got dtype {kind}.")
             arr = jnp.asarray(arr)
-            if not jnp.issubdtype(arr.dtype, jnp.number) and arr.dtype != jnp.bool_:
-                raise TypeError(f"input `{name}` must be numeric; got dtype {arr.dtype}.")
             want = (*([None] * leading), batch, self.inputs[name])
             if arr.ndim != len(want) or any(
                 w is not None and w != s for w, s in zip(want, arr.shape, strict=False)
@@ -562,9 +566,8 @@ class Network:
             )
         for k, shape in want.items():
             if tuple(np.shape(params[k])) != tuple(shape):
-                raise ValueError(
-                    f"weight `{k}` must have shape {tuple(shape)}; got {tuple(np.shape(params[k]))}."
-                )
+                got = tuple(np.shape(params[k]))
+                raise ValueError(f"weight `{k}` must have shape {tuple(shape)}; got {got}.")
 
     # ----------------------------------------------------------------------------------
     def signals(self, state: Mapping[str, Any]) -> dict[str, dict[str, jax.Array]]:
@@ -652,6 +655,7 @@ class Network:
         ``x`` is an array ``(B, n_in)`` (single input) or ``{name: array}``; ``output`` is the
         readout value ``(B, n_out)``, or ``{population: spikes}`` without a readout.
         """
+        self.check_params(params)
         xs = self.as_inputs(x, batch=self.batch_size(state))
         new_state, internals = self.forward(params, state, xs)
         return new_state, self.output(internals["signals"])
@@ -677,13 +681,14 @@ class Network:
             >>> res.record["h"]["V"].shape
             (10, 1, 4)
         """
+        self.check_params(params)
         xs = self.as_inputs(xs, batch=self.batch_size(state), leading=1)
         record = tuple(record)
 
         def body(carry: Any, x_t: Any) -> tuple[Any, Any]:
             new_state, internals = self.forward(params, carry, x_t)
             rec = {}
-            for k, plan in self.populations.items():
+            for k in self.populations:
                 entry = {}
                 for var in record:
                     if var == "spike":

@@ -73,6 +73,20 @@ def _sign_of(sign: Any, n_in: int, where: str) -> Any:
     return arr
 
 
+def _sign_values(sign: Any, where: str) -> np.ndarray:
+    """``sign`` as a 1-D float64 array, checked to hold only +1/-1 (its length is checked later)."""
+    try:
+        arr = np.atleast_1d(np.asarray(sign, dtype=np.float64))
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 1 or arr.size == 0 or not np.all(np.isin(arr, (-1.0, 1.0))):
+        raise ValueError(
+            f"`sign` of {where} must be +1, -1 or a 1-D array of entries in {{+1, -1}}; "
+            f"got {sign!r}."
+        )
+    return arr
+
+
 def _gain(module: Module) -> None:
     gain = to_float(module.gain, None, "gain")  # type: ignore[attr-defined]
     check_positive(gain, "gain", allow_zero=True)
@@ -101,16 +115,16 @@ class Dense(WeightOp):
     def __post_init__(self) -> None:
         _gain(self)
         if self.sign is not None:
-            object.__setattr__(self, "sign", tuple(np.atleast_1d(np.asarray(self.sign)).tolist()))
+            object.__setattr__(self, "sign", tuple(_sign_values(self.sign, "Dense").tolist()))
 
-    def _signs(self, n_in: int) -> Any:
+    def _signs(self, n_in: int, where: str = "Dense") -> Any:
         if self.sign is None:
             return None
         s = self.sign[0] if len(self.sign) == 1 else np.asarray(self.sign)
-        return _sign_of(s, n_in, "Dense")
+        return _sign_of(s, n_in, where)
 
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
-        self._signs(n_in)
+        self._signs(n_in, where)
 
     def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
         return (n_in, n_out)
@@ -132,7 +146,7 @@ class Dense(WeightOp):
         signs = self._signs(W.shape[0])
         if signs is None:
             return z[:, :, None]
-        return z[:, :, None] * (jnp.asarray(signs, W.dtype)[:, None] * jnp.sign(W))
+        return z[:, :, None] * (jnp.asarray(signs, W.dtype)[:, None] * jnp.sign(W))[None]
 
     def to_params(self, x: jax.Array) -> jax.Array:
         return x[:, None]
@@ -171,7 +185,7 @@ class ElementWise(WeightOp):
         return jnp.full((n_out,), self.init_value, dtype)
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        return z * W
+        return z * W[None, :]
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         return z
@@ -217,10 +231,12 @@ class Bias(WeightOp):
 class _Indexed(WeightOp):
     """Shared checks of the index-based sparse formats."""
 
-    def _check_index(self, idx: np.ndarray, bound: int, label: str, where: str) -> None:
-        if idx.size and (idx.min() < 0 or idx.max() >= bound):
+    def _check_index(self, idx: np.ndarray, bound: int | None, label: str, where: str) -> None:
+        """Indices must lie in ``[0, bound)`` (only ``>= 0`` while ``bound`` is unknown)."""
+        if idx.size and (idx.min() < 0 or (bound is not None and idx.max() >= bound)):
+            allowed = f"[0, {bound})" if bound is not None else "[0, n)"
             raise ValueError(
-                f"`{label}` of {where} must hold indices in [0, {bound}); got values in "
+                f"`{label}` of {where} must hold indices in {allowed}; got values in "
                 f"[{idx.min()}, {idx.max()}]."
             )
 
@@ -266,21 +282,22 @@ class FixedInDegree(_Indexed):
                 f"`pre_index` must be an integer array of shape (n_out, K); got {idx.dtype} "
                 f"array of shape {idx.shape}."
             )
+        self._check_index(idx, None, "pre_index", "FixedInDegree")
         object.__setattr__(self, "pre_index", _Frozen(idx.astype(np.int32)))
         _gain(self)
         if self.sign is not None:
-            sign = np.atleast_1d(_unfreeze(self.sign)).astype(np.float64)
+            sign = _sign_values(_unfreeze(self.sign), "FixedInDegree")
             object.__setattr__(self, "sign", _Frozen(sign))
 
     @property
     def _idx(self) -> np.ndarray:
         return self.pre_index.array
 
-    def _signs(self, n_in: int) -> Any:
+    def _signs(self, n_in: int, where: str = "FixedInDegree") -> Any:
         if self.sign is None:
             return None
         s = self.sign.array
-        return _sign_of(s[0] if s.size == 1 else s, n_in, "FixedInDegree")
+        return _sign_of(s[0] if s.size == 1 else s, n_in, where)
 
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
         if self._idx.shape[0] != n_out:
@@ -289,7 +306,7 @@ class FixedInDegree(_Indexed):
                 f"{n_out} neurons."
             )
         self._check_index(self._idx, n_in, "pre_index", where)
-        self._signs(n_in)
+        self._signs(n_in, where)
 
     def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
         return tuple(self._idx.shape)
@@ -315,7 +332,7 @@ class FixedInDegree(_Indexed):
         f = z[:, self._idx]
         if self.sign is None:
             return f
-        return f * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))
+        return f * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))[None]
 
     def to_params(self, x: jax.Array) -> jax.Array:
         return x[:, :, None]
@@ -375,6 +392,7 @@ class FixedOutDegree(_Indexed):
                 f"`post_index` must be an integer array of shape (n_in, K); got {idx.dtype} "
                 f"array of shape {idx.shape}."
             )
+        self._check_index(idx, self.n_out, "post_index", "FixedOutDegree")
         object.__setattr__(self, "post_index", _Frozen(idx.astype(np.int32)))
         if self.n_out is None:
             object.__setattr__(self, "n_out", int(idx.max()) + 1 if idx.size else 0)
@@ -412,13 +430,14 @@ class FixedOutDegree(_Indexed):
     def _scatter_active(self, W: jax.Array, z: jax.Array) -> jax.Array:
         cap = int(self.max_active)  # type: ignore[arg-type]
         n_in = z.shape[1]
+        post_index = jnp.asarray(self._idx)  # a numpy array cannot be indexed by a tracer
 
         def one(zb: jax.Array) -> jax.Array:
             (rows,) = jnp.nonzero(zb, size=cap, fill_value=n_in)
             valid = rows < n_in
             safe = jnp.where(valid, rows, 0)
             vals = jnp.where(valid, zb[safe], 0.0)[:, None] * W[safe]
-            return jnp.zeros((self.n_out,), vals.dtype).at[self._idx[safe]].add(vals)
+            return jnp.zeros((self.n_out,), vals.dtype).at[post_index[safe]].add(vals)
 
         return jax.vmap(one)(z)
 
@@ -470,6 +489,13 @@ class Sparse(_Indexed):
                 f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre.shape} "
                 f"and {post.shape}."
             )
+        for label, idx in (("pre", pre), ("post", post)):
+            if idx.size and not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"`{label}` must be an integer array; got dtype {idx.dtype}.")
+        if not isinstance(self.n_out, (int, np.integer)) or self.n_out < 1:
+            raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
+        self._check_index(pre, None, "pre", "Sparse")
+        self._check_index(post, int(self.n_out), "post", "Sparse")
         object.__setattr__(self, "pre", _Frozen(pre.astype(np.int32)))
         object.__setattr__(self, "post", _Frozen(post.astype(np.int32)))
         _gain(self)
@@ -488,7 +514,7 @@ class Sparse(_Indexed):
         return jax.random.normal(key, (self.pre.array.size,), dtype) * (self.gain / np.sqrt(fan_in))
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        vals = z[:, self.pre.array] * W
+        vals = z[:, self.pre.array] * W[None, :]
         return jnp.zeros((z.shape[0], self.n_out), vals.dtype).at[:, self.post.array].add(vals)
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
