@@ -25,16 +25,18 @@ from traxon.trace import bptt_gradient, get_algorithm
 T, B, N_IN = 60, 3, 5
 
 
-def run_tracer(name, net, params, state, xs, ts, ws, **options):
+def run_tracer(name, net, params, state, xs, ts, ws, costs=None, **options):
     tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=xs["x"].shape[0])
     tstate = tracer.init(params, state, target_example=ts[0])
 
     def body(carry, inp):
         st, tst = carry
-        st, tst, out = tracer.step(params, st, tst, *inp)
+        x, t, w, c = inp
+        st, tst, out = tracer.step(params, st, tst, x, t, w, spike_cost=c or None)
         return (st, tst), out.loss
 
-    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), (xs, ts, ws))
+    inputs = (xs, ts, ws, costs or {})
+    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), inputs)
     return tracer.gradients(params, tstate)
 
 
@@ -88,6 +90,21 @@ def test_d_rtrl_equals_bptt_with_leaky_readout(x64):
     grads = run_tracer("d_rtrl", net, params, state, xs, ts, ws)
     for k in grads:
         assert rel_error(grads[k], ref[k]) < 1e-6, (k, rel_error(grads[k], ref[k]))
+
+
+@pytest.mark.parametrize("readout_tau", [None, 20.0])
+def test_spike_costs_are_exact_for_d_rtrl(x64, readout_tau):
+    """Linear costs on the spikes (a rate regulariser) add their exact gradient."""
+    net = single_population(LIF(tau=10.0), Expon(5.0), readout_tau=readout_tau, gain=8.0)
+    params, state, xs, ts, ws, _ = problem(net)
+    costs = {"h": jax.random.normal(jax.random.PRNGKey(7), (T, B, 8), jnp.float64) * 0.1}
+    ref, _ = bptt_gradient(net, cross_entropy.fn, params, state, xs, ts, ws, spike_costs=costs)
+    plain, _ = bptt_gradient(net, cross_entropy.fn, params, state, xs, ts, ws)
+    assert rel_error(plain["x->h"], ref["x->h"]) > 1e-3  # the costs matter
+    for name in ("d_rtrl", "rtrl", "bptt"):
+        grads = run_tracer(name, net, params, state, xs, ts, ws, costs=costs)
+        for k in grads:
+            assert rel_error(grads[k], ref[k]) < 1e-6, (name, k, rel_error(grads[k], ref[k]))
 
 
 def test_es_d_rtrl_equals_bptt_in_the_eprop_case(x64):

@@ -56,8 +56,11 @@ class LearnerState(NamedTuple):
         trace_state: the algorithm's state (traces and gradient accumulators).
         step: total steps taken (int32).
         window: steps since the last update (int32).
+        window_nonfinite: whether a loss in the current window was NaN/Inf (bool).
         updates: updates applied (int32).
         skipped: updates skipped because the loss or gradient was not finite (int32).
+        rates: ``{population: (N,)}`` running firing probability per step of each spiking
+            neuron (batch mean, exponential average over ``rate_tau``).
         key: PRNG key (uint32[2]) for stochastic parts of training.
     """
 
@@ -67,8 +70,10 @@ class LearnerState(NamedTuple):
     trace_state: Any
     step: jax.Array
     window: jax.Array
+    window_nonfinite: jax.Array
     updates: jax.Array
     skipped: jax.Array
+    rates: dict[str, jax.Array]
     key: jax.Array
 
 
@@ -90,6 +95,9 @@ class OnlineLearner:
         on_nonfinite: str = "raise",
         clip_norm: float | None = None,
         sequence_length: int | None = None,
+        rate_target: float | None = None,
+        rate_reg: float = 1.0,
+        rate_tau: float = 1000.0,
         seed: int = 0,
         dtype: Any = None,
     ) -> None:
@@ -113,6 +121,19 @@ class OnlineLearner:
                 raise ValueError(f"`{label}` must be one of {allowed}; got {value!r}.")
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"`clip_norm` must be positive or None; got {clip_norm!r}.")
+        if rate_target is not None and not 0 <= rate_target < 1000.0 / net.dt:
+            raise ValueError(
+                f"`rate_target` must be a firing rate in Hz in [0, {1000.0 / net.dt:g}); got "
+                f"{rate_target!r}."
+            )
+        if not rate_reg >= 0:
+            raise ValueError(f"`rate_reg` must be >= 0; got {rate_reg!r}.")
+        if not rate_tau > 0:
+            raise ValueError(f"`rate_tau` must be positive (ms); got {rate_tau!r}.")
+        self.rate_target = rate_target
+        self.rate_reg = float(rate_reg)
+        self.rate_decay = math.exp(-net.dt / float(rate_tau))
+        self.spiking = tuple(k for k, p in net.populations.items() if p.neuron.spiking)
         self.net = net
         self.algorithm = get_algorithm(algorithm)
         self.loss = get_loss(loss)
@@ -170,8 +191,13 @@ class OnlineLearner:
         trace_state = self.tracer.init(params, net_state, target_example=example)
         opt_state = self.optimizer.init(self._trainable(params))
         zero = jnp.zeros((), jnp.int32)
+        start = (self.rate_target or 0.0) * self.net.dt / 1000.0
+        rates = {
+            k: jnp.full((self.net.populations[k].size,), start, dtype) for k in self.spiking
+        }
         return LearnerState(
-            dict(params), opt_state, net_state, trace_state, zero, zero, zero, zero, k_run
+            dict(params), opt_state, net_state, trace_state, zero, zero, jnp.zeros((), bool),
+            zero, zero, rates, k_run,
         )
 
     def _trainable(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -186,8 +212,8 @@ class OnlineLearner:
         if self.time_reduction == "mean":
             n = jnp.maximum(ls.window, 1).astype(next(iter(grads.values())).dtype)
             grads = {k: g / n for k, g in grads.items()}
-        norm = optax.global_norm(grads)
-        finite = jnp.isfinite(norm)
+        norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(norm) & ~ls.window_nonfinite
         trainable = self._trainable(ls.params)
         updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
@@ -201,6 +227,7 @@ class OnlineLearner:
             opt_state=opt_state,
             trace_state=self.tracer.reset_gradients(ls.trace_state),
             window=jnp.zeros_like(ls.window),
+            window_nonfinite=jnp.zeros_like(ls.window_nonfinite),
             updates=ls.updates + finite.astype(jnp.int32),
             skipped=ls.skipped + (~finite).astype(jnp.int32),
         )
@@ -220,11 +247,33 @@ class OnlineLearner:
             mask = jnp.ones((batch,))
         mask = jnp.asarray(mask)
         y = jnp.asarray(y)
+        weights = self._weights(mask)
+        costs = None
+        if self.rate_target is not None and self.rate_reg > 0:
+            # Firing-rate regulariser: the gradient of rate_reg/2 * sum_i (r_i - r*)^2 with the
+            # running rate r held fixed, spread over the steps as a cost on each spike.
+            target = self.rate_target * self.net.dt / 1000.0
+            scale = self.rate_reg / batch if self.batch_reduction == "mean" else self.rate_reg
+            costs = {
+                k: jnp.broadcast_to(scale * (r - target), (batch, r.shape[0]))
+                for k, r in ls.rates.items()
+            }
         net_state, trace_state, out = self.tracer.step(
-            ls.params, ls.net_state, ls.trace_state, xs, y, self._weights(mask)
+            ls.params, ls.net_state, ls.trace_state, xs, y, weights, spike_cost=costs
         )
+        signals = self.net.signals(net_state)
+        rates = {
+            k: self.rate_decay * r + (1.0 - self.rate_decay) * jnp.mean(signals[k]["spike"], 0)
+            for k, r in ls.rates.items()
+        }
+        loss_ok = jnp.all(jnp.isfinite(out.loss) | (mask == 0))
         ls = ls._replace(
-            net_state=net_state, trace_state=trace_state, step=ls.step + 1, window=ls.window + 1
+            net_state=net_state,
+            trace_state=trace_state,
+            step=ls.step + 1,
+            window=ls.window + 1,
+            window_nonfinite=ls.window_nonfinite | ~loss_ok,
+            rates=rates,
         )
         if isinstance(self.update_every, int):
             due = ls.window >= self.update_every
@@ -233,7 +282,7 @@ class OnlineLearner:
             due = jnp.zeros((), bool)
             ls, norm, bad = self._no_update(ls)
         metrics = self._metrics(ls, out.output, out.loss, y, mask)
-        metrics.update(grad_norm=norm, updated=due, nonfinite=bad | ~jnp.isfinite(metrics["loss"]))
+        metrics.update(grad_norm=norm, updated=due, nonfinite=bad | ~loss_ok)
         return ls, metrics
 
     def _metrics(
@@ -246,10 +295,7 @@ class OnlineLearner:
             hit = (jnp.argmax(output, -1) == y).astype(loss.dtype)
             metrics["accuracy"] = jnp.sum(hit * m) / total
         signals = self.net.signals(ls.net_state)
-        metrics["rates"] = {
-            k: jnp.mean(signals[k]["spike"]) for k, p in self.net.populations.items()
-            if p.neuron.spiking
-        }
+        metrics["rates"] = {k: jnp.mean(signals[k]["spike"]) for k in self.spiking}
         return metrics
 
     def run(
@@ -286,7 +332,10 @@ class OnlineLearner:
             self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
         )
         return ls._replace(
-            net_state=fresh, trace_state=trace_state, window=jnp.zeros_like(ls.window)
+            net_state=fresh,
+            trace_state=trace_state,
+            window=jnp.zeros_like(ls.window),
+            window_nonfinite=jnp.zeros_like(ls.window_nonfinite),
         )
 
     def _evaluate(self, params: Mapping[str, jax.Array], xs: Any, ys: Any, masks: Any) -> Any:
@@ -438,7 +487,8 @@ class OnlineLearner:
                     self.init_state(np.shape(x)[1])
                 start = time.perf_counter()
                 new, metrics = self._run_jit(self._reset_jit(self.state), x, y, mask)
-                self._commit(self._end_jit(new), metrics)
+                new = jax.block_until_ready(self._end_jit(new))
+                self._commit(new, metrics)
                 summary = _summarise(metrics, time.perf_counter() - start)
                 history.append(summary)
                 if bar is not None:
@@ -542,7 +592,9 @@ def online_learner(
         **options: ``update_every`` (int or ``"sequence"``, default 1), ``batch_reduction``
             (``"mean"``/``"sum"``), ``time_reduction`` (``"sum"``/``"mean"``),
             ``on_nonfinite`` (``"raise"``/``"skip"``), ``clip_norm``, ``sequence_length``
-            (for BPTT with per-sequence updates), ``seed``, ``dtype``.
+            (for BPTT with per-sequence updates), ``rate_target`` (Hz; turns on a firing-rate
+            regulariser of strength ``rate_reg`` on a running rate over ``rate_tau`` ms),
+            ``seed``, ``dtype``.
 
     Example:
         >>> import jax.numpy as jnp, optax, traxon

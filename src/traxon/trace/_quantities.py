@@ -9,7 +9,10 @@ For every population :math:`P` with :math:`N` neurons and :math:`S` traced state
   signal at each of this step's output signals, propagated within the step through the
   downstream populations and the readout (one VJP of zero perturbations);
 * ``g[P][sig]`` ``(B, N, S)`` -- :math:`\partial \mathrm{sig}_t / \partial h_t` per neuron;
-* ``delta[P]`` ``(B, N, S)`` -- :math:`\partial l_t / \partial h_t = \sum_{sig} lam \cdot g`.
+* ``cost[P]`` ``(B, N)`` -- optional linear costs on this step's spikes (e.g. a firing-rate
+  regulariser): their learning signal at the spikes, separate from the readout's;
+* ``delta[P]`` ``(B, N, S)`` -- :math:`\partial l_t / \partial h_t = \sum_{sig} lam \cdot g
+  + cost \cdot g_{spike}`.
 
 Reads between state variables of the same neuron happen inside the transition and are
 therefore inside ``D`` and ``F``, never counted twice. Nothing here is larger than
@@ -67,6 +70,7 @@ class StepQuantities(NamedTuple):
     F: dict[str, dict[str, jax.Array]]
     lam: dict[str, dict[str, jax.Array]]
     g: dict[str, dict[str, jax.Array]]
+    cost: dict[str, jax.Array]
     delta: dict[str, jax.Array]
 
 
@@ -194,13 +198,16 @@ def step_quantities(
     loss_fn: LossFn,
     blocks_for: Mapping[str, tuple[str, ...]],
     signals_for: Mapping[str, tuple[str, ...]],
+    spike_cost: Mapping[str, jax.Array] | None = None,
 ) -> StepQuantities:
-    """Run one step and compute ``D``, ``F``, ``lam``, ``g`` and ``delta``.
+    r"""Run one step and compute ``D``, ``F``, ``lam``, ``g``, ``cost`` and ``delta``.
 
     Arguments:
         blocks_for: ``{population: channels}`` whose ``D`` and ``F`` are needed.
         signals_for: ``{population: signals}`` whose learning signals are needed.
         weight: ``(B,)`` weight of each sample's loss (mask / normalisation).
+        spike_cost: ``{population: (B, N)}`` coefficients ``c`` of extra objective terms
+            :math:`\sum_{b,i} c_{b,i} s_{t,b,i}` on this step's spikes (``None``: none).
     """
     batch = weight.shape[0]
     dtype = jax.tree_util.tree_leaves(state)[0].dtype
@@ -224,11 +231,16 @@ def step_quantities(
         D[p], F[p] = _blocks(net, net.populations[p], state[p], internals["u"][p], channels)
 
     g: dict[str, dict[str, jax.Array]] = {}
+    cost: dict[str, jax.Array] = {}
     delta: dict[str, jax.Array] = {}
     for p, sigs in signals_for.items():
         plan = net.populations[p]
         g[p] = _signal_jacobian(plan, new_state[p], sigs)
-        delta[p] = sum(lam[p][s][..., None] * g[p][s] for s in sigs)  # type: ignore[assignment]
+        d = sum(lam[p][s][..., None] * g[p][s] for s in sigs)
+        if spike_cost is not None and p in spike_cost:
+            cost[p] = spike_cost[p].astype(dtype)
+            d = d + cost[p][..., None] * g[p]["spike"]
+        delta[p] = d  # type: ignore[assignment]
     return StepQuantities(
         new_state=new_state,
         output=y,
@@ -238,5 +250,6 @@ def step_quantities(
         F=F,
         lam=lam,
         g=g,
+        cost=cost,
         delta=delta,
     )

@@ -161,10 +161,19 @@ def readout_decay(net: Network) -> float:
 
 
 def learning_signals(net: Network) -> dict[str, tuple[str, ...]]:
-    """Signals whose learning signal is needed, per population that has trainable inputs."""
+    """Signals whose learning signal is needed, per population that has trainable inputs.
+
+    Those read within the step, and the spikes of every spiking population (for spike costs).
+    """
     used = within_step_signals(net)
-    posts = post_populations(net)
-    return {p: used[p] for p in posts if used[p]}
+    out = {}
+    for p in post_populations(net):
+        sigs = set(used[p])
+        if net.populations[p].neuron.spiking:
+            sigs.add("spike")
+        if sigs:
+            out[p] = tuple(sorted(sigs))
+    return out
 
 
 def zeros_like_params(params: Mapping[str, jax.Array], names: Any) -> dict[str, jax.Array]:

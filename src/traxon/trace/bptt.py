@@ -3,10 +3,11 @@ r"""Backpropagation through time: ``jax.grad`` through a ``lax.scan`` (the refer
 :func:`bptt_gradient` is the offline reference every online rule is tested against.
 :class:`bptt` wraps it as a tracer for the learner: steps are buffered (inputs, targets,
 loss weights) from the state at the start of the window, and the gradient is computed when
-it is read, when the buffer of ``window`` steps is full, or when a new sequence starts.
+it is read or when a new sequence starts.
 
 * Memory: :math:`O(T \cdot B \cdot (N S + I))` -- grows with the window length.
 * Compute: about twice the forward pass, once per window.
+* The learner reads (and resets) the gradient at least every ``window`` steps.
 * Exact by definition; ``truncation=k`` cuts the gradient flow through the state every ``k``
   steps (block-truncated BPTT), ``remat=True`` recomputes each step in the backward pass
   instead of storing its internals (``jax.checkpoint``).
@@ -44,6 +45,7 @@ def bptt_gradient(
     weights: jax.Array,
     truncation: int | None = None,
     remat: bool = False,
+    spike_costs: Mapping[str, jax.Array] | None = None,
 ) -> tuple[dict[str, jax.Array], jax.Array]:
     r"""Gradient of :math:`\sum_t \sum_b w_{t,b}\, l_t^{(b)}` with respect to ``params``.
 
@@ -51,6 +53,8 @@ def bptt_gradient(
         xs: ``{input: (T, B, n)}``; targets: a pytree with leading ``T``; weights: ``(T, B)``.
         truncation: cut the gradient through the state every ``truncation`` steps.
         remat: rematerialise each step in the backward pass.
+        spike_costs: ``{population: (T, B, N)}`` coefficients of extra terms
+            :math:`\sum c_{t,b,i} s_{t,b,i}` on the spikes (not part of the returned loss).
 
     Returns:
         ``(grads, total_loss)``.
@@ -59,22 +63,27 @@ def bptt_gradient(
     def total(p: Mapping[str, jax.Array]) -> jax.Array:
         def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
             st, t = carry
-            x, tgt, w = inp
+            x, tgt, w, cost = inp
             if truncation:
                 cut = (t % truncation) == 0
                 st = jax.tree_util.tree_map(
                     lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), st
                 )
             new, internals = net.forward(p, st, x)
-            loss = loss_fn(net.output(internals["signals"]), tgt)
-            return (new, t + 1), jnp.sum(w * loss)
+            loss = jnp.sum(w * loss_fn(net.output(internals["signals"]), tgt))
+            extra = sum(
+                (jnp.sum(c * internals["signals"][k]["spike"]) for k, c in cost.items()),
+                start=jnp.zeros((), loss.dtype),
+            )
+            return (new, t + 1), (loss + extra, loss)
 
         step_fn = jax.checkpoint(body) if remat else body
         carry0 = (state, jnp.zeros((), jnp.int32))
-        _, losses = jax.lax.scan(step_fn, carry0, (xs, targets, weights))
-        return jnp.sum(losses)
+        inputs = (xs, targets, weights, dict(spike_costs or {}))
+        _, (objective, losses) = jax.lax.scan(step_fn, carry0, inputs)
+        return jnp.sum(objective), jnp.sum(losses)
 
-    value, grads = jax.value_and_grad(total)(dict(params))
+    (_, value), grads = jax.value_and_grad(total, has_aux=True)(dict(params))
     return grads, value
 
 
@@ -85,6 +94,7 @@ class BPTTState(NamedTuple):
         start: network state at the start of the buffered window.
         last: network state after the last step.
         xs, targets, weights: buffered inputs ``(window, B, n)``, targets and loss weights.
+        costs: buffered spike costs ``{population: (window, B, N)}``.
         count: number of buffered steps.
         grads: gradient of windows already flushed.
     """
@@ -94,6 +104,7 @@ class BPTTState(NamedTuple):
     xs: Any
     targets: Any
     weights: jax.Array
+    costs: dict[str, jax.Array]
     count: jax.Array
     grads: dict[str, jax.Array]
 
@@ -156,13 +167,19 @@ class bptt(Algorithm):  # noqa: N801
                 xs=xs,
                 targets=targets,
                 weights=jnp.zeros((window, batch), dtype),
+                costs={
+                    k: jnp.zeros((window, batch, plan.size), dtype)
+                    for k, plan in net.populations.items()
+                    if plan.neuron.spiking
+                },
                 count=jnp.zeros((), jnp.int32),
                 grads={k: jnp.zeros_like(params[k]) for k in names},
             )
 
         def window_grad(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
             grads, _ = bptt_gradient(
-                net, loss_fn, params, ts.start, ts.xs, ts.targets, ts.weights, truncation, remat
+                net, loss_fn, params, ts.start, ts.xs, ts.targets, ts.weights, truncation, remat,
+                ts.costs,
             )
             return {k: grads[k] for k in names}
 
@@ -172,6 +189,7 @@ class bptt(Algorithm):  # noqa: N801
                 start=state,
                 last=state,
                 weights=jnp.zeros_like(ts.weights),
+                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
                 count=jnp.zeros_like(ts.count),
                 grads={k: ts.grads[k] + g[k] for k in names},
             )
@@ -183,14 +201,14 @@ class bptt(Algorithm):  # noqa: N801
             x: Mapping[str, jax.Array],
             target: Any,
             weight: jax.Array,
+            spike_cost: Mapping[str, jax.Array] | None = None,
         ) -> tuple[Any, BPTTState, StepOutput]:
-            ts = jax.lax.cond(
-                ts.count >= window, lambda t: flush(params, t, t.last), lambda t: t, ts
-            )
             new_state, internals = net.forward(params, state, x)
             y = net.output(internals["signals"])
             loss = loss_fn(y, target)
-            i = ts.count
+            # The learner reads the gradient at least every `window` steps; past that the last
+            # slot would be overwritten, which the learner refuses before it can happen.
+            i = jnp.minimum(ts.count, window - 1)
             ts = ts._replace(
                 last=new_state,
                 xs={k: ts.xs[k].at[i].set(x[k].astype(ts.xs[k].dtype)) for k in ts.xs},
@@ -198,6 +216,14 @@ class bptt(Algorithm):  # noqa: N801
                     lambda buf, a: buf.at[i].set(jnp.asarray(a, buf.dtype)), ts.targets, target
                 ),
                 weights=ts.weights.at[i].set(weight.astype(ts.weights.dtype)),
+                costs={
+                    k: buf.at[i].set(
+                        spike_cost[k].astype(buf.dtype)
+                        if spike_cost is not None and k in spike_cost
+                        else jnp.zeros_like(buf[i])
+                    )
+                    for k, buf in ts.costs.items()
+                },
                 count=i + 1,
             )
             return new_state, ts, StepOutput(y, loss)
@@ -210,6 +236,7 @@ class bptt(Algorithm):  # noqa: N801
             return ts._replace(
                 start=ts.last,
                 weights=jnp.zeros_like(ts.weights),
+                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
                 count=jnp.zeros_like(ts.count),
                 grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
             )

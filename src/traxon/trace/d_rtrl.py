@@ -58,23 +58,16 @@ class DRTRLState(NamedTuple):
     """State of :func:`d_rtrl`.
 
     Attributes:
-        E: ``{weight: (B, *W.shape, S)}`` eligibility traces.
+        E: ``{weight: (E_1, ..., E_S)}`` eligibility traces, one ``(B, *W.shape)`` array per
+            state variable of the postsynaptic population.
         G: ``{weight: {signal: (B, *W.shape)}}`` readout-filtered traces (leaky readout only).
-        grads: ``{weight: W.shape}`` accumulated gradient.
+        grads: ``{weight: (B, *W.shape)}`` accumulated gradient, per sample: summing over the
+            batch once per update instead of once per step is several times faster on CPU.
     """
 
-    E: dict[str, jax.Array]
+    E: dict[str, tuple[jax.Array, ...]]
     G: dict[str, dict[str, jax.Array]]
     grads: dict[str, jax.Array]
-
-
-def _matvec(D: jax.Array, E: jax.Array) -> jax.Array:
-    """Per-entry ``D @ E`` over the last axis (``D`` ``(..., S, S)``, ``E`` ``(..., S)``)."""
-    S = E.shape[-1]
-    out = D[..., :, 0] * E[..., 0:1]
-    for r in range(1, S):
-        out = out + D[..., :, r] * E[..., r : r + 1]
-    return out
 
 
 @register("d_rtrl")
@@ -101,17 +94,22 @@ class d_rtrl(Algorithm):  # noqa: N801 -- algorithm factories are lowercase, lik
             if kappa > 0 and p.target != READOUT
         }
 
-        def init(params: Mapping[str, jax.Array], state: Any, target_example: Any = None) -> DRTRLState:
+        def init(
+            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+        ) -> DRTRLState:
             batch = net.batch_size(state)
-            E = {}
-            G = {}
+            E: dict[str, tuple[jax.Array, ...]] = {}
+            G: dict[str, dict[str, jax.Array]] = {}
             for p in projs:
                 S = len(net.populations[p.target].traced)
-                shape = (batch, *params[p.name].shape)
-                E[p.name] = jnp.zeros((*shape, S), params[p.name].dtype)
+                w = params[p.name]
+                E[p.name] = tuple(jnp.zeros((batch, *w.shape), w.dtype) for _ in range(S))
                 if p.name in filtered:
-                    G[p.name] = {s: jnp.zeros(shape, params[p.name].dtype) for s in filtered[p.name]}
-            grads = {p.name: jnp.zeros_like(params[p.name]) for p in projs}
+                    G[p.name] = {s: jnp.zeros((batch, *w.shape), w.dtype) for s in filtered[p.name]}
+            grads = {
+                p.name: jnp.zeros((batch, *params[p.name].shape), params[p.name].dtype)
+                for p in projs
+            }
             return DRTRLState(E, G, grads)
 
         def step(
@@ -121,31 +119,46 @@ class d_rtrl(Algorithm):  # noqa: N801 -- algorithm factories are lowercase, lik
             x: Mapping[str, jax.Array],
             target: Any,
             weight: jax.Array,
+            spike_cost: Mapping[str, jax.Array] | None = None,
         ) -> tuple[Any, DRTRLState, StepOutput]:
-            q = step_quantities(net, params, state, x, target, weight, loss_fn, posts, sigs)
+            q = step_quantities(
+                net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
+            )
             E, G, grads = dict(ts.E), {k: dict(v) for k, v in ts.G.items()}, dict(ts.grads)
             for p in projs:
                 W = params[p.name]
                 op = p.op
-                D = op.to_params(q.D[p.target])
-                F = op.to_params(q.F[p.target][p.channel])
+                D = q.D[p.target]
+                F = q.F[p.target][p.channel]
                 pre = op.pre_factor(W, q.z[p.name])
-                e = _matvec(D, ts.E[p.name]) + F * pre[..., None]
+                old = ts.E[p.name]
+                S = len(old)
+                e = tuple(
+                    sum((op.to_params(D[..., s, r]) * old[r] for r in range(S)), start=0.0)
+                    + op.to_params(F[..., s]) * pre
+                    for s in range(S)
+                )
                 E[p.name] = e
                 if p.name in filtered:
-                    contrib = jnp.zeros_like(W)
-                    for s in filtered[p.name]:
-                        gs = jnp.sum(op.to_params(q.g[p.target][s]) * e, axis=-1)
-                        gbar = kappa * ts.G[p.name][s] + gs
-                        G[p.name][s] = gbar
-                        contrib = contrib + jnp.sum(op.to_params(q.lam[p.target][s]) * gbar, 0)
+                    contrib = jnp.zeros_like(ts.grads[p.name])
+                    for sig in filtered[p.name]:
+                        g = q.g[p.target][sig]
+                        gs = sum(op.to_params(g[..., r]) * e[r] for r in range(S))
+                        gbar = kappa * ts.G[p.name][sig] + gs
+                        G[p.name][sig] = gbar
+                        lam = op.to_params(q.lam[p.target][sig])
+                        if sig == "spike" and p.target in q.cost:
+                            # Spike costs act on this step's spikes, not through the readout.
+                            contrib = contrib + op.to_params(q.cost[p.target]) * gs
+                        contrib = contrib + lam * gbar
                 else:
-                    contrib = jnp.sum(op.to_params(q.delta[p.target]) * e, axis=(0, -1))
+                    delta = q.delta[p.target]
+                    contrib = sum(op.to_params(delta[..., r]) * e[r] for r in range(S))
                 grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
             return q.new_state, DRTRLState(E, G, grads), StepOutput(q.output, q.loss)
 
         def gradients(params: Mapping[str, jax.Array], ts: DRTRLState) -> dict[str, jax.Array]:
-            return dict(ts.grads)
+            return {k: jnp.sum(g, axis=0) for k, g in ts.grads.items()}
 
         def reset_gradients(ts: DRTRLState) -> DRTRLState:
             return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))

@@ -207,8 +207,11 @@ class es_d_rtrl(Algorithm):  # noqa: N801
             x: Mapping[str, jax.Array],
             target: Any,
             weight: jax.Array,
+            spike_cost: Mapping[str, jax.Array] | None = None,
         ) -> tuple[Any, ESDRTRLState, StepOutput]:
-            q = step_quantities(net, params, state, x, target, weight, loss_fn, posts, sigs)
+            q = step_quantities(
+                net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
+            )
             dtype = jax.tree_util.tree_leaves(state)[0].dtype
             count = ts.count + 1
             # Presynaptic traces: the signal each projection read this step.
@@ -246,6 +249,10 @@ class es_d_rtrl(Algorithm):  # noqa: N801
                             b_hat = kappa * ts.post_k[kk] + w
                             post_k[kk] = b_hat
                             post_sig = post_sig + q.lam[p.target][s] * b_hat
+                            if s == "spike" and p.target in q.cost:
+                                # Spike costs act on this step's spikes, not via the readout.
+                                direct = corr[key] * q.cost[p.target] * w
+                                contrib = contrib + p.op.outer(W, pre[key], direct)
                         contrib = contrib + norm * p.op.outer(W, a_hat, post_sig)
                     else:
                         v = jnp.sum(q.delta[p.target] * eps * m, axis=-1)

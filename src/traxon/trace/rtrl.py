@@ -97,10 +97,15 @@ class rtrl(Algorithm):  # noqa: N801
             x: Mapping[str, jax.Array],
             target: Any,
             weight: jax.Array,
+            spike_cost: Mapping[str, jax.Array] | None = None,
         ) -> tuple[Any, RTRLState, StepOutput]:
             theta, unravel = ravel_pytree({k: params[k] for k in names})
 
-            def one(st: Any, xb: Any, tb: Any, Jb: jax.Array, wb: jax.Array) -> Any:
+            costs = dict(spike_cost or {})
+
+            def one(
+                st: Any, xb: Any, tb: Any, Jb: jax.Array, wb: jax.Array, cb: Any
+            ) -> Any:
                 st1 = jax.tree_util.tree_map(lambda a: a[None], st)
                 x1 = jax.tree_util.tree_map(lambda a: a[None], xb)
                 hb, _ = split(st1)
@@ -120,14 +125,15 @@ class rtrl(Algorithm):  # noqa: N801
                     sig = net.signals(merge(h[None], new))
                     y = net.output(sig)
                     loss = loss_fn(y, jax.tree_util.tree_map(lambda a: a[None], tb))
-                    return loss[0], (y[0], loss[0])
+                    extra = sum(jnp.sum(c * sig[k]["spike"][0]) for k, c in cb.items())
+                    return wb * loss[0] + extra, (y[0], loss[0])
 
                 dl, (y, loss) = jax.grad(loss_of, has_aux=True)(h_new)
-                g = wb * (dl @ J_new)
+                g = dl @ J_new
                 new0 = jax.tree_util.tree_map(lambda a: a[0], new)
                 return new0, J_new, g, y, loss
 
-            new_state, J, g, y, loss = jax.vmap(one)(state, x, target, ts.J, weight)
+            new_state, J, g, y, loss = jax.vmap(one)(state, x, target, ts.J, weight, costs)
             gsum = unravel(jnp.sum(g, axis=0))
             grads = {k: ts.grads[k] + gsum[k] for k in names}
             return new_state, RTRLState(J, grads), StepOutput(y, loss)

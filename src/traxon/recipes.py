@@ -1,0 +1,172 @@
+"""Ready-made networks and training settings for the built-in tasks.
+
+These are the settings the command line (``python -m traxon train``) uses; they are plain
+functions so that a user can start from them and change what they need.
+
+Membrane resistance: the LIF/ALIF step is :math:`V_t = V' \\alpha + R I (1 - \\alpha)`. The
+recipes set :math:`R = 1 / (1 - \\alpha)` so that a weight of 1 moves the membrane by one
+unit per presynaptic spike, the scale e-prop's networks are written in; weights then start
+at :math:`\\mathcal{N}(0, 1/n_{in})` and optax's usual learning rates apply.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from traxon.core import (
+    ALIF,
+    LIF,
+    Dense,
+    Expon,
+    Network,
+    Population,
+    Projection,
+    Readout,
+    Surrogate,
+)
+from traxon.tasks import Task, get_task
+
+__all__ = ["Recipe", "evidence_network", "recipe", "recurrent_network"]
+
+
+def _unit_resistance(tau: float, dt: float) -> float:
+    return 1.0 / (1.0 - math.exp(-dt / tau))
+
+
+def recurrent_network(
+    n_in: int,
+    n_out: int,
+    n_lif: int = 100,
+    n_alif: int = 0,
+    tau: float = 20.0,
+    tau_a: float = 2000.0,
+    beta: float = 1.8,
+    threshold: float = 0.6,
+    synapse_tau: float | None = None,
+    readout_tau: float | None = 20.0,
+    recurrent: bool = True,
+    input_gain: float = 1.0,
+    recurrent_gain: float = 0.7,
+    dt: float = 1.0,
+) -> Network:
+    """A recurrent network of LIF and/or ALIF neurons with a leaky readout.
+
+    Every population receives the input and (with ``recurrent=True``) every population's
+    spikes of the previous step; the readout reads all populations' spikes.
+
+    Example:
+        >>> from traxon.recipes import recurrent_network
+        >>> net = recurrent_network(40, 2, n_lif=10, n_alif=10)
+        >>> sorted(net.populations)
+        ['alif', 'lif', 'readout']
+    """
+    spike = Surrogate("triangle", width=1.0, scale=0.3)
+    R = _unit_resistance(tau, dt)
+    pops: dict[str, Population] = {}
+    if n_lif:
+        pops["lif"] = Population(LIF(tau=tau, V_th=threshold, R=R, spike_fn=spike), n_lif)
+    if n_alif:
+        pops["alif"] = Population(
+            ALIF(tau=tau, tau_a=tau_a, beta=beta, V_th=threshold, R=R, spike_fn=spike), n_alif
+        )
+    if not pops:
+        raise ValueError("the network needs at least one neuron: n_lif + n_alif > 0.")
+    synapse = Expon(synapse_tau) if synapse_tau else None
+    projections = []
+    for post in pops:
+        projections.append(Projection("x", post, Dense(gain=input_gain), synapse=synapse))
+        if recurrent:
+            for pre in pops:
+                projections.append(
+                    Projection(pre, post, Dense(gain=recurrent_gain), synapse=synapse, delay=1)
+                )
+    return Network(
+        n_in, pops, projections, readout=Readout(tuple(pops), n_out, tau=readout_tau), dt=dt
+    )
+
+
+def evidence_network(n_in: int = 40, n_lif: int = 50, n_alif: int = 50) -> Network:
+    """The e-prop evidence-accumulation network: 50 LIF + 50 ALIF (adaptation 2 s).
+
+    Example:
+        >>> from traxon.recipes import evidence_network
+        >>> evidence_network().populations["alif"].size
+        50
+    """
+    return recurrent_network(n_in, 2, n_lif=n_lif, n_alif=n_alif)
+
+
+@dataclass
+class Recipe:
+    """A task, its network and training settings (what ``traxon train`` runs)."""
+
+    task: Task
+    network: Network
+    algorithm: str
+    learning_rate: float
+    batch_size: int
+    iterations: int
+    update_every: int | str = "sequence"
+    rate_target: float | None = 10.0
+    rate_reg: float = 1.0
+    clip_norm: float | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def recipe(
+    task: str, algorithm: str | None = None, quick: bool = False, **task_options: Any
+) -> Recipe:
+    """The default recipe for a built-in task (``quick=True``: a short version for smoke
+    tests, seconds on a CPU).
+
+    Example:
+        >>> from traxon.recipes import recipe
+        >>> r = recipe("evidence", quick=True)
+        >>> r.task.n_steps < 500, r.algorithm
+        (True, 'd_rtrl')
+    """
+    if task == "evidence":
+        if quick:
+            task_options = {
+                "n_cues": 3, "cue_ms": 30, "gap_ms": 20, "delay_ms": 60, "recall_ms": 40,
+                **task_options,
+            }
+        t = get_task("evidence", **task_options)
+        return Recipe(
+            t, evidence_network(t.n_in), algorithm or "d_rtrl", 5e-3, 32,
+            20 if quick else 2000,
+            notes="50 LIF + 50 ALIF (tau_a = 2 s), leaky readout, rate regularised to 10 Hz",
+        )
+    if task == "dms":
+        if quick:
+            task_options = {
+                "fixation_ms": 20, "sample_ms": 50, "delay_ms": 100, "test_ms": 50,
+                **task_options,
+            }
+        t = get_task("dms", **task_options)
+        return Recipe(
+            t, recurrent_network(t.n_in, 2, n_lif=50, n_alif=50), algorithm or "d_rtrl",
+            5e-3, 32, 20 if quick else 2000,
+        )
+    if task == "digits":
+        if quick:
+            task_options = {"n_steps": 20, **task_options}
+        t = get_task("digits", **task_options)
+        net = recurrent_network(
+            t.n_in, t.n_out, n_lif=100, recurrent=False, synapse_tau=5.0, readout_tau=10.0,
+            input_gain=2.0,
+        )
+        return Recipe(
+            t, net, algorithm or "es_d_rtrl", 2e-3, 32, 20 if quick else 600,
+            rate_target=None,
+        )
+    if task == "shd":
+        t = get_task("shd", **task_options)
+        net = recurrent_network(
+            t.n_in, t.n_out, n_lif=128, synapse_tau=5.0, readout_tau=20.0, input_gain=2.0
+        )
+        return Recipe(t, net, algorithm or "es_d_rtrl", 1e-3, 32, 20 if quick else 3000)
+    raise ValueError(f"`task` must be one of 'evidence', 'dms', 'digits', 'shd'; got {task!r}.")
