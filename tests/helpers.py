@@ -12,7 +12,8 @@ def tree_allclose(a, b, rtol: float = 1e-6, atol: float = 0.0) -> bool:
     lb, tb = jax.tree_util.tree_flatten(b)
     if ta != tb:
         return False
-    return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in zip(la, lb))
+    pairs = zip(la, lb, strict=True)
+    return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in pairs)
 
 
 def rel_error(a, b) -> float:

@@ -96,7 +96,10 @@ def test_masked_gradient_equals_bptt_of_the_masked_loss(x64):
     )
     x, y, mask = toy_batch(np.random.default_rng(2))
     learner = traxon.online_learner(
-        net, "d_rtrl", optax.chain(capture(), optax.sgd(0.0)), update_every="sequence",
+        net,
+        "d_rtrl",
+        optax.chain(capture(), optax.sgd(0.0)),
+        update_every="sequence",
         dtype=jnp.float64,
     )
     ls = learner.init(key=0, batch_size=B)
@@ -104,8 +107,13 @@ def test_masked_gradient_equals_bptt_of_the_masked_loss(x64):
     ls = learner.end_sequence(ls)
     state = net.init_state(B, jnp.float64)
     ref, _ = bptt_gradient(
-        net, cross_entropy.fn, ls.params, state, {"x": jnp.asarray(x, jnp.float64)},
-        jnp.asarray(y), jnp.asarray(mask, jnp.float64) / B,
+        net,
+        cross_entropy.fn,
+        ls.params,
+        state,
+        {"x": jnp.asarray(x, jnp.float64)},
+        jnp.asarray(y),
+        jnp.asarray(mask, jnp.float64) / B,
     )
     for k in ref:
         assert rel_error(ls.opt_state[0][k], ref[k]) < 1e-6, k
@@ -116,8 +124,12 @@ def test_reductions_scale_the_gradient(net):
     grads = {}
     for batch_reduction, time_reduction in (("mean", "sum"), ("sum", "sum"), ("mean", "mean")):
         learner = traxon.online_learner(
-            net, "es_d_rtrl", optax.chain(capture(), optax.sgd(0.0)), update_every="sequence",
-            batch_reduction=batch_reduction, time_reduction=time_reduction,
+            net,
+            "es_d_rtrl",
+            optax.chain(capture(), optax.sgd(0.0)),
+            update_every="sequence",
+            batch_reduction=batch_reduction,
+            time_reduction=time_reduction,
         )
         ls, _ = learner.run(learner.init(key=0, batch_size=B), x, y, mask)
         grads[(batch_reduction, time_reduction)] = learner.end_sequence(ls).opt_state[0]
@@ -155,8 +167,14 @@ def test_rate_regulariser_pulls_rates_towards_the_target(net):
     rates = {}
     for target in (2.0, 100.0):
         learner = traxon.online_learner(
-            net, "es_d_rtrl", optax.adam(2e-2), update_every="sequence",
-            rate_target=target, rate_reg=50.0, rate_tau=20.0, seed=1,
+            net,
+            "es_d_rtrl",
+            optax.adam(2e-2),
+            update_every="sequence",
+            rate_target=target,
+            rate_reg=50.0,
+            rate_tau=20.0,
+            seed=1,
         )
         learner.fit(iter(batches))
         rates[target] = float(jnp.mean(learner.state.rates["h"]))
@@ -188,12 +206,15 @@ def test_checkpoint_of_another_network_is_rejected(net, tmp_path):
     a = traxon.online_learner(net, "es_d_rtrl")
     a.init_state(B)
     path = a.save(tmp_path / "ckpt.npz")
-    other = traxon.online_learner(toy_network(readout_tau=None).__class__(
-        N_IN,
-        {"h": Population(LIF(), N_HID + 1)},
-        [Projection("x", "h", Dense())],
-        readout=Readout("h", 2),
-    ), "es_d_rtrl")
+    other = traxon.online_learner(
+        toy_network(readout_tau=None).__class__(
+            N_IN,
+            {"h": Population(LIF(), N_HID + 1)},
+            [Projection("x", "h", Dense())],
+            readout=Readout("h", 2),
+        ),
+        "es_d_rtrl",
+    )
     with pytest.raises(ValueError, match="different network"):
         other.restore(path, batch_size=B)
     d = traxon.online_learner(net, "d_rtrl")
@@ -211,11 +232,16 @@ def test_corrupted_checkpoint_is_rejected(net, tmp_path):
         learner.restore(tmp_path / "missing.npz", batch_size=B)
 
 
+def path_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def test_checkpoint_write_is_atomic(net, tmp_path, monkeypatch):
     learner = traxon.online_learner(net, "es_d_rtrl")
     learner.init_state(B)
     path = learner.save(tmp_path / "ckpt.npz")
-    before = open(path, "rb").read()
+    before = path_bytes(path)
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
@@ -223,7 +249,7 @@ def test_checkpoint_write_is_atomic(net, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(OSError, match="disk full"):
         learner.save(path)
-    assert open(path, "rb").read() == before
+    assert path_bytes(path) == before
     assert os.listdir(tmp_path) == ["ckpt.npz"]  # no temporary left behind
 
 
@@ -308,5 +334,5 @@ def test_state_is_a_pytree_of_arrays(net):
     assert all(isinstance(v, jax.Array) for v in leaves)
     ls2, _ = jax.jit(learner.step_fn)(ls, jnp.ones((2, N_IN)), jnp.array([0, 1]))
     assert jax.tree_util.tree_structure(ls2) == jax.tree_util.tree_structure(ls)
-    for a, b in zip(leaves, jax.tree_util.tree_leaves(ls2)):
+    for a, b in zip(leaves, jax.tree_util.tree_leaves(ls2), strict=False):
         assert a.shape == b.shape and a.dtype == b.dtype

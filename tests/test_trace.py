@@ -118,6 +118,18 @@ def test_es_d_rtrl_equals_bptt_in_the_eprop_case(x64):
             assert rel_error(grads[k], ref[k]) < 1e-6, (options, k, rel_error(grads[k], ref[k]))
 
 
+def test_es_d_rtrl_with_exact_weights_is_d_rtrl_for_those(x64):
+    net = recurrent(n=12, rec_gain=1.0)
+    params, state, xs, ts, ws, _ref = problem(net)
+    d = run_tracer("d_rtrl", net, params, state, xs, ts, ws)
+    hybrid = run_tracer("es_d_rtrl", net, params, state, xs, ts, ws, exact=("x->h",))
+    plain = run_tracer("es_d_rtrl", net, params, state, xs, ts, ws)
+    assert rel_error(hybrid["x->h"], d["x->h"]) < 1e-10
+    assert rel_error(hybrid["h->h"], plain["h->h"]) < 1e-10
+    with pytest.raises(ValueError, match="exact"):
+        get_algorithm("es_d_rtrl", exact=("nope",)).bind(net, cross_entropy.fn)
+
+
 def test_es_d_rtrl_wrong_decay_is_not_exact(x64):
     """The equality above is a property of the decay, not of a loose comparison."""
     net = single_population(LIF(tau=10.0, detach_reset=True), gain=4.0)
@@ -194,7 +206,7 @@ def test_float32_gradients_track_float64():
     ref, _ = bptt_gradient(net, cross_entropy.fn, params, state, xs, ts, ws)
     for name in ("d_rtrl", "es_d_rtrl"):
         grads = run_tracer(name, net, params, state, xs, ts, ws)
-        for k, g in grads.items():
+        for _k, g in grads.items():
             assert g.dtype == jnp.float32
         if name == "d_rtrl":
             assert rel_error(grads["x->h"], ref["x->h"]) < 1e-4

@@ -18,7 +18,13 @@ from traxon.core import (
     Projection,
     Readout,
 )
-from traxon.learn import LearnerState, OnlineLearner, load_checkpoint, online_learner, save_checkpoint
+from traxon.learn import (
+    LearnerState,
+    OnlineLearner,
+    load_checkpoint,
+    online_learner,
+    save_checkpoint,
+)
 from traxon.trace import bptt, bptt_gradient, d_rtrl, es_d_rtrl, get_algorithm, rtrl
 
 __version__ = "0.1.0"

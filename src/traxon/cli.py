@@ -37,11 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     train.add_argument("--iterations", type=int, default=None, help="sequences to train on")
     train.add_argument(
-        "--time-budget", type=float, default=300.0,
+        "--time-budget",
+        type=float,
+        default=300.0,
         help="stop training after this many seconds (default 300)",
     )
     train.add_argument(
-        "--target-accuracy", type=float, default=None,
+        "--target-accuracy",
+        type=float,
+        default=None,
         help="stop as soon as the test accuracy reaches this value",
     )
     train.add_argument("--eval-every", type=int, default=25, help="sequences between evaluations")
@@ -51,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint")
     train.add_argument(
-        "--task-option", action="append", default=[], metavar="KEY=VALUE",
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="task constructor option, e.g. --task-option delay_ms=500 (repeatable)",
     )
     train.add_argument("--data", type=Path, default=None, help="SHD: the training HDF5 file")
@@ -92,9 +99,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out or Path("runs") / f"{args.task}-{r.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     learner = online_learner(
-        r.network, r.algorithm, optax.adam(lr), "cross_entropy",
-        update_every=r.update_every, sequence_length=r.task.n_steps,
-        rate_target=r.rate_target, rate_reg=r.rate_reg, clip_norm=r.clip_norm, seed=args.seed,
+        r.network,
+        r.algorithm,
+        optax.adam(lr),
+        "cross_entropy",
+        update_every=r.update_every,
+        sequence_length=r.task.n_steps,
+        rate_target=r.rate_target,
+        rate_reg=r.rate_reg,
+        clip_norm=r.clip_norm,
+        seed=args.seed,
     )
     learner.init_state(batch)
     if args.resume is not None:

@@ -19,9 +19,12 @@ def _plt() -> Any:
     try:
         import matplotlib
 
-        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        if matplotlib.get_backend().lower() not in (
+            "agg",
+            "module://matplotlib_inline.backend_inline",
+        ):
             try:
-                import matplotlib.pyplot as plt  # noqa: F401
+                import matplotlib.pyplot as plt
             except Exception:  # pragma: no cover - headless fallback
                 matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -74,8 +77,12 @@ def raster(
 
 
 def membrane(
-    voltages: Any, neurons: Sequence[int] = (0, 1, 2), sample: int = 0, dt: float = 1.0,
-    threshold: float | None = None, ax: Any = None,
+    voltages: Any,
+    neurons: Sequence[int] = (0, 1, 2),
+    sample: int = 0,
+    dt: float = 1.0,
+    threshold: float | None = None,
+    ax: Any = None,
 ) -> Any:
     """Membrane potential traces ``(T, B, N)`` of a few neurons of one sample.
 
@@ -135,7 +142,10 @@ def learning_curve(
 
 
 def memory_lines(
-    rows: Sequence[Mapping[str, Any]], x: str = "T", y: str = "compiled_bytes", ax: Any = None,
+    rows: Sequence[Mapping[str, Any]],
+    x: str = "T",
+    y: str = "compiled_bytes",
+    ax: Any = None,
     budget_bytes: float | None = None,
 ) -> Any:
     """Memory against ``T`` or ``N``, one line per algorithm, log-log.

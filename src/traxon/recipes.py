@@ -131,36 +131,61 @@ def recipe(
     if task == "evidence":
         if quick:
             task_options = {
-                "n_cues": 3, "cue_ms": 30, "gap_ms": 20, "delay_ms": 60, "recall_ms": 40,
+                "n_cues": 3,
+                "cue_ms": 30,
+                "gap_ms": 20,
+                "delay_ms": 60,
+                "recall_ms": 40,
                 **task_options,
             }
         t = get_task("evidence", **task_options)
         return Recipe(
-            t, evidence_network(t.n_in), algorithm or "d_rtrl", 5e-3, 32,
+            t,
+            evidence_network(t.n_in),
+            algorithm or "d_rtrl",
+            5e-3,
+            32,
             20 if quick else 2000,
             notes="50 LIF + 50 ALIF (tau_a = 2 s), leaky readout, rate regularised to 10 Hz",
         )
     if task == "dms":
         if quick:
             task_options = {
-                "fixation_ms": 20, "sample_ms": 50, "delay_ms": 100, "test_ms": 50,
+                "fixation_ms": 20,
+                "sample_ms": 50,
+                "delay_ms": 100,
+                "test_ms": 50,
                 **task_options,
             }
         t = get_task("dms", **task_options)
         return Recipe(
-            t, recurrent_network(t.n_in, 2, n_lif=50, n_alif=50), algorithm or "d_rtrl",
-            5e-3, 32, 20 if quick else 2000,
+            t,
+            recurrent_network(t.n_in, 2, n_lif=50, n_alif=50),
+            algorithm or "d_rtrl",
+            5e-3,
+            32,
+            20 if quick else 2000,
         )
     if task == "digits":
         if quick:
             task_options = {"n_steps": 20, **task_options}
         t = get_task("digits", **task_options)
         net = recurrent_network(
-            t.n_in, t.n_out, n_lif=100, recurrent=False, synapse_tau=5.0, readout_tau=10.0,
+            t.n_in,
+            t.n_out,
+            n_lif=100,
+            recurrent=False,
+            synapse_tau=5.0,
+            readout_tau=10.0,
             input_gain=2.0,
         )
         return Recipe(
-            t, net, algorithm or "es_d_rtrl", 2e-3, 32, 20 if quick else 600,
+            t,
+            net,
+            algorithm or "es_d_rtrl",
+            2e-3,
+            32,
+            20 if quick else 600,
             rate_target=None,
         )
     if task == "shd":

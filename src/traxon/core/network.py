@@ -355,9 +355,7 @@ class Network:
                     Projection(src, READOUT, Dense(gain=readout.gain), name=f"{src}->{READOUT}")
                 )
             if readout.bias:
-                projs.append(
-                    Projection(ONE, READOUT, Bias(), name=f"{READOUT}.bias")
-                )
+                projs.append(Projection(ONE, READOUT, Bias(), name=f"{READOUT}.bias"))
         clash = set(self.inputs) & set(pops)
         if clash:
             raise ValueError(f"names used for both an input and a population: {sorted(clash)}.")
@@ -530,12 +528,15 @@ class Network:
             if arr.ndim != len(want) or any(
                 w is not None and w != s for w, s in zip(want, arr.shape, strict=False)
             ):
-                shown = "(" + ", ".join("T" if w is None and i < leading else
-                                        "B" if w is None else str(w)
-                                        for i, w in enumerate(want)) + ")"
-                raise ValueError(
-                    f"input `{name}` must have shape {shown}; got {tuple(arr.shape)}."
+                shown = (
+                    "("
+                    + ", ".join(
+                        "T" if w is None and i < leading else "B" if w is None else str(w)
+                        for i, w in enumerate(want)
+                    )
+                    + ")"
                 )
+                raise ValueError(f"input `{name}` must have shape {shown}; got {tuple(arr.shape)}.")
             check_finite(arr, f"input `{name}`")
             out[name] = arr
         return out
@@ -636,8 +637,9 @@ class Network:
             new_state[target] = new
             sig = plan.signals(new)
             if perturb is not None and target in perturb:
-                sig = {k: v + perturb[target][k] if k in perturb[target] else v
-                       for k, v in sig.items()}
+                sig = {
+                    k: v + perturb[target][k] if k in perturb[target] else v for k, v in sig.items()
+                }
             now[target] = sig
         return new_state, {"u": us, "z": zs, "signals": now, "prev_signals": prev}
 

@@ -101,9 +101,7 @@ class Surrogate(Module):
 
     def __post_init__(self) -> None:
         if self.kind not in SURROGATES:
-            raise ValueError(
-                f"`kind` must be one of {sorted(SURROGATES)}; got {self.kind!r}."
-            )
+            raise ValueError(f"`kind` must be one of {sorted(SURROGATES)}; got {self.kind!r}.")
         object.__setattr__(self, "width", to_float(self.width, None, "width"))
         object.__setattr__(self, "scale", to_float(self.scale, None, "scale"))
         check_positive(self.width, "width")

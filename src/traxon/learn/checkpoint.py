@@ -94,9 +94,13 @@ def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None)
             meta = json.loads(bytes(data[_META]).decode())
             arrays = [np.array(data[f"leaf{i}"]) for i in range(len(meta["keys"]))]
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupted or not a traxon checkpoint: {err}") from err
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupted or not a traxon checkpoint: {err}"
+        ) from err
     if meta.get("format") != _FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r} has format {meta.get('format')}; expected {_FORMAT}.")
+        raise ValueError(
+            f"checkpoint {str(path)!r} has format {meta.get('format')}; expected {_FORMAT}."
+        )
     if fingerprint is not None and meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
         raise ValueError(
             f"checkpoint {str(path)!r} was written for a different network or learner.\n"

@@ -145,8 +145,10 @@ class OnlineLearner:
         self.dtype = dtype
         self.n_out = net.populations[READOUT].size if net.has_readout else 0
         window = update_every if isinstance(update_every, int) else sequence_length
-        if self.algorithm.name == "bptt" and window is None and not getattr(
-            self.algorithm, "window", None
+        if (
+            self.algorithm.name == "bptt"
+            and window is None
+            and not getattr(self.algorithm, "window", None)
         ):
             raise ValueError(
                 "bptt with update_every='sequence' needs `sequence_length` (the longest "
@@ -192,12 +194,19 @@ class OnlineLearner:
         opt_state = self.optimizer.init(self._trainable(params))
         zero = jnp.zeros((), jnp.int32)
         start = (self.rate_target or 0.0) * self.net.dt / 1000.0
-        rates = {
-            k: jnp.full((self.net.populations[k].size,), start, dtype) for k in self.spiking
-        }
+        rates = {k: jnp.full((self.net.populations[k].size,), start, dtype) for k in self.spiking}
         return LearnerState(
-            dict(params), opt_state, net_state, trace_state, zero, zero, jnp.zeros((), bool),
-            zero, zero, rates, k_run,
+            dict(params),
+            opt_state,
+            net_state,
+            trace_state,
+            zero,
+            zero,
+            jnp.zeros((), bool),
+            zero,
+            zero,
+            rates,
+            k_run,
         )
 
     def _trainable(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -355,21 +364,22 @@ class OnlineLearner:
             hit = (jnp.argmax(outputs, -1) == ys).astype(loss.dtype)
             out["step_accuracy"] = jnp.sum(hit * m) / jnp.maximum(jnp.sum(m), 1.0)
         out["rates"] = {
-            k: jnp.mean(v["spike"]) for k, v in res.record.items()
+            k: jnp.mean(v["spike"])
+            for k, v in res.record.items()
             if self.net.populations[k].neuron.spiking
         }
         return out
 
-    def evaluate(
-        self, params_or_state: Any, xs: Any, ys: Any, masks: Any = None
-    ) -> dict[str, Any]:
+    def evaluate(self, params_or_state: Any, xs: Any, ys: Any, masks: Any = None) -> dict[str, Any]:
         """Run whole sequences without learning; report loss and accuracy.
 
         For classification, ``accuracy`` is per sequence: the class with the largest
         softmax summed over the masked steps against the target at the last masked step;
         ``step_accuracy`` is per masked step.
         """
-        params = params_or_state.params if isinstance(params_or_state, LearnerState) else params_or_state
+        params = (
+            params_or_state.params if isinstance(params_or_state, LearnerState) else params_or_state
+        )
         xs = self.net.as_inputs(xs, leading=1)
         T, B = next(iter(xs.values())).shape[:2]
         if masks is None:
@@ -493,7 +503,9 @@ class OnlineLearner:
                 history.append(summary)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in summary.items() if k in ("loss", "accuracy")})
+                    bar.set_postfix(
+                        {k: f"{v:.3g}" for k, v in summary.items() if k in ("loss", "accuracy")}
+                    )
                 if callback is not None:
                     callback(i, summary)
         finally:
@@ -526,7 +538,7 @@ class OnlineLearner:
         return str(save_checkpoint(path, self.state, self.fingerprint()))
 
     def restore(self, path: str | os.PathLike, batch_size: int | None = None) -> LearnerState:
-        """Load a checkpoint written by :meth:`save` into this learner; continues bit-identically."""
+        """Load a checkpoint written by :meth:`save`; training continues bit-identically."""
         if self._state is None:
             if batch_size is None:
                 batch_size = _batch_from_checkpoint(path)

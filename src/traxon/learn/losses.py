@@ -65,7 +65,7 @@ class Loss(NamedTuple):
             if not jnp.issubdtype(arr.dtype, jnp.floating):
                 raise TypeError(f"`y` for {self.name} must be floating; got dtype {arr.dtype}.")
             if isinstance(arr, np.ndarray) and not np.all(np.isfinite(arr)):
-                raise ValueError(f"`y` contains NaN/Inf values; clean the targets first.")
+                raise ValueError("`y` contains NaN/Inf values; clean the targets first.")
 
 
 def _cross_entropy(output: jax.Array, target: jax.Array) -> jax.Array:

@@ -114,8 +114,10 @@ def check_elementwise(net: Network, plan: PopulationPlan, dtype: Any = jnp.float
         return
     key = jax.random.PRNGKey(0)
     state = plan.init(1, dtype)
-    state = {k: v + 0.1 * jax.random.normal(jax.random.fold_in(key, i), v.shape, dtype)
-             for i, (k, v) in enumerate(state.items())}
+    state = {
+        k: v + 0.1 * jax.random.normal(jax.random.fold_in(key, i), v.shape, dtype)
+        for i, (k, v) in enumerate(state.items())
+    }
     u = {ch.id: 0.1 * jnp.ones((1, plan.size), dtype) for ch in plan.channels}
     h = stack(plan, state)
     aux = _aux(plan, state)

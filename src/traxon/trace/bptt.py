@@ -110,7 +110,7 @@ class BPTTState(NamedTuple):
 
 
 @register("bptt")
-class bptt(Algorithm):  # noqa: N801
+class bptt(Algorithm):
     """BPTT as a tracer (see the module docstring).
 
     Arguments:
@@ -178,7 +178,15 @@ class bptt(Algorithm):  # noqa: N801
 
         def window_grad(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
             grads, _ = bptt_gradient(
-                net, loss_fn, params, ts.start, ts.xs, ts.targets, ts.weights, truncation, remat,
+                net,
+                loss_fn,
+                params,
+                ts.start,
+                ts.xs,
+                ts.targets,
+                ts.weights,
+                truncation,
+                remat,
                 ts.costs,
             )
             return {k: grads[k] for k in names}

@@ -70,8 +70,69 @@ class DRTRLState(NamedTuple):
     grads: dict[str, jax.Array]
 
 
+def init_param_traces(
+    net: Network,
+    params: Mapping[str, jax.Array],
+    projs: Any,
+    filtered: Mapping[str, tuple[str, ...]],
+    batch: int,
+) -> tuple[dict, dict, dict]:
+    """Zero parameter-dimension traces ``E``, filtered traces ``G`` and per-sample sums."""
+    E: dict[str, tuple[jax.Array, ...]] = {}
+    G: dict[str, dict[str, jax.Array]] = {}
+    acc: dict[str, jax.Array] = {}
+    for p in projs:
+        S = len(net.populations[p.target].traced)
+        w = params[p.name]
+        shape = (batch, *w.shape)
+        E[p.name] = tuple(jnp.zeros(shape, w.dtype) for _ in range(S))
+        if p.name in filtered:
+            G[p.name] = {s: jnp.zeros(shape, w.dtype) for s in filtered[p.name]}
+        acc[p.name] = jnp.zeros(shape, w.dtype)
+    return E, G, acc
+
+
+def update_param_traces(
+    p: Any,
+    q: Any,
+    W: jax.Array,
+    E: tuple[jax.Array, ...],
+    G: Mapping[str, jax.Array] | None,
+    kappa: float,
+) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array] | None, jax.Array]:
+    """One D-RTRL step of one weight: new ``E``, new ``G`` and this step's per-sample gradient.
+
+    ``G`` is ``None`` for the unfiltered rule (instantaneous readout, or the readout's own
+    weights); otherwise ``{signal: (B, *W.shape)}`` filtered with ``kappa``.
+    """
+    op = p.op
+    D = q.D[p.target]
+    F = q.F[p.target][p.channel]
+    pre = op.pre_factor(W, q.z[p.name])
+    S = len(E)
+    e = tuple(
+        sum((op.to_params(D[..., s, r]) * E[r] for r in range(S)), start=0.0)
+        + op.to_params(F[..., s]) * pre
+        for s in range(S)
+    )
+    if G is None:
+        delta = q.delta[p.target]
+        return e, None, sum(op.to_params(delta[..., r]) * e[r] for r in range(S))
+    new_g = {}
+    contrib: Any = 0.0
+    for sig, old in G.items():
+        g = q.g[p.target][sig]
+        gs = sum(op.to_params(g[..., r]) * e[r] for r in range(S))
+        new_g[sig] = kappa * old + gs
+        if sig == "spike" and p.target in q.cost:
+            # Spike costs act on this step's spikes, not through the readout.
+            contrib = contrib + op.to_params(q.cost[p.target]) * gs
+        contrib = contrib + op.to_params(q.lam[p.target][sig]) * new_g[sig]
+    return e, new_g, contrib
+
+
 @register("d_rtrl")
-class d_rtrl(Algorithm):  # noqa: N801 -- algorithm factories are lowercase, like optax's
+class d_rtrl(Algorithm):
     """Parameter-dimension eligibility traces (see the module docstring for the equations).
 
     Example:
@@ -89,28 +150,14 @@ class d_rtrl(Algorithm):  # noqa: N801 -- algorithm factories are lowercase, lik
         sigs = learning_signals(net)
         kappa = readout_decay(net)
         filtered = {
-            p.name: sigs.get(p.target, ())
-            for p in projs
-            if kappa > 0 and p.target != READOUT
+            p.name: sigs.get(p.target, ()) for p in projs if kappa > 0 and p.target != READOUT
         }
 
         def init(
             params: Mapping[str, jax.Array], state: Any, target_example: Any = None
         ) -> DRTRLState:
-            batch = net.batch_size(state)
-            E: dict[str, tuple[jax.Array, ...]] = {}
-            G: dict[str, dict[str, jax.Array]] = {}
-            for p in projs:
-                S = len(net.populations[p.target].traced)
-                w = params[p.name]
-                E[p.name] = tuple(jnp.zeros((batch, *w.shape), w.dtype) for _ in range(S))
-                if p.name in filtered:
-                    G[p.name] = {s: jnp.zeros((batch, *w.shape), w.dtype) for s in filtered[p.name]}
-            grads = {
-                p.name: jnp.zeros((batch, *params[p.name].shape), params[p.name].dtype)
-                for p in projs
-            }
-            return DRTRLState(E, G, grads)
+            E, G, acc = init_param_traces(net, params, projs, filtered, net.batch_size(state))
+            return DRTRLState(E, G, acc)
 
         def step(
             params: Mapping[str, jax.Array],
@@ -124,36 +171,13 @@ class d_rtrl(Algorithm):  # noqa: N801 -- algorithm factories are lowercase, lik
             q = step_quantities(
                 net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
             )
-            E, G, grads = dict(ts.E), {k: dict(v) for k, v in ts.G.items()}, dict(ts.grads)
+            E, G, grads = dict(ts.E), dict(ts.G), dict(ts.grads)
             for p in projs:
                 W = params[p.name]
-                op = p.op
-                D = q.D[p.target]
-                F = q.F[p.target][p.channel]
-                pre = op.pre_factor(W, q.z[p.name])
-                old = ts.E[p.name]
-                S = len(old)
-                e = tuple(
-                    sum((op.to_params(D[..., s, r]) * old[r] for r in range(S)), start=0.0)
-                    + op.to_params(F[..., s]) * pre
-                    for s in range(S)
-                )
+                e, g, contrib = update_param_traces(p, q, W, ts.E[p.name], ts.G.get(p.name), kappa)
                 E[p.name] = e
-                if p.name in filtered:
-                    contrib = jnp.zeros_like(ts.grads[p.name])
-                    for sig in filtered[p.name]:
-                        g = q.g[p.target][sig]
-                        gs = sum(op.to_params(g[..., r]) * e[r] for r in range(S))
-                        gbar = kappa * ts.G[p.name][sig] + gs
-                        G[p.name][sig] = gbar
-                        lam = op.to_params(q.lam[p.target][sig])
-                        if sig == "spike" and p.target in q.cost:
-                            # Spike costs act on this step's spikes, not through the readout.
-                            contrib = contrib + op.to_params(q.cost[p.target]) * gs
-                        contrib = contrib + lam * gbar
-                else:
-                    delta = q.delta[p.target]
-                    contrib = sum(op.to_params(delta[..., r]) * e[r] for r in range(S))
+                if g is not None:
+                    G[p.name] = g
                 grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
             return q.new_state, DRTRLState(E, G, grads), StepOutput(q.output, q.loss)
 

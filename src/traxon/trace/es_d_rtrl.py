@@ -74,6 +74,7 @@ from traxon.trace.base import (
     register,
     trainable,
 )
+from traxon.trace.d_rtrl import init_param_traces, update_param_traces
 
 __all__ = ["ESDRTRLState", "es_d_rtrl", "state_decays"]
 
@@ -87,7 +88,9 @@ class ESDRTRLState(NamedTuple):
         pre_k: ``{key: (B, I)}`` readout-filtered presynaptic factors (leaky readout only).
         post_k: ``{key: (B, N)}`` readout-filtered postsynaptic factors (leaky readout only).
         count: steps since the traces were reset (int32 scalar).
-        grads: ``{weight: W.shape}`` accumulated gradient.
+        grads: ``{weight: W.shape}`` accumulated gradient of the rank-one weights.
+        E, G, acc: parameter-dimension traces, filtered traces and per-sample gradient sums
+            of the weights listed in ``exact`` (as in :func:`~traxon.trace.d_rtrl`).
     """
 
     pre: dict[str, jax.Array]
@@ -96,6 +99,9 @@ class ESDRTRLState(NamedTuple):
     post_k: dict[str, jax.Array]
     count: jax.Array
     grads: dict[str, jax.Array]
+    E: dict[str, tuple[jax.Array, ...]]
+    G: dict[str, dict[str, jax.Array]]
+    acc: dict[str, jax.Array]
 
 
 def state_decays(net: Network, plan: PopulationPlan) -> np.ndarray:
@@ -122,12 +128,16 @@ def _correction(alpha: float, count: jax.Array, dtype: Any) -> jax.Array:
 
 
 @register("es_d_rtrl")
-class es_d_rtrl(Algorithm):  # noqa: N801
-    """Input/output-dimension traces with linear memory (see the module docstring).
+class es_d_rtrl(Algorithm):
+    r"""Input/output-dimension traces with linear memory (see the module docstring).
 
     Arguments:
         decay: ``"auto"`` (each state variable's own leak) or a float in [0, 1] used for
             every presynaptic trace.
+        exact: names of weights that keep exact parameter-dimension traces (D-RTRL) instead
+            of the rank-one product -- e.g. the few input weights into adaptive neurons,
+            where the credit of long-delay tasks lives. Memory grows by
+            :math:`B \cdot |W| \cdot S` for those weights only.
 
     Example:
         >>> import traxon
@@ -137,7 +147,12 @@ class es_d_rtrl(Algorithm):  # noqa: N801
 
     name = "es_d_rtrl"
 
-    def __init__(self, decay: str | float = "auto") -> None:
+    def __init__(
+        self, decay: str | float = "auto", exact: tuple[str, ...] | list[str] = ()
+    ) -> None:
+        if isinstance(exact, str):
+            exact = (exact,)
+        self.exact = tuple(exact)
         if decay != "auto":
             if isinstance(decay, bool) or not isinstance(decay, (int, float)):
                 raise TypeError(f"`decay` must be 'auto' or a float in [0, 1]; got {decay!r}.")
@@ -148,7 +163,16 @@ class es_d_rtrl(Algorithm):  # noqa: N801
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
-        projs = trainable(net)
+        everything = trainable(net)
+        names = {p.name for p in everything}
+        unknown = [k for k in self.exact if k not in names]
+        if unknown:
+            raise ValueError(
+                f"`exact` names weights {unknown} that are not trainable weights of this "
+                f"network; they are {sorted(names)}."
+            )
+        exact = tuple(p for p in everything if p.name in self.exact)
+        projs = tuple(p for p in everything if p.name not in self.exact)
         posts = post_populations(net)
         sigs = learning_signals(net)
         kappa = readout_decay(net)
@@ -169,6 +193,9 @@ class es_d_rtrl(Algorithm):  # noqa: N801
                 pre_keys[key] = (p.source, p.signal, a)
                 groups[p.name].append((a, key, (alphas == a).astype(np.float64)))
         filtered = {p.name for p in projs if kappa > 0 and p.target != READOUT}
+        exact_filtered = {
+            p.name: sigs.get(p.target, ()) for p in exact if kappa > 0 and p.target != READOUT
+        }
         sizes = {**net.inputs, **{k: v.size for k, v in net.populations.items()}, "__one__": 1}
 
         def post_key(target: str, channel: str) -> str:
@@ -177,13 +204,16 @@ class es_d_rtrl(Algorithm):  # noqa: N801
         def k_key(p: Any, key: str, sig: str) -> str:
             return f"{post_key(p.target, p.channel)}/{key}/{sig}"
 
-        def init(params: Mapping[str, jax.Array], state: Any, target_example: Any = None) -> ESDRTRLState:
+        def init(
+            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+        ) -> ESDRTRLState:
             batch = net.batch_size(state)
             dtype = jax.tree_util.tree_leaves(state)[0].dtype
             pre = {k: jnp.zeros((batch, sizes[src]), dtype) for k, (src, _, _) in pre_keys.items()}
             post = {
-                post_key(t, c): jnp.zeros((batch, net.populations[t].size,
-                                           len(net.populations[t].traced)), dtype)
+                post_key(t, c): jnp.zeros(
+                    (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
+                )
                 for t, chans in posts.items()
                 for c in chans
             }
@@ -198,7 +228,9 @@ class es_d_rtrl(Algorithm):  # noqa: N801
                                 (batch, net.populations[p.target].size), dtype
                             )
             grads = {p.name: jnp.zeros_like(params[p.name]) for p in projs}
-            return ESDRTRLState(pre, post, pre_k, post_k, jnp.zeros((), jnp.int32), grads)
+            E, G, acc = init_param_traces(net, params, exact, exact_filtered, batch)
+            count = jnp.zeros((), jnp.int32)
+            return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
 
         def step(
             params: Mapping[str, jax.Array],
@@ -258,20 +290,36 @@ class es_d_rtrl(Algorithm):  # noqa: N801
                         v = jnp.sum(q.delta[p.target] * eps * m, axis=-1)
                         contrib = contrib + corr[key] * p.op.outer(W, pre[key], v)
                 grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
-            new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads)
+            E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
+            for p in exact:
+                W = params[p.name]
+                e, g, c = update_param_traces(p, q, W, ts.E[p.name], ts.G.get(p.name), kappa)
+                E[p.name] = e
+                if g is not None:
+                    G[p.name] = g
+                acc[p.name] = acc[p.name] + c.astype(W.dtype)
+            new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
             return q.new_state, new_ts, StepOutput(q.output, q.loss)
 
         def gradients(params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict[str, jax.Array]:
-            return dict(ts.grads)
+            return {**ts.grads, **{k: jnp.sum(v, axis=0) for k, v in ts.acc.items()}}
 
         def reset_gradients(ts: ESDRTRLState) -> ESDRTRLState:
-            return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
+            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.grads, ts.acc))
+            return ts._replace(grads=zero[0], acc=zero[1])
 
         def reset_traces(params: Any, state: Any, ts: ESDRTRLState) -> ESDRTRLState:
-            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.pre, ts.post, ts.pre_k, ts.post_k))
+            zero = jax.tree_util.tree_map(
+                jnp.zeros_like, (ts.pre, ts.post, ts.pre_k, ts.post_k, ts.E, ts.G)
+            )
             return ts._replace(
-                pre=zero[0], post=zero[1], pre_k=zero[2], post_k=zero[3],
+                pre=zero[0],
+                post=zero[1],
+                pre_k=zero[2],
+                post_k=zero[3],
                 count=jnp.zeros_like(ts.count),
+                E=zero[4],
+                G=zero[5],
             )
 
         return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)

@@ -45,7 +45,7 @@ class RTRLState(NamedTuple):
 
 
 @register("rtrl")
-class rtrl(Algorithm):  # noqa: N801
+class rtrl(Algorithm):
     """Exact RTRL (see the module docstring). Tiny networks only.
 
     Example:
@@ -64,8 +64,13 @@ class rtrl(Algorithm):  # noqa: N801
 
         def split(state: Any) -> tuple[jax.Array, Any]:
             h = jnp.concatenate(
-                [stack(net.populations[k], state[k]).reshape(state[k][net.populations[k].traced[0]].shape[0], -1)
-                 for k in pops], axis=-1
+                [
+                    stack(net.populations[k], state[k]).reshape(
+                        state[k][net.populations[k].traced[0]].shape[0], -1
+                    )
+                    for k in pops
+                ],
+                axis=-1,
             )
             return h, state
 
@@ -103,9 +108,7 @@ class rtrl(Algorithm):  # noqa: N801
 
             costs = dict(spike_cost or {})
 
-            def one(
-                st: Any, xb: Any, tb: Any, Jb: jax.Array, wb: jax.Array, cb: Any
-            ) -> Any:
+            def one(st: Any, xb: Any, tb: Any, Jb: jax.Array, wb: jax.Array, cb: Any) -> Any:
                 st1 = jax.tree_util.tree_map(lambda a: a[None], st)
                 x1 = jax.tree_util.tree_map(lambda a: a[None], xb)
                 hb, _ = split(st1)
