@@ -107,6 +107,25 @@ def test_lif_refractory_holds_at_reset_for_ceil_steps(tau_ref, dt):
     assert rec["spike"][n_ref, 0, 0] == 1.0
 
 
+def test_alif_refractory_holds_membrane_while_adaptation_decays():
+    alif = ALIF(tau=10.0, tau_a=100.0, beta=0.5, V_th=1.0, tau_ref=3.0)
+    assert alif.aux_names == ("ref",)
+    state = {
+        "V": jnp.full((1, 1), 1.5, jnp.float32),
+        "a": jnp.zeros((1, 1), jnp.float32),
+        "ref": jnp.zeros((1, 1), jnp.float32),
+    }
+    vs, a_s = [], []
+    for _ in range(5):
+        state = alif.update(state, current=3.0, jump=0.0, dt=1.0)
+        vs.append(float(state["V"][0, 0]))
+        a_s.append(float(state["a"][0, 0]))
+    np.testing.assert_allclose(vs[:3], 0.5)  # soft reset value, held for 3 steps
+    assert vs[3] > 0.5
+    rho = math.exp(-1.0 / 100.0)
+    np.testing.assert_allclose(a_s[:3], [rho, rho**2, rho**3], rtol=1e-6)
+
+
 def _first_crossing(v0, v_inf, alpha, v_th):
     """Smallest n >= 1 with v_inf + (v0 - v_inf) alpha^n >= v_th (closed form)."""
     n = math.ceil(math.log((v_inf - v_th) / (v_inf - v0)) / math.log(alpha))

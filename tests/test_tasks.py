@@ -224,6 +224,29 @@ def test_evidence_label_is_majority_of_cues():
     assert 0.3 < batch.label.mean() < 0.7
 
 
+@pytest.mark.parametrize("minority", [0.3, 0.5, 0.0])
+def test_evidence_cues_favour_one_side_per_trial(minority):
+    task = EvidenceAccumulation(
+        n_cues=7, cue_ms=5, gap_ms=0, delay_ms=0, recall_ms=5, minority_prob=minority
+    )
+    _, info = task.sample_with_info(3, 4000)
+    cues = info["cues"]
+    n_right = cues.sum(axis=1)
+    # Each trial favours one side; a cue lands on the other side with `minority` probability.
+    on_majority = np.where(n_right > 3, n_right, 7 - n_right) / 7
+    if minority == 0.0:
+        assert np.all(on_majority == 1.0)
+    else:
+        # E[fraction of cues on the more frequent side] for independent cues, by enumeration
+        from math import comb
+
+        p = 1 - minority
+        pmf = [comb(7, k) * p**k * (1 - p) ** (7 - k) for k in range(8)]
+        want = sum(pmf[k] * max(k, 7 - k) / 7 for k in range(8))
+        assert abs(on_majority.mean() - want) < 0.01
+    assert 0.45 < cues.mean() < 0.55  # no side preferred overall
+
+
 def test_evidence_firing_rates():
     task = EvidenceAccumulation(**SHORT_EVIDENCE)
     batch, info = task.sample_with_info(1, 400)

@@ -42,8 +42,9 @@ def recurrent_network(
     n_alif: int = 0,
     tau: float = 20.0,
     tau_a: float = 2000.0,
-    beta: float = 1.8,
+    beta: float | None = None,
     threshold: float = 0.6,
+    tau_ref: float = 5.0,
     synapse_tau: float | None = None,
     readout_tau: float | None = 20.0,
     recurrent: bool = True,
@@ -64,12 +65,27 @@ def recurrent_network(
     """
     spike = Surrogate("triangle", width=1.0, scale=0.3)
     R = _unit_resistance(tau, dt)
+    if beta is None:
+        # e-prop's scaling: the threshold shift a steady rate produces is the same whatever
+        # tau_a, about 1.7 thresholds at one spike per membrane time constant.
+        beta = 1.7 * (1 - math.exp(-dt / tau_a)) / (1 - math.exp(-dt / tau))
     pops: dict[str, Population] = {}
     if n_lif:
-        pops["lif"] = Population(LIF(tau=tau, V_th=threshold, R=R, spike_fn=spike), n_lif)
+        pops["lif"] = Population(
+            LIF(tau=tau, V_th=threshold, R=R, tau_ref=tau_ref, spike_fn=spike), n_lif
+        )
     if n_alif:
         pops["alif"] = Population(
-            ALIF(tau=tau, tau_a=tau_a, beta=beta, V_th=threshold, R=R, spike_fn=spike), n_alif
+            ALIF(
+                tau=tau,
+                tau_a=tau_a,
+                beta=beta,
+                V_th=threshold,
+                R=R,
+                tau_ref=tau_ref,
+                spike_fn=spike,
+            ),
+            n_alif,
         )
     if not pops:
         raise ValueError("the network needs at least one neuron: n_lif + n_alif > 0.")

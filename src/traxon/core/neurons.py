@@ -79,6 +79,22 @@ def _reset(
     return v * (1.0 - spike) + v_reset * spike
 
 
+def _refractory(
+    ref: jax.Array, spike: jax.Array, held: jax.Array, free: jax.Array, tau_ref: float, dt: float
+) -> tuple[jax.Array, jax.Array]:
+    """Refractory bookkeeping: ``(V, ref)`` with ``V`` held at ``held`` while the timer runs.
+
+    The membrane is held for ``ceil(tau_ref / dt)`` whole steps after a spike: the timer
+    starts on the step grid and is compared with half a step, so float32 round-off in
+    ``ref - dt`` adds no extra step.
+    """
+    n_ref = math.ceil(tau_ref / float(dt) - 1e-9)
+    ref = jnp.where(
+        jax.lax.stop_gradient(spike) > 0, n_ref * dt, jnp.maximum(ref - dt, 0.0)
+    ).astype(held.dtype)
+    return jnp.where(ref > 0.5 * dt, held, free), ref
+
+
 class LIF(Neuron):
     r"""Leaky integrate-and-fire neuron.
 
@@ -154,16 +170,7 @@ class LIF(Neuron):
         v_new = self.V_rest + (v - self.V_rest) * alpha + self.R * current * (1.0 - alpha) + jump
         new = {"V": v_new}
         if self.tau_ref > 0:
-            # Held for ceil(tau_ref / dt) whole steps: the timer starts on the step grid and is
-            # compared with half a step, so float32 round-off in `ref - dt` adds no extra step.
-            n_ref = math.ceil(self.tau_ref / float(dt) - 1e-9)
-            ref = jnp.where(
-                jax.lax.stop_gradient(spike) > 0,
-                n_ref * dt,
-                jnp.maximum(state["ref"] - dt, 0.0),
-            ).astype(v.dtype)
-            new["V"] = jnp.where(ref > 0.5 * dt, v, v_new)
-            new["ref"] = ref
+            new["V"], new["ref"] = _refractory(state["ref"], spike, v, v_new, self.tau_ref, dt)
         return new
 
     def decays(self, dt: float) -> dict[str, float]:
@@ -183,6 +190,7 @@ class ALIF(Neuron):
     Arguments:
         tau: membrane time constant (ms). tau_a: adaptation time constant (ms), typically
         ~2,000 ms for working-memory tasks. beta: threshold increment per unit of ``a`` (mV).
+        tau_ref: refractory period (ms); the membrane is held at reset while ``a`` decays.
         Other arguments as in :class:`LIF`.
 
     Example:
@@ -202,12 +210,15 @@ class ALIF(Neuron):
     R: Any = 1.0
     reset: str = static(default="soft")
     detach_reset: bool = static(default=False)
+    tau_ref: float = static(default=0.0)
     spike_fn: Surrogate = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         _convert(
             self, tau=u.ms, tau_a=u.ms, beta=u.mV, V_th=u.mV, V_reset=u.mV, V_rest=u.mV, R=None
         )
+        object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, u.ms, "tau_ref")))
+        check_positive(self.tau_ref, "tau_ref", allow_zero=True)
         check_positive(self.tau, "tau")
         check_positive(self.tau_a, "tau_a")
         check_positive(self.beta, "beta", allow_zero=True)
@@ -220,8 +231,15 @@ class ALIF(Neuron):
     def state_names(self) -> tuple[str, ...]:
         return ("V", "a")
 
+    @property
+    def aux_names(self) -> tuple[str, ...]:
+        return ("ref",) if self.tau_ref > 0 else ()
+
     def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return {"V": jnp.full(shape, self.V_rest, dtype), "a": jnp.zeros(shape, dtype)}
+        state = {"V": jnp.full(shape, self.V_rest, dtype), "a": jnp.zeros(shape, dtype)}
+        if self.tau_ref > 0:
+            state["ref"] = jnp.zeros(shape, dtype)
+        return state
 
     def output(self, state: State) -> jax.Array:
         threshold = self.V_th + self.beta * state["a"]
@@ -232,11 +250,14 @@ class ALIF(Neuron):
         v = _reset(state["V"], spike, self.V_th, self.V_reset, self.reset, self.detach_reset)
         alpha = _leak(dt, self.tau)
         rho = _leak(dt, self.tau_a)
-        a_spike = jax.lax.stop_gradient(spike) if self.detach_reset else spike
-        return {
+        # The adaptation keeps its gradient even with `detach_reset` (as in e-prop).
+        new = {
             "V": self.V_rest + (v - self.V_rest) * alpha + self.R * current * (1 - alpha) + jump,
-            "a": (state["a"] + a_spike) * rho,
+            "a": (state["a"] + spike) * rho,
         }
+        if self.tau_ref > 0:
+            new["V"], new["ref"] = _refractory(state["ref"], spike, v, new["V"], self.tau_ref, dt)
+        return new
 
     def decays(self, dt: float) -> dict[str, float]:
         return {"V": _mean_decay(dt, self.tau), "a": _mean_decay(dt, self.tau_a)}

@@ -37,10 +37,12 @@ __all__ = ["EvidenceAccumulation"]
 class EvidenceAccumulation(Task):
     """Evidence accumulation over a delay: which side showed more cues?
 
-    Each cue is left (0) or right (1) with probability 0.5, independently; the label is the
-    side with more cues (``n_cues`` is odd, so there are no ties). The target ``y`` is the
-    label at every step and ``mask`` is 1 only in the recall window. The defaults are the
-    canonical e-prop setting (2200 steps of 1 ms).
+    As in e-prop's task generator, each trial first picks a favoured side at random; each
+    cue then lands on the other side with probability ``minority_prob`` (0.3), independently.
+    ``minority_prob=0.5`` makes every cue a fair coin. The label is the side with more cues
+    (``n_cues`` is odd, so there are no ties). The target ``y`` is the label at every step and
+    ``mask`` is 1 only in the recall window. The defaults are the canonical e-prop setting
+    (2200 steps of 1 ms).
 
     Arguments:
         n_cues: number of cues per trial (odd, >= 1).
@@ -54,6 +56,8 @@ class EvidenceAccumulation(Task):
         recall_rate_hz: Poisson rate of the recall channels during the recall window.
         noise_rate_hz: Poisson rate of the background-noise channels (whole trial).
         channels_per_group: channels in each of the four groups (``n_in = 4 * this``).
+        minority_prob: probability that a cue lands on the trial's unfavoured side, in
+            [0, 0.5] (0.5: independent fair cues).
         n_test: number of sequences in the fixed evaluation set of :meth:`epoch`.
 
     ``sample_with_info`` returns ``info["cues"]``, a ``(B, n_cues)`` int32 array of cue sides
@@ -89,6 +93,7 @@ class EvidenceAccumulation(Task):
         recall_rate_hz: float = 40.0,
         noise_rate_hz: float = 10.0,
         channels_per_group: int = 10,
+        minority_prob: float = 0.3,
         n_test: int = 512,
     ) -> None:
         self.n_cues = check_int(n_cues, "n_cues", minimum=1)
@@ -107,6 +112,9 @@ class EvidenceAccumulation(Task):
         self.recall_rate_hz = check_float(recall_rate_hz, "recall_rate_hz", minimum=0.0)
         self.noise_rate_hz = check_float(noise_rate_hz, "noise_rate_hz", minimum=0.0)
         self.channels_per_group = check_int(channels_per_group, "channels_per_group", minimum=1)
+        self.minority_prob = check_float(minority_prob, "minority_prob", minimum=0.0)
+        if self.minority_prob > 0.5:
+            raise ValueError(f"`minority_prob` must lie in [0, 0.5]; got {minority_prob}.")
         self.n_test = check_int(n_test, "n_test", minimum=1)
 
         cue = ms_to_steps(self.cue_ms, self.dt, "cue_ms", minimum_steps=1)
@@ -155,7 +163,9 @@ class EvidenceAccumulation(Task):
         self, rng: np.random.Generator, batch_size: int, split: str
     ) -> tuple[Batch, dict[str, np.ndarray]]:
         b, g, n_steps = batch_size, self.channels_per_group, self.n_steps
-        cues = (rng.random((b, self.n_cues)) < 0.5).astype(np.int32)  # 1 = right
+        favoured = rng.random((b, 1)) < 0.5  # True: the trial favours the right side
+        minority = rng.random((b, self.n_cues)) < self.minority_prob
+        cues = (favoured ^ minority).astype(np.int32)  # 1 = right
         label = (2 * cues.sum(axis=1) > self.n_cues).astype(np.int32)
 
         prob = np.zeros((n_steps, b, self.n_in), np.float32)
@@ -182,4 +192,5 @@ class EvidenceAccumulation(Task):
             "recall_ms": self.recall_ms,
             "start_ms": self.start_ms,
             "dt": self.dt,
+            "minority_prob": self.minority_prob,
         }
