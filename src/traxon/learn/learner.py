@@ -62,6 +62,15 @@ class LearnerState(NamedTuple):
         rates: ``{population: (N,)}`` running firing probability per step of each spiking
             neuron (batch mean, exponential average over ``rate_tau``).
         key: PRNG key (uint32[2]) for stochastic parts of training.
+
+    Example:
+        >>> import traxon
+        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
+        >>> net = Network(3, {"h": Population(LIF(), 8)}, [Projection("x", "h", Dense(3.0))],
+        ...               readout=Readout("h", 2))
+        >>> ls = traxon.online_learner(net, "d_rtrl").init(batch_size=4)
+        >>> ls.net_state["h"]["V"].shape, int(ls.step), sorted(ls.params)
+        ((4, 8), 0, ['h->readout', 'readout.bias', 'x->h'])
     """
 
     params: dict[str, jax.Array]
@@ -81,6 +90,17 @@ class OnlineLearner:
     """A network, a learning rule, a loss and an optax optimiser (see the module docstring).
 
     Build one with :func:`online_learner`.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, traxon
+        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
+        >>> net = Network(3, {"h": Population(LIF(), 8)}, [Projection("x", "h", Dense(3.0))],
+        ...               readout=Readout("h", 2))
+        >>> learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2))
+        >>> ls = learner.init(batch_size=2)  # the functional core: pure and jit-able
+        >>> ls, metrics = learner.run(ls, jnp.ones((5, 2, 3)), jnp.zeros((5, 2), jnp.int32))
+        >>> int(ls.updates), metrics["loss"].shape
+        (5, (5,))
     """
 
     def __init__(
@@ -155,6 +175,12 @@ class OnlineLearner:
                 "sequence), or pass traxon.trace.bptt(window=T)."
             )
         self.tracer = self.algorithm.bind(net, self.loss.fn, window=window)
+        # BPTT buffers at most this many steps between updates.
+        self._buffer = (
+            (getattr(self.algorithm, "window", None) or window)
+            if (self.algorithm.name == "bptt")
+            else None
+        )
         self.trainable = tuple(p.name for p in net.projections if p.trainable)
         opt = optimizer if optimizer is not None else optax.adam(1e-3)
         if clip_norm is not None:
@@ -164,6 +190,7 @@ class OnlineLearner:
         self._run_jit = jax.jit(self.run)
         self._step_jit = jax.jit(self.step_fn)
         self._end_jit = jax.jit(self.end_sequence)
+        self._finish_jit = jax.jit(self._finish)
         self._reset_jit = jax.jit(self.reset_sequence)
         self._eval_jit = jax.jit(self._evaluate)
 
@@ -325,12 +352,17 @@ class OnlineLearner:
 
     def end_sequence(self, ls: LearnerState) -> LearnerState:
         """Apply the accumulated gradient (if any), then reset neuron state and traces."""
-        ls, _, _ = jax.lax.cond(ls.window > 0, self._update, self._no_update, ls)
+        return self._finish(ls)[0]
+
+    def _finish(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array]:
+        """:meth:`end_sequence`, also returning the update's gradient norm and whether it ran."""
+        due = ls.window > 0
+        ls, norm, _ = jax.lax.cond(due, self._update, self._no_update, ls)
         batch = self.net.batch_size(ls.net_state)
         dtype = next(iter(ls.params.values())).dtype
         fresh = self.net.init_state(batch, dtype)
         trace_state = self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
-        return ls._replace(net_state=fresh, trace_state=trace_state)
+        return ls._replace(net_state=fresh, trace_state=trace_state), norm, due
 
     def reset_sequence(self, ls: LearnerState) -> LearnerState:
         """Reset neuron state and traces without applying anything (weights kept)."""
@@ -355,7 +387,7 @@ class OnlineLearner:
         outputs = res.outputs
         loss = jax.vmap(self.loss.fn)(outputs, ys)
         m = masks.astype(loss.dtype)
-        out = {"loss": jnp.sum(loss * m) / jnp.maximum(jnp.sum(m), 1.0)}
+        out: dict[str, Any] = {"loss": jnp.sum(loss * m) / jnp.maximum(jnp.sum(m), 1.0)}
         if self.loss.kind == "classification":
             votes = jnp.sum(m[..., None] * jax.nn.softmax(outputs, -1), axis=0)
             last = jnp.argmax(jnp.cumsum(m, axis=0) * (m > 0), axis=0)
@@ -426,6 +458,15 @@ class OnlineLearner:
                     "Use init_state(batch_size=...) to change it."
                 )
         self.loss.check_target(y, batch, self.n_out, leading=leading)
+        if self._buffer is not None:
+            pending = 0 if leading else (int(self._state.window) if self._state is not None else 0)
+            steps = shape[0] if leading else 1
+            if pending + steps > self._buffer:
+                raise ValueError(
+                    f"bptt buffers at most {self._buffer} steps between updates; this call "
+                    f"would hold {pending + steps}. Call end() at the end of each sequence, or "
+                    "set sequence_length to the longest sequence."
+                )
         if mask is not None:
             want_m = (*shape[:leading], batch)
             if tuple(np.shape(mask)) != want_m:
@@ -497,9 +538,9 @@ class OnlineLearner:
                     self.init_state(np.shape(x)[1])
                 start = time.perf_counter()
                 new, metrics = self._run_jit(self._reset_jit(self.state), x, y, mask)
-                new = jax.block_until_ready(self._end_jit(new))
+                new, norm, due = jax.block_until_ready(self._finish_jit(new))
                 self._commit(new, metrics)
-                summary = _summarise(metrics, time.perf_counter() - start)
+                summary = _summarise(metrics, time.perf_counter() - start, norm, due)
                 history.append(summary)
                 if bar is not None:
                     bar.update(1)
@@ -571,7 +612,9 @@ def _progress(total: int | None, enabled: bool) -> Any:
     return tqdm(total=total, unit="seq")
 
 
-def _summarise(metrics: Mapping[str, Any], seconds: float) -> dict[str, float]:
+def _summarise(
+    metrics: Mapping[str, Any], seconds: float, end_norm: Any, end_update: Any
+) -> dict[str, float]:
     weight = np.asarray(metrics["weight"])
     total = max(float(weight.sum()), 1.0)
     out = {"loss": float(np.sum(np.asarray(metrics["loss"]) * weight) / total)}
@@ -580,6 +623,8 @@ def _summarise(metrics: Mapping[str, Any], seconds: float) -> dict[str, float]:
     for k, v in metrics["rates"].items():
         out[f"rate/{k}"] = float(np.mean(v))
     norms = np.asarray(metrics["grad_norm"])[np.asarray(metrics["updated"])]
+    if bool(end_update):
+        norms = np.append(norms, float(end_norm))
     out["grad_norm"] = float(norms.mean()) if norms.size else math.nan
     out["seconds"] = seconds
     return out
