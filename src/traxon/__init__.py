@@ -6,7 +6,7 @@ with forward-mode Jacobian-vector products (:mod:`traxon.trace`), so memory stay
 in the length of the run.
 """
 
-from traxon import core, learn, trace
+from traxon import core, learn, plot, recipes, tasks, trace
 from traxon._checks import TraxonWarning
 from traxon.core import (
     ALIF,
@@ -49,6 +49,9 @@ __all__ = [
     "es_d_rtrl",
     "get_algorithm",
     "learn",
+    "plot",
+    "recipes",
+    "tasks",
     "load_checkpoint",
     "online_learner",
     "rtrl",
