@@ -547,7 +547,7 @@ class Network:
 
     def check_state(self, state: Any, name: str = "state") -> None:
         """Raise if ``state`` does not match this network's structure."""
-        expected = jax.tree_util.tree_structure(self.init_state(1))
+        expected: object = jax.tree_util.tree_structure(self.init_state(1))  # a PyTreeDef
         got = jax.tree_util.tree_structure(state)
         if expected != got:
             raise ValueError(
@@ -714,6 +714,12 @@ def _float_dtype(dtype: Any) -> Any:
     return dtype
 
 
-def _state_dtype(state: Mapping[str, Any]) -> Any:
-    leaves = jax.tree_util.tree_leaves(state)
-    return leaves[0].dtype if leaves else jnp.zeros(()).dtype
+def state_dtype(state: Any) -> Any:
+    """The floating dtype of a network state (its first floating leaf)."""
+    for leaf in jax.tree_util.tree_leaves(state):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return jnp.zeros(()).dtype
+
+
+_state_dtype = state_dtype

@@ -120,11 +120,13 @@ class OnlineLearner:
         rate_tau: float = 1000.0,
         seed: int = 0,
         dtype: Any = None,
+        input_size: int | None = None,
     ) -> None:
         if not isinstance(net, Network):
-            raise TypeError(
-                f"`net` must be a traxon Network; got {type(net).__name__}. (brainstate "
-                "modules are adapted with traxon.adapters.)"
+            net = _adapt_module(net, input_size)
+        elif input_size is not None and input_size != sum(net.inputs.values()):
+            raise ValueError(
+                f"`input_size` is {input_size} but the network has inputs {net.inputs}."
             )
         if update_every != "sequence" and (
             isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1
@@ -473,6 +475,19 @@ class OnlineLearner:
                 raise ValueError(f"`mask` must have shape {want_m}; got {tuple(np.shape(mask))}.")
             check_finite(jnp.asarray(mask, jnp.float32), "mask")
 
+    def _sync_module(self) -> None:
+        """For an adapted brainstate module: raise if its weights were replaced; adopt
+        values the user wrote into them since the learner last did."""
+        net = self.net
+        if self._state is None or not hasattr(net, "changed_params"):
+            return
+        net.check_attached()
+        changed = net.changed_params()
+        if changed:
+            current = net.init_params(dtype=next(iter(self._state.params.values())).dtype)
+            params = {**self._state.params, **{k: current[k] for k in changed}}
+            self._state = self._state._replace(params=params)
+
     def _commit(self, new: LearnerState, metrics: Mapping[str, Any]) -> None:
         bad = np.asarray(metrics["nonfinite"])
         if self.on_nonfinite == "raise" and bad.any():
@@ -483,6 +498,8 @@ class OnlineLearner:
                 "clip_norm, or pass on_nonfinite='skip' to skip such updates and count them."
             )
         self._state = new
+        if hasattr(self.net, "write_back"):
+            self.net.write_back(new.params)
 
     def step(self, x: Any, y: Any, mask: Any = None) -> dict[str, float]:
         """Learn from one step of data; returns this step's metrics as floats.
@@ -498,6 +515,7 @@ class OnlineLearner:
             ['accuracy', 'grad_norm', 'loss']
         """
         self._check_step_input(x, y, mask, leading=0)
+        self._sync_module()
         if self._state is None:
             batch = next(iter(self.net.as_inputs(x).values())).shape[0]
             self.init_state(batch)
@@ -534,6 +552,7 @@ class OnlineLearner:
                     break
                 x, y, mask = batch[0], batch[1], batch[2] if len(batch) > 2 else None
                 self._check_step_input(x, y, mask, leading=1)
+                self._sync_module()
                 if self._state is None:
                     self.init_state(np.shape(x)[1])
                 start = time.perf_counter()
@@ -630,6 +649,26 @@ def _summarise(
     return out
 
 
+def _adapt_module(module: Any, input_size: int | None) -> Network:
+    try:
+        import brainstate
+    except ImportError:  # pragma: no cover - brainstate is a core dependency
+        brainstate = None
+    if brainstate is None or not isinstance(module, brainstate.nn.Module):
+        raise TypeError(
+            "`net` must be a traxon Network or a brainstate.nn.Module; got "
+            f"{type(module).__name__}."
+        )
+    if input_size is None:
+        raise ValueError(
+            "a brainstate module needs `input_size` (the number of input channels per "
+            "sample): online_learner(module, ..., input_size=40)."
+        )
+    from traxon.adapters import adapt
+
+    return adapt(module, input_size)
+
+
 def online_learner(
     net: Network,
     algorithm: str | Algorithm = "es_d_rtrl",
@@ -640,7 +679,8 @@ def online_learner(
     """Attach a learning rule to a network: it then learns while it runs.
 
     Arguments:
-        net: a :class:`traxon.Network`.
+        net: a :class:`traxon.Network`, or an unmodified ``brainstate.nn.Module`` /
+            ``brainpy.state`` network (give ``input_size``; see :mod:`traxon.adapters`).
         algorithm: ``"es_d_rtrl"`` (default), ``"d_rtrl"``, ``"rtrl"``, ``"bptt"`` or an
             :class:`~traxon.trace.Algorithm` (e.g. ``traxon.trace.es_d_rtrl(decay=0.99)``).
         optimizer: any optax optimiser (default ``optax.adam(1e-3)``); learning-rate
@@ -651,7 +691,8 @@ def online_learner(
             ``on_nonfinite`` (``"raise"``/``"skip"``), ``clip_norm``, ``sequence_length``
             (for BPTT with per-sequence updates), ``rate_target`` (Hz; turns on a firing-rate
             regulariser of strength ``rate_reg`` on a running rate over ``rate_tau`` ms),
-            ``seed``, ``dtype``.
+            ``seed``, ``dtype``, ``input_size`` (for a brainstate module: the input channels
+            per sample).
 
     Example:
         >>> import jax.numpy as jnp, optax, traxon

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon.core.network import READOUT, Network, PopulationPlan
+from traxon.core.network import READOUT, Network, PopulationPlan, state_dtype
 
 __all__ = [
     "StepQuantities",
@@ -212,7 +212,7 @@ def step_quantities(
             :math:`\sum_{b,i} c_{b,i} s_{t,b,i}` on this step's spikes (``None``: none).
     """
     batch = weight.shape[0]
-    dtype = jax.tree_util.tree_leaves(state)[0].dtype
+    dtype = state_dtype(state)
     perturb = {
         p: {s: jnp.zeros((batch, net.populations[p].size), dtype) for s in sigs}
         for p, sigs in signals_for.items()
@@ -242,7 +242,7 @@ def step_quantities(
         if spike_cost is not None and p in spike_cost:
             cost[p] = spike_cost[p].astype(dtype)
             d = d + cost[p][..., None] * g[p]["spike"]
-        delta[p] = d  # type: ignore[assignment]
+        delta[p] = d
     return StepQuantities(
         new_state=new_state,
         output=y,

@@ -141,8 +141,19 @@ def check_network(net: Network, algorithm: Algorithm) -> None:
                 "trainable=False."
             )
     for name, plan in net.populations.items():
+        if getattr(plan, "prechecked", False):
+            continue
         if any(p.target == name for p in trainable(net)):
             check_elementwise(net, plan)
+    exact = set(getattr(algorithm, "exact", ()))
+    for p in trainable(net):
+        if algorithm.name == "d_rtrl" or p.name in exact:
+            if not getattr(p.op, "param_traces", True):
+                raise ValueError(
+                    f"weight `{p.name}`: d_rtrl needs to know which neuron each entry of it "
+                    "drives, which this weight op does not say. Use algorithm='es_d_rtrl' "
+                    "(or 'bptt')."
+                )
 
 
 def post_populations(net: Network) -> dict[str, tuple[str, ...]]:
@@ -157,7 +168,13 @@ def post_populations(net: Network) -> dict[str, tuple[str, ...]]:
 
 def readout_decay(net: Network) -> float:
     """The readout's per-step decay ``kappa`` (0 for an instantaneous readout)."""
-    return float(net.populations[READOUT].neuron.decays(net.dt)["r"])
+    values = list(net.populations[READOUT].neuron.decays(net.dt).values())
+    if len(values) != 1:
+        raise ValueError(
+            f"the readout has {len(values)} state variables; traxon's online rules need a "
+            "linear leaky readout with one (use algorithm='bptt')."
+        )
+    return float(values[0])
 
 
 def learning_signals(net: Network) -> dict[str, tuple[str, ...]]:

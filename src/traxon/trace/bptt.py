@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from traxon.core.network import Network
+from traxon.core.network import Network, state_dtype
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -58,10 +58,23 @@ def bptt_gradient(
 
     Returns:
         ``(grads, total_loss)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, traxon
+        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
+        >>> from traxon.learn import cross_entropy
+        >>> net = Network(3, {"h": Population(LIF(), 8)}, [Projection("x", "h", Dense(3.0))],
+        ...               readout=Readout("h", 2))
+        >>> params, state = net.init(jax.random.PRNGKey(0), 2)
+        >>> xs, ys = {"x": jnp.ones((5, 2, 3))}, jnp.zeros((5, 2), jnp.int32)
+        >>> ws = jnp.full((5, 2), 0.5)  # mean over the batch, sum over time
+        >>> grads, loss = traxon.bptt_gradient(net, cross_entropy.fn, params, state, xs, ys, ws)
+        >>> {k: g.shape for k, g in sorted(grads.items())}
+        {'h->readout': (8, 2), 'readout.bias': (2,), 'x->h': (3, 8)}
     """
 
-    def total(p: Mapping[str, jax.Array]) -> jax.Array:
-        def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
+    def total(p: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        def body(carry: Any, inp: Any) -> tuple[Any, tuple[jax.Array, jax.Array]]:
             st, t = carry
             x, tgt, w, cost = inp
             if truncation:
@@ -105,7 +118,7 @@ class BPTTState(NamedTuple):
     targets: Any
     weights: jax.Array
     costs: dict[str, jax.Array]
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count
     grads: dict[str, jax.Array]
 
 
@@ -152,7 +165,7 @@ class bptt(Algorithm):
             params: Mapping[str, jax.Array], state: Any, target_example: Any = None
         ) -> BPTTState:
             batch = net.batch_size(state)
-            dtype = jax.tree_util.tree_leaves(state)[0].dtype
+            dtype = state_dtype(state)
             xs = {k: jnp.zeros((window, batch, n), dtype) for k, n in net.inputs.items()}
             if target_example is None:
                 raise ValueError(

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon.core.network import READOUT, Network, PopulationPlan
+from traxon.core.network import READOUT, Network, PopulationPlan, state_dtype
 from traxon.trace._quantities import step_quantities
 from traxon.trace.base import (
     Algorithm,
@@ -97,7 +97,7 @@ class ESDRTRLState(NamedTuple):
     post: dict[str, jax.Array]
     pre_k: dict[str, jax.Array]
     post_k: dict[str, jax.Array]
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count
     grads: dict[str, jax.Array]
     E: dict[str, tuple[jax.Array, ...]]
     G: dict[str, dict[str, jax.Array]]
@@ -196,7 +196,9 @@ class es_d_rtrl(Algorithm):
         exact_filtered = {
             p.name: sigs.get(p.target, ()) for p in exact if kappa > 0 and p.target != READOUT
         }
-        sizes = {**net.inputs, **{k: v.size for k, v in net.populations.items()}, "__one__": 1}
+        # Width of every presynaptic trace: the signal's width (a slice of a population's
+        # spikes is narrower than the population).
+        sizes = {key: p.n_in for p in projs for _, key, _ in groups[p.name]}
 
         def post_key(target: str, channel: str) -> str:
             return f"{target}/{channel}"
@@ -208,8 +210,8 @@ class es_d_rtrl(Algorithm):
             params: Mapping[str, jax.Array], state: Any, target_example: Any = None
         ) -> ESDRTRLState:
             batch = net.batch_size(state)
-            dtype = jax.tree_util.tree_leaves(state)[0].dtype
-            pre = {k: jnp.zeros((batch, sizes[src]), dtype) for k, (src, _, _) in pre_keys.items()}
+            dtype = state_dtype(state)
+            pre = {k: jnp.zeros((batch, sizes[k]), dtype) for k in pre_keys}
             post = {
                 post_key(t, c): jnp.zeros(
                     (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
@@ -244,7 +246,7 @@ class es_d_rtrl(Algorithm):
             q = step_quantities(
                 net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
             )
-            dtype = jax.tree_util.tree_leaves(state)[0].dtype
+            dtype = state_dtype(state)
             count = ts.count + 1
             # Presynaptic traces: the signal each projection read this step.
             z_of = {(p.source, p.signal): q.z[p.name] for p in projs}
@@ -274,7 +276,7 @@ class es_d_rtrl(Algorithm):
                     if p.name in filtered:
                         a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
                         pre_k[key] = a_hat
-                        post_sig = 0.0
+                        post_sig: Any = 0.0
                         for s in sigs.get(p.target, ()):
                             w = jnp.sum(q.g[p.target][s] * eps * m, axis=-1)
                             kk = k_key(p, key, s)
@@ -285,6 +287,7 @@ class es_d_rtrl(Algorithm):
                                 # Spike costs act on this step's spikes, not via the readout.
                                 direct = corr[key] * q.cost[p.target] * w
                                 contrib = contrib + p.op.outer(W, pre[key], direct)
+                        assert norm is not None  # set whenever a weight is filtered
                         contrib = contrib + norm * p.op.outer(W, a_hat, post_sig)
                     else:
                         v = jnp.sum(q.delta[p.target] * eps * m, axis=-1)
@@ -293,11 +296,13 @@ class es_d_rtrl(Algorithm):
             E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
             for p in exact:
                 W = params[p.name]
-                e, g, c = update_param_traces(p, q, W, ts.E[p.name], ts.G.get(p.name), kappa)
-                E[p.name] = e
-                if g is not None:
-                    G[p.name] = g
-                acc[p.name] = acc[p.name] + c.astype(W.dtype)
+                e_new, g_new, c_new = update_param_traces(
+                    p, q, W, ts.E[p.name], ts.G.get(p.name), kappa
+                )
+                E[p.name] = e_new
+                if g_new is not None:
+                    G[p.name] = g_new
+                acc[p.name] = acc[p.name] + c_new.astype(W.dtype)
             new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
             return q.new_state, new_ts, StepOutput(q.output, q.loss)
 

@@ -1,0 +1,1260 @@
+r"""Train an unmodified brainstate / ``brainpy.state`` network: the module -> the model contract.
+
+:func:`adapt` reads the module's step (``module.update(x)``) as a jaxpr and finds, without
+any change to the user's code:
+
+* the **weights**: every ``ParamState`` leaf (``Linear``'s ``weight`` and ``bias`` are two
+  weights) and the equation that applies it to a presynaptic signal -- a dense matmul, an
+  element-wise product, a bias addition, or brainevent's fixed-connectivity kernels
+  (``EventFixedProb``);
+* the **populations**: groups of hidden states that interact element-wise within the step
+  once every weight's output is held fixed (a LIF's ``V`` and the ``g`` of the ``Expon``
+  synapses aligned to it; an ``align_pre`` trace and its presynaptic neurons);
+* the **signal** each weight reads (an input, or a population's spikes of this step or of
+  the previous one) and the **readout**: the population the module's output is read from.
+
+The result, an :class:`AdaptedNetwork`, is a :class:`~traxon.core.Network`: every learning
+rule, the learner, checkpoints and the benchmarks work on it unchanged. States are
+identified by object identity. Units are stripped to mantissas for the maths and restored
+when weights are written back (:meth:`AdaptedNetwork.write_back`). ``dt`` comes from
+``brainstate.environ``; the environment's ``i`` and ``t`` advance every step, and
+brainstate's random state is threaded through the network state.
+
+What cannot be traced raises an error naming the module or the weight and saying what to do:
+a weight whose output is not aligned to neurons, a transition coupling different neurons
+(gap junctions), a weight entering non-linearly, a weight shared by several operations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from traxon._module import static
+from traxon.adapters._graph import Graph, Lit, Node, flatten
+from traxon.core.network import ONE, READOUT, Network, PopulationPlan, ProjectionPlan
+from traxon.core.neurons import Neuron
+from traxon.core.ops import WeightOp
+
+__all__ = ["AdaptedNetwork", "adapt"]
+
+ENV = "__env__"
+GLOBAL = "__global__"
+_ELEMENTWISE = {
+    "mul",
+    "add",
+    "sub",
+    "neg",
+    "abs",
+    "sign",
+    "convert_element_type",
+    "exp",
+    "log",
+    "select_n",
+    "max",
+    "min",
+    "div",
+    "copy",
+    "copy_p",
+    "square",
+    "sqrt",
+    "integer_pow",
+}
+_LAYOUT = {"transpose", "reshape", "convert_element_type", "copy", "copy_p"}
+_FIXED_CONN = {"binary_fcnmv", "binary_fcnmm", "fcnmv", "fcnmm"}
+
+
+def _bs() -> Any:
+    import brainstate
+
+    return brainstate
+
+
+def _is_quantity(v: Any) -> bool:
+    import brainunit as u
+
+    return isinstance(v, u.Quantity)
+
+
+def _leaves(value: Any) -> list[Any]:
+    """Leaves of a state value, Quantities kept whole."""
+    return jax.tree_util.tree_leaves(value, is_leaf=_is_quantity)
+
+
+def _mantissa(v: Any) -> Any:
+    import brainunit as u
+
+    return u.get_mantissa(v) if isinstance(v, u.Quantity) else v
+
+
+def _unit(v: Any) -> Any:
+    import brainunit as u
+
+    if isinstance(v, u.Quantity) and not u.get_unit(v).is_unitless:
+        return u.get_unit(v)
+    return None
+
+
+def _kind(state: Any) -> str:
+    bs = _bs()
+    if isinstance(state, bs.ParamState):
+        return "param"
+    if isinstance(state, bs.HiddenState):
+        return "hidden"
+    return "aux"
+
+
+# --------------------------------------------------------------------------------------
+# Weight ops (each one looks up the traced step of the batch size it is called with).
+
+
+class AdaptedOp(WeightOp):
+    """A module's weight application, read off its traced step.
+
+    ``apply`` evaluates the module's own equations (or, for brainevent's binary kernels,
+    an equivalent float kernel, so that filtered presynaptic traces can pass through it);
+    ``outer`` is its vector-Jacobian product in the weight. ``pre_factor``/``to_params``
+    (parameter-dimension traces) exist for dense, element-wise, bias and fixed-connectivity
+    weights applied through an element-wise transform.
+    """
+
+    net: Any = static(default=None)
+    name: str = static(default="")
+    kind: str = static(default="")
+    param_traces: bool = static(default=True)
+
+    def _info(self, batch: int) -> _Op:
+        return self.net.analysis(batch).ops[self.name]
+
+    def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
+        return self.net.weight_shapes[self.name]
+
+    def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        info = self._info(z.shape[0])
+        if info.fixed is not None:
+            return info.fixed.apply(info.transform(W), z)
+        a = self.net.analysis(z.shape[0])
+        values = {info.param_id: W}
+        if info.z_id is not None:
+            values[info.z_id] = z.astype(a.graph.dtype(info.z_id))
+        (u,), _ = a.graph.evaluate(values, [info.u_id])
+        return u
+
+    def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
+        _, vjp = jax.vjp(lambda w: self.apply(w, pre.astype(W.dtype)), W)
+        return vjp(post.astype(W.dtype))[0]
+
+    def _slope(self, info: _Op, W: jax.Array) -> jax.Array:
+        return jax.jvp(info.transform, (W,), (jnp.ones_like(W),))[1]
+
+    def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        info = self._info(z.shape[0])
+        slope = self._slope(info, W)
+        if self.kind == "dense":
+            return z[:, :, None] * slope[None]
+        if self.kind == "elementwise":
+            return z * jnp.reshape(slope, (1, -1))
+        if self.kind == "bias":
+            return jnp.broadcast_to(slope, (z.shape[0], *W.shape))
+        assert info.fixed is not None
+        return z[:, :, None] * slope[None]
+
+    def to_params(self, x: jax.Array) -> jax.Array:
+        if self.kind == "dense":
+            return x[:, None]
+        if self.kind in ("elementwise", "bias"):
+            return x
+        info = self._info(x.shape[0])
+        assert info.fixed is not None
+        return x[:, info.fixed.indices]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FixedConn:
+    """brainevent's fixed connectivity: presynaptic ``j`` reaches ``indices[j, :]``."""
+
+    indices: np.ndarray
+    n_out: int
+
+    def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        full = jnp.broadcast_to(jnp.reshape(W, (-1,))[0], self.indices.shape) if W.size == 1 else W
+        contrib = z[:, :, None] * full[None].astype(z.dtype)
+        out = jnp.zeros((z.shape[0], self.n_out), contrib.dtype)
+        return out.at[:, self.indices].add(contrib)
+
+
+# --------------------------------------------------------------------------------------
+# What one traced step tells us.
+
+
+@dataclasses.dataclass
+class _Leaf:
+    state: Any
+    path: str
+    key: str
+    kind: str
+    unit: Any
+    in_id: int
+    out_id: int | Lit
+    short: str = ""  # its name within its population (unique there)
+
+    @property
+    def name(self) -> str:
+        return self.path + self.key
+
+
+@dataclasses.dataclass
+class _Op:
+    name: str
+    node: Node
+    param_id: int
+    kind: str
+    u_id: int  # canonical (B, N) output
+    raw_id: int  # the node's own output
+    to_raw: Callable[[jax.Array], jax.Array]  # canonical u -> raw layout
+    z_id: int | None  # canonical (B, I) presynaptic signal
+    transform: Callable[[jax.Array], jax.Array]  # weight leaf -> what the node reads
+    elementwise: bool
+    fixed: _FixedConn | None = None
+    target: str = ""
+    source: str = ""
+    signal: str = ""
+    delay: int = 0
+
+
+@dataclasses.dataclass
+class _Pop:
+    name: str
+    traced: list[_Leaf]
+    aux: list[_Leaf]
+    size: int
+    ops: list[str] = dataclasses.field(default_factory=list)
+    ext: list[int] = dataclasses.field(default_factory=list)
+    signals: dict[str, int] = dataclasses.field(default_factory=dict)
+    spike: Callable[[Mapping[str, jax.Array]], jax.Array] | None = None
+
+
+class Analysis:
+    """The module's step traced at one batch size, with its contract read off."""
+
+    def __init__(self, net: AdaptedNetwork, batch: int) -> None:
+        bs = _bs()
+        self.batch = batch
+        x = jnp.zeros((batch, net.n_in), jnp.float32)
+        i0, t0 = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+
+        import brainunit as u
+
+        def step(x: Any, i: Any, t: Any) -> Any:
+            with bs.environ.context(i=i, t=t * u.ms):
+                return net.call(net.module, x)
+
+        with _BatchedStates(net, batch):
+            sf = bs.transform.StatefulFunction(step, return_only_write=False)
+            sf.make_jaxpr(x, i0, t0)
+            states = list(sf.get_states(x, i0, t0))
+            closed = sf.get_jaxpr(x, i0, t0)
+            values = [s.value for s in states]
+        nodes, inputs, outputs, consts, avals = flatten(closed)
+        g = self.graph = Graph(nodes, inputs, outputs, consts, avals)
+        self.x_id, self.i_id, self.t_id = (int(a) for a in inputs[:3])  # type: ignore[arg-type]
+        leaves: list[_Leaf] = []
+        cursor = 3
+        for s, v in zip(states, values, strict=True):
+            if id(s) not in net.paths:
+                raise ValueError(
+                    f"the step uses a {type(s).__name__} that belongs to no submodule of the "
+                    "module; attach every state to the module before adapting it."
+                )
+            keyed = jax.tree_util.tree_flatten_with_path(v, is_leaf=_is_quantity)[0]
+            for path, leaf in keyed:
+                leaves.append(
+                    _Leaf(
+                        s,
+                        net.paths[id(s)],
+                        jax.tree_util.keystr(path),
+                        _kind(s),
+                        _unit(leaf),
+                        int(inputs[cursor]),
+                        -1,
+                    )  # type: ignore[arg-type]
+                )
+                cursor += 1
+        n_y = len(outputs) - len(leaves)
+        if n_y != 1 or not isinstance(outputs[0], int):
+            raise ValueError(
+                "the module's step must return one array, the readout's output (for example a "
+                f"LeakyRateReadout's value); it returned {n_y} arrays."
+            )
+        self.y_id = outputs[0]
+        for leaf, out in zip(leaves, outputs[n_y:], strict=True):
+            leaf.out_id = out
+        self.leaves = leaves
+        self.params = {lf.name: lf for lf in leaves if lf.kind == "param"}
+        self.dynamic = [lf for lf in leaves if lf.kind != "param"]
+        for lf in self.params.values():
+            if lf.out_id != lf.in_id:
+                raise ValueError(
+                    f"weight `{lf.name}` is written by the module's step; traxon trains "
+                    "weights that the step only reads."
+                )
+        roots = [self.x_id, self.i_id, self.t_id] + [lf.in_id for lf in self.dynamic]
+        self.data = g.descendants(roots)
+        self.ops = self._weight_ops()
+        self.pops, self.globals = self._populations(net)
+        self._sources()
+        self._externals()
+
+    # ------------------------------------------------------------------------------
+    def _weight_ops(self) -> dict[str, _Op]:
+        g = self.graph
+        by_id = {lf.in_id: lf for lf in self.params.values()}
+        derived = g.descendants(list(by_id)) - self.data
+        ops: dict[str, _Op] = {}
+        users: dict[str, str] = {}
+        for node in g.nodes:
+            ins = node.input_ids()
+            pin = [i for i in ins if i in derived]
+            din = [i for i in ins if i in self.data]
+            if not pin or not din:
+                continue
+            leaves = sorted(g.ancestors(pin) & set(by_id))
+            names = [by_id[i].name for i in leaves]
+            if len(leaves) != 1:
+                raise ValueError(
+                    f"one operation ({node.name}) combines several weights {names}; traxon "
+                    "traces weights applied one at a time. Use algorithm='bptt' for this module."
+                )
+            name = names[0]
+            if name in users:
+                raise ValueError(
+                    f"weight `{name}` is used by several operations ({users[name]} and "
+                    f"{node.name}); traxon traces a weight applied once per step."
+                )
+            users[name] = node.name
+            ops[name] = self._weight_op(node, name, leaves[0], pin[0], din)
+        return ops
+
+    def _weight_op(self, node: Node, name: str, leaf: int, pin: int, din: list[int]) -> _Op:
+        g, B = self.graph, self.batch
+        kind = {"dot_general": "dense", "mul": "elementwise", "add": "bias"}.get(node.name)
+        if node.name in _FIXED_CONN:
+            kind = "fixed"
+        if kind is None:
+            raise ValueError(
+                f"weight `{name}` enters the step through `{node.name}`, which traxon cannot "
+                "trace (it traces dense matmuls, element-wise products, bias additions and "
+                "brainevent's fixed connectivity). Use algorithm='bptt' for this module."
+            )
+        raw = node.outs[0]
+        u_id, layout = _to_canonical(g, raw, B)
+        if u_id is None:
+            raise ValueError(
+                f"the output of weight `{name}` ({node.name}, shape {g.shape(raw)}) has no "
+                f"(batch, neurons) layout: it is not aligned to postsynaptic neurons. Use "
+                "algorithm='bptt' for this module."
+            )
+        chain = g.ancestors([pin], stop={leaf}) - {leaf}
+        chain_nodes = {g.producer[i].index for i in chain if i in g.producer}
+        elementwise = all(g.nodes[k].name in _ELEMENTWISE for k in chain_nodes) and (
+            g.shape(pin) == g.shape(leaf)
+        )
+
+        def transform(W: jax.Array, _g: Graph = g, _leaf: int = leaf, _pin: int = pin) -> Any:
+            (out,), _ = _g.evaluate({_leaf: W}, [_pin])
+            return out
+
+        z_id = None
+        fixed = None
+        data_in = din[0]
+        if kind == "bias":
+            if len(din) != 1 or g.shape(data_in) != g.shape(raw):
+                raise ValueError(f"weight `{name}` is added in an unsupported way.")
+            if g.shape(pin)[-1:] != g.shape(raw)[-1:]:
+                raise ValueError(f"bias `{name}` is not one value per neuron.")
+        else:
+            z_id = _from_canonical(g, data_in, B)
+            if z_id is None:
+                raise ValueError(
+                    f"the presynaptic signal of weight `{name}` has no (batch, neurons) layout "
+                    f"(shape {g.shape(data_in)}); traxon cannot trace it."
+                )
+            if kind == "dense":
+                dims = node.params.get("dimension_numbers")
+                (lc, rc), (lb, rb) = dims
+                data_first = node.ins[0] == data_in
+                ok = (
+                    not lb
+                    and not rb
+                    and (
+                        (data_first and tuple(lc) == (1,) and tuple(rc) == (0,))
+                        or (not data_first and tuple(lc) == (0,) and tuple(rc) == (1,))
+                    )
+                )
+                if not ok or g.shape(z_id) != g.shape(data_in):
+                    kind = "dense_other"
+            elif kind == "fixed":
+                p = node.params
+                idx = [a for a in node.ins if isinstance(a, int) and a in g.consts]
+                if not p.get("transpose", False) or len(idx) != 1:
+                    raise ValueError(
+                        f"weight `{name}` uses brainevent's {node.name} in a layout traxon does "
+                        "not know; use algorithm='bptt' for this module."
+                    )
+                indices = np.asarray(g.consts[idx[0]])
+                fixed = _FixedConn(indices, int(p["shape"][1]))
+        return _Op(name, node, leaf, kind, u_id, raw, layout, z_id, transform, elementwise, fixed)
+
+    # ------------------------------------------------------------------------------
+    def _populations(self, net: AdaptedNetwork) -> tuple[dict[str, _Pop], list[_Leaf]]:
+        g = self.graph
+        u_raw = {op.raw_id for op in self.ops.values()}
+        leaf_of_in = {lf.in_id: lf for lf in self.dynamic}
+        parent = {lf.in_id: lf.in_id for lf in self.dynamic}
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for lf in self.dynamic:
+            if not isinstance(lf.out_id, int):
+                continue
+            for d in g.ancestors([lf.out_id], stop=u_raw) & set(leaf_of_in):
+                parent[find(d)] = find(lf.in_id)
+        groups: dict[int, list[_Leaf]] = {}
+        for lf in self.dynamic:
+            groups.setdefault(find(lf.in_id), []).append(lf)
+        outs = {lf.out_id: lf for lf in self.dynamic if isinstance(lf.out_id, int)}
+        y_src = g.ancestors([self.y_id], stop=set(outs)) & set(outs)
+        y_roots = {find(outs[o].in_id) for o in y_src}
+        if len(y_roots) != 1:
+            raise ValueError(
+                "the module's output must be read from the state of one population (for "
+                "example a LeakyRateReadout's value); traxon found "
+                f"{len(y_roots)} candidate populations."
+            )
+        readout_root = y_roots.pop()
+        pops: dict[str, _Pop] = {}
+        glob: list[_Leaf] = []
+        self.root_name: dict[int, str] = {}
+        for root, members in sorted(groups.items()):
+            traced = [lf for lf in members if lf.kind == "hidden"]
+            aux = [lf for lf in members if lf.kind != "hidden"]
+            if not traced:
+                glob.extend(members)
+                continue
+            sizes = set()
+            for lf in traced:
+                shape = g.shape(lf.in_id)
+                if len(shape) != 2 or shape[0] != self.batch:
+                    raise ValueError(
+                        f"hidden state `{lf.name}` has shape {shape}; traxon supports hidden "
+                        "states of shape (batch, neurons)."
+                    )
+                sizes.add(shape[1])
+            if len(sizes) != 1:
+                raise ValueError(
+                    f"states {[lf.name for lf in traced]} interact element-wise within the step "
+                    f"but have different sizes {sorted(sizes)}; traxon needs one value per neuron."
+                )
+            seen: dict[str, int] = {}
+            for lf in traced + aux:
+                base = lf.path.split(".")[-1] + lf.key
+                count = seen.get(base, 0)
+                seen[base] = count + 1
+                lf.short = base if count == 0 else f"{base}#{count}"
+            name = READOUT if root == readout_root else net.owner_name(traced)
+            base, k = name, 1
+            while name in pops:
+                name = f"{base}#{k}"
+                k += 1
+            pops[name] = _Pop(name, traced, aux, sizes.pop())
+            self.root_name[root] = name
+        self.find = find
+        return pops, glob
+
+    def pop_of(self, in_id: int) -> str | None:
+        return self.root_name.get(self.find(in_id))
+
+    def _sources(self) -> None:
+        g = self.graph
+        new_ids, old_ids = {}, {}
+        for pop in self.pops.values():
+            for lf in pop.traced + pop.aux:
+                old_ids[lf.in_id] = pop.name
+                if isinstance(lf.out_id, int):
+                    new_ids[lf.out_id] = pop.name
+        self.new_ids, self.old_ids = new_ids, old_ids
+        u_raw = {op.raw_id for op in self.ops.values()}
+        for op in self.ops.values():
+            consumers = g.descendants([op.raw_id], stop=u_raw - {op.raw_id})
+            targets = {new_ids[o] for o in consumers if o in new_ids}
+            if len(targets) != 1:
+                raise ValueError(
+                    f"weight `{op.name}` feeds {sorted(targets) or 'no population'} within the "
+                    "step; traxon needs each weight's output to reach exactly one population."
+                )
+            op.target = targets.pop()
+            width = g.shape(op.u_id)[1]
+            if width != self.pops[op.target].size:
+                raise ValueError(
+                    f"the output of weight `{op.name}` has {width} values per sample but feeds "
+                    f"population `{op.target}` of {self.pops[op.target].size} neurons: it is not "
+                    "aligned to neurons. Use algorithm='bptt' for this module."
+                )
+            self.pops[op.target].ops.append(op.name)
+            if op.kind == "bias":
+                op.source, op.signal, op.delay = ONE, "x", 0
+                continue
+            assert op.z_id is not None
+            srcs = g.ancestors([op.z_id], stop=set(new_ids) | set(old_ids) | {self.x_id})
+            from_new = {new_ids[i] for i in srcs if i in new_ids}
+            from_old = {old_ids[i] for i in srcs if i in old_ids}
+            from_x = self.x_id in srcs
+            if from_x and not from_new and not from_old:
+                if op.z_id != self.x_id:
+                    raise ValueError(
+                        f"weight `{op.name}` reads a transformed input; traxon needs weights "
+                        "on the input to read it as it is."
+                    )
+                op.source, op.signal, op.delay = "x", "x", 0
+            elif len(from_new) == 1 and not from_old and not from_x:
+                op.source, op.delay, op.signal = from_new.pop(), 0, f"sig:{op.name}"
+                self.pops[op.source].signals[op.signal] = op.z_id
+            elif len(from_old) == 1 and not from_new and not from_x:
+                op.source, op.delay, op.signal = from_old.pop(), 1, f"prev:{op.name}"
+            else:
+                raise ValueError(
+                    f"the presynaptic signal of weight `{op.name}` mixes several sources "
+                    f"({sorted(from_new | from_old) + (['input'] if from_x else [])}); traxon "
+                    "needs each weight to read one population's spikes or the input."
+                )
+
+    def _externals(self) -> None:
+        """Inputs of each transition that are neither its own state nor its weights' output."""
+        g = self.graph
+        for pop in self.pops.values():
+            own = {lf.in_id for lf in pop.traced + pop.aux}
+            mine = {self.ops[n].raw_id for n in pop.ops}
+            outs = [lf.out_id for lf in pop.traced + pop.aux if isinstance(lf.out_id, int)]
+            depends = g.descendants(own | mine)
+            cone = g.ancestors(outs, stop=own | mine)
+            ext: set[int] = set()
+            for i in cone:
+                node = g.producer.get(i)
+                if node is None or i not in depends:
+                    continue
+                for j in node.input_ids():
+                    if j not in depends and j in self.data:
+                        ext.add(j)
+            pop.ext = sorted(ext)
+
+
+def _to_canonical(g: Graph, raw: int, batch: int) -> tuple[int | None, Callable[[Any], Any]]:
+    """The first ``(batch, N)`` layout of ``raw`` downstream, and the map back to ``raw``."""
+    shape = g.shape(raw)
+    if len(shape) == 2 and shape[0] == batch:
+        return raw, lambda u: u
+    frontier: list[tuple[int, list[Node]]] = [(raw, [])]
+    seen = {raw}
+    while frontier:
+        i, path = frontier.pop(0)
+        for node in g.users.get(i, ()):
+            if node.name not in _LAYOUT and not (
+                node.name in ("mul", "div") and any(isinstance(a, Lit) for a in node.ins)
+            ):
+                continue
+            o = node.outs[0]
+            if o in seen:
+                continue
+            seen.add(o)
+            new_path = [*path, node]
+            s = g.shape(o)
+            if len(s) == 2 and s[0] == batch:
+                return o, _inverse(g, new_path)
+            frontier.append((o, new_path))
+    return None, lambda u: u
+
+
+def _inverse(g: Graph, path: list[Node]) -> Callable[[Any], Any]:
+    steps = []
+    for node in reversed(path):
+        src = next(a for a in node.ins if isinstance(a, int))
+        shape, dtype = g.shape(src), g.dtype(src)
+        if node.name == "transpose":
+            perm = node.params["permutation"]
+            steps.append(("transpose", tuple(int(p) for p in np.argsort(perm))))
+        elif node.name == "reshape":
+            steps.append(("reshape", shape))
+        elif node.name in ("mul", "div"):
+            lit = next(a for a in node.ins if isinstance(a, Lit)).value
+            steps.append(("scale", 1.0 / lit if node.name == "mul" else lit))
+        steps.append(("cast", dtype))
+
+    def back(u: Any) -> Any:
+        for op, arg in steps:
+            if op == "transpose":
+                u = jnp.transpose(u, arg)
+            elif op == "reshape":
+                u = jnp.reshape(u, arg)
+            elif op == "scale":
+                u = u * arg
+            else:
+                u = u.astype(arg)
+        return u
+
+    return back
+
+
+def _from_canonical(g: Graph, data_in: int, batch: int) -> int | None:
+    """The last ``(batch, I)`` layout of a node's data operand upstream (through layouts)."""
+    i = data_in
+    for _ in range(16):
+        s = g.shape(i)
+        if len(s) == 2 and s[0] == batch:
+            return i
+        node = g.producer.get(i)
+        if node is None or node.name not in _LAYOUT:
+            return None
+        i = next(a for a in node.ins if isinstance(a, int))
+    return None
+
+
+class _BatchedStates:
+    """Temporarily give every batched state a leading axis of ``batch`` (values restored)."""
+
+    def __init__(self, net: AdaptedNetwork, batch: int) -> None:
+        self.net, self.batch, self.saved = net, batch, []  # type: ignore[var-annotated]
+
+    def __enter__(self) -> None:
+        for s in self.net.batched_states:
+            value = s.value
+            self.saved.append((s, value))
+
+            def resize(v: Any) -> Any:
+                m = jnp.asarray(_mantissa(v))
+                new = jnp.zeros((self.batch, *m.shape[1:]), m.dtype)
+                unit = _unit(v)
+                return new * unit if unit is not None else new
+
+            s.value = jax.tree_util.tree_map(resize, value, is_leaf=_is_quantity)
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, value in reversed(self.saved):
+            s.value = value
+
+
+# --------------------------------------------------------------------------------------
+# The contract.
+
+
+class _AdaptedNeuron(Neuron):
+    """Stands in for the neuron model of an adapted population (decays measured)."""
+
+    pop: str = static(default="")
+    net: Any = static(default=None)
+    is_spiking: bool = static(default=True)
+
+    @property
+    def spiking(self) -> bool:
+        return self.is_spiking
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.net.populations[self.pop].traced
+
+    def decays(self, dt: float) -> dict[str, float]:
+        return self.net.measured_decays(self.pop)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptedPopulation(PopulationPlan):
+    """An adapted population: its transition evaluates the module's own equations."""
+
+    net: Any = None
+    names: tuple[str, ...] = ()
+    aux_list: tuple[str, ...] = ()
+    prechecked: bool = True  # element-wise coupling was checked when the module was adapted
+
+    @property
+    def traced(self) -> tuple[str, ...]:
+        return self.names
+
+    @property
+    def aux(self) -> tuple[str, ...]:
+        return self.aux_list
+
+    def init(self, batch: int, dtype: Any) -> dict[str, jax.Array]:
+        return self.net.initial_population(self.name, batch, dtype)
+
+    def transition(
+        self, state: Mapping[str, jax.Array], u: Mapping[str, jax.Array], dt: float
+    ) -> dict[str, jax.Array]:
+        return self.net.transition(self.name, state, u)
+
+    def signals(self, state: Mapping[str, Any]) -> dict[str, jax.Array]:
+        return self.net.population_signals(self.name, state)
+
+
+class AdaptedNetwork(Network):
+    """A brainstate module seen through the model contract (build one with :func:`adapt`).
+
+    ``params`` are the mantissas of the module's weights, keyed by their paths (for example
+    ``"inp.comm.weight['weight']"``); the network state holds every population's states
+    plus the environment's ``i``/``t`` and brainstate's random state.
+    """
+
+    def __init__(
+        self, module: Any, input_size: int, call: Callable[[Any, Any], Any] | None = None
+    ) -> None:
+        bs = _bs()
+        import brainunit as u
+
+        if not isinstance(module, bs.nn.Module):
+            raise TypeError(
+                f"`module` must be a brainstate.nn.Module; got {type(module).__name__}."
+            )
+        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
+            raise TypeError(f"`input_size` must be an integer; got {input_size!r}.")
+        if input_size < 1:
+            raise ValueError(f"`input_size` must be positive; got {input_size}.")
+        self.module = module
+        self.call = call or (lambda m, x: m.update(x))
+        self.n_in = int(input_size)
+        try:
+            dt = bs.environ.get_dt()
+        except KeyError as err:
+            raise ValueError(
+                "brainstate.environ has no `dt`: call brainstate.environ.set(dt=...) before "
+                "adapting the module."
+            ) from err
+        self.dt = float(dt / u.ms) if isinstance(dt, u.Quantity) else float(dt)
+        self.inputs = {"x": self.n_in}
+        self.readout = None
+        self.input_traces: dict[str, tuple] = {"x": ()}
+        states = module.states()
+        if not len(states):
+            raise ValueError(
+                "the module has no states: call brainstate.nn.init_all_states(module, "
+                "batch_size) before adapting it."
+            )
+        self.paths = self._shortest_paths(module)
+        self.attached = {id(s): s for s in states.values()}
+        self.attach_batch = self._batch_of(states)
+        self.batched_states = [
+            s
+            for s in states.values()
+            if _kind(s) != "param"
+            and _leaves(s.value)
+            and jnp.ndim(_mantissa(_leaves(s.value)[0])) >= 1
+            and jnp.shape(_mantissa(_leaves(s.value)[0]))[0] == self.attach_batch
+        ]
+        self.start = {
+            id(s): [jnp.asarray(_mantissa(v)) for v in _leaves(s.value)] for s in states.values()
+        }
+        self._analyses: dict[int, Analysis] = {}
+        self._decays: dict[str, dict[str, float]] = {}
+        a = self.analysis(self.attach_batch)
+        self._build(a)
+        self.written: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------
+    @staticmethod
+    def _shortest_paths(module: Any) -> dict[int, str]:
+        """The shortest attribute path to every state (modules may be reachable along
+        several paths; the shortest reads best, e.g. ``neu.V`` rather than ``inp.post.V``)."""
+        bs = _bs()
+        best: dict[int, str] = {}
+        seen = {id(module)}
+        queue: list[tuple[tuple[str, ...], Any]] = [((), module)]
+        while queue:
+            path, obj = queue.pop(0)
+            for attr, value in sorted(vars(obj).items(), key=lambda kv: str(kv[0])):
+                children = value.items() if isinstance(value, dict) else [(attr, value)]
+                for key, child in children:
+                    label = str(key)
+                    if "<class" in label:  # brainpy's descriptor keys: keep them short
+                        label = f"{attr}{len(best)}"
+                    full = (*path, attr) if key == attr else (*path, attr, label)
+                    if isinstance(child, bs.State):
+                        best.setdefault(id(child), ".".join(full))
+                    elif isinstance(child, bs.nn.Module) and id(child) not in seen:
+                        seen.add(id(child))
+                        queue.append((full, child))
+        for path, state in module.states().items():
+            best.setdefault(id(state), ".".join(str(p) for p in path))
+        return best
+
+    @staticmethod
+    def _batch_of(states: Any) -> int:
+        bs = _bs()
+        for s in states.values():
+            if isinstance(s, bs.HiddenState):
+                shape = jnp.shape(_mantissa(_leaves(s.value)[0]))
+                if len(shape) >= 2:
+                    return int(shape[0])
+        raise ValueError(
+            "no batched hidden state found: initialise the module with "
+            "brainstate.nn.init_all_states(module, batch_size=B) before adapting it."
+        )
+
+    def owner_name(self, leaves: Sequence[_Leaf]) -> str:
+        parts = [lf.path.split(".")[:-1] for lf in leaves]
+        common: list[str] = []
+        for items in zip(*parts, strict=False):
+            if len(set(items)) != 1:
+                break
+            common.append(items[0])
+        return ".".join(common) or leaves[0].path.rsplit(".", 1)[0]
+
+    def analysis(self, batch: int) -> Analysis:
+        """The step traced at ``batch`` (cached); its structure must not depend on it."""
+        if batch not in self._analyses:
+            a = Analysis(self, int(batch))
+            if self._analyses:
+                ref = next(iter(self._analyses.values()))
+                if sorted(a.pops) != sorted(ref.pops) or sorted(a.ops) != sorted(ref.ops):
+                    raise ValueError(
+                        f"the module's step has a different structure at batch size {batch}; "
+                        "adapt it at the batch size you train with."
+                    )
+            self._analyses[int(batch)] = a
+        return self._analyses[int(batch)]
+
+    def _build(self, a: Analysis) -> None:
+        self.populations = {}
+        for name, pop in a.pops.items():
+            names = tuple(_short(lf) for lf in pop.traced)
+            aux = tuple(_short(lf) for lf in pop.aux)
+            _unique(names + aux, name)
+            spiking = name != READOUT
+            neuron = _AdaptedNeuron(pop=name, net=self, is_spiking=spiking)
+            self.populations[name] = AdaptedPopulation(
+                name,
+                neuron,
+                pop.size,
+                channels=(),
+                pre_traces=(),
+                net=self,
+                names=names,
+                aux_list=aux,
+            )
+        self.projections = tuple(
+            ProjectionPlan(
+                name=op.name,
+                source=op.source,
+                signal=op.signal,
+                target=op.target,
+                channel=f"w:{op.name}",
+                op=AdaptedOp(
+                    net=self,
+                    name=op.name,
+                    kind=op.kind,
+                    param_traces=(op.elementwise and op.kind in ("dense", "elementwise", "bias"))
+                    or (
+                        op.kind == "fixed"
+                        and op.fixed is not None
+                        and a.graph.shape(op.param_id) != ()
+                    ),
+                ),
+                delay=op.delay,
+                n_in=1 if op.source == ONE else a.graph.shape(op.z_id)[1],  # type: ignore[arg-type]
+                n_out=a.pops[op.target].size,
+                trainable=True,
+                from_input=op.source in ("x", ONE),
+            )
+            for op in a.ops.values()
+        )
+        self.weight_shapes = {n: a.graph.shape(lf.in_id) for n, lf in a.params.items()}
+        unused = sorted(set(a.params) - set(a.ops))
+        if unused:
+            raise ValueError(
+                f"weights {unused} are not applied to any signal in the module's step; "
+                "traxon cannot train them (remove them or apply them)."
+            )
+        self.order = tuple(self.populations)
+        for pop in a.pops.values():
+            self._check_elementwise(a, pop)
+        if READOUT not in self.populations:
+            raise ValueError("no readout population was found in the module.")
+
+    # ------------------------------------------------------------------------------
+    # Values.
+
+    def init_params(self, key: Any = None, dtype: Any = None) -> dict[str, jax.Array]:
+        """The module's current weights (mantissas), keyed by path. ``key`` is unused."""
+        a = self.analysis(self.attach_batch)
+        out = {}
+        for name, lf in a.params.items():
+            value = _leaves(lf.state.value)
+            leaf = dict(zip(_keys(lf.state.value), value, strict=True))[lf.key]
+            arr = jnp.asarray(_mantissa(leaf))
+            out[name] = arr.astype(dtype) if dtype is not None else arr
+        return out
+
+    def initial_population(self, pop: str, batch: int, dtype: Any) -> dict[str, jax.Array]:
+        a = self.analysis(self.attach_batch)
+        p = a.pops[pop]
+        out = {}
+        for lf in p.traced + p.aux:
+            v = self.start[id(lf.state)][_keys(lf.state.value).index(lf.key)]
+            arr = jnp.broadcast_to(v[:1], (batch, *v.shape[1:]))
+            if jnp.issubdtype(arr.dtype, jnp.floating) and dtype is not None:
+                arr = arr.astype(dtype)
+            out[_short(lf)] = jnp.asarray(arr)
+        return out
+
+    def batched_leaves(self, a: Analysis) -> list[_Leaf]:
+        ids = {id(s) for s in self.batched_states}
+        return [lf for lf in a.leaves if id(lf.state) in ids]
+
+    def init_state(self, batch_size: int, dtype: Any = None) -> dict[str, dict[str, jax.Array]]:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+        dtype = dtype if dtype is not None else jnp.zeros(()).dtype
+        state: dict[str, dict[str, jax.Array]] = {
+            k: self.initial_population(k, int(batch_size), dtype) for k in self.populations
+        }
+        a = self.analysis(self.attach_batch)
+        if a.globals:
+            glob = {}
+            batched = {id(lf.state) for lf in self.batched_leaves(a)}
+            for lf in a.globals:
+                v = self.start[id(lf.state)][_keys(lf.state.value).index(lf.key)]
+                if id(lf.state) in batched:
+                    v = v[0]
+                glob[_short(lf)] = jnp.broadcast_to(v, (batch_size, *jnp.shape(v)))
+            state[GLOBAL] = glob
+        state[ENV] = {
+            "i": jnp.zeros((batch_size,), jnp.int32),
+            "t": jnp.zeros((batch_size,), dtype),
+        }
+        return state
+
+    def batch_size(self, state: Mapping[str, Any]) -> int:
+        return int(state[ENV]["i"].shape[0])
+
+    # ------------------------------------------------------------------------------
+    # The step.
+
+    def _inputs(
+        self, a: Analysis, params: Mapping[str, Any], state: Mapping[str, Any], x: Any
+    ) -> dict[int, Any]:
+        g = a.graph
+        values: dict[int, Any] = {a.x_id: jnp.asarray(x).astype(g.dtype(a.x_id))}
+        values[a.i_id] = state[ENV]["i"][0].astype(g.dtype(a.i_id))
+        values[a.t_id] = state[ENV]["t"][0].astype(g.dtype(a.t_id))
+        for name, lf in a.params.items():
+            values[lf.in_id] = params[name].astype(g.dtype(lf.in_id))
+        for pop in a.pops.values():
+            for lf in pop.traced + pop.aux:
+                values[lf.in_id] = state[pop.name][_short(lf)].astype(g.dtype(lf.in_id))
+        batched = {id(lf.state) for lf in self.batched_leaves(a)}
+        for lf in a.globals:
+            v = state[GLOBAL][_short(lf)]
+            values[lf.in_id] = (v if id(lf.state) in batched else v[0]).astype(g.dtype(lf.in_id))
+        return values
+
+    def forward(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Mapping[str, Any],
+        x: Mapping[str, jax.Array],
+        perturb: Mapping[str, Mapping[str, jax.Array]] | None = None,
+        sever: frozenset[str] = frozenset(),
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        xs = x["x"]
+        a = self.analysis(xs.shape[0])
+        g = a.graph
+        values = self._inputs(a, params, state, xs)
+        delta: dict[int, Any] = {}
+        for pop, sigs in (perturb or {}).items():
+            for sig, d in sigs.items():
+                if pop == READOUT and sig == "spike":
+                    delta[a.y_id] = d
+                elif sig in a.pops[pop].signals:
+                    i = a.pops[pop].signals[sig]
+                    delta[i] = (
+                        d.astype(g.dtype(i)) if jnp.issubdtype(g.dtype(i), jnp.floating) else d
+                    )
+        targets: list[Any] = [a.y_id]
+        for pop in a.pops.values():
+            targets += [lf.out_id for lf in pop.traced + pop.aux]
+        targets += [lf.out_id for lf in a.globals]
+        record = {op.u_id for op in a.ops.values()}
+        record |= {op.z_id for op in a.ops.values() if op.z_id is not None}
+        record |= {i for pop in a.pops.values() for i in pop.ext}
+        record |= {i for pop in a.pops.values() for i in pop.signals.values()}
+        outs, rec = g.evaluate(values, targets, perturb=delta, record=sorted(record))
+        y = outs[0]
+        cursor = 1
+        new_state: dict[str, Any] = {}
+        dtype = state[ENV]["t"].dtype
+        for pop in a.pops.values():
+            entry = {}
+            for lf in pop.traced + pop.aux:
+                v = outs[cursor]
+                cursor += 1
+                entry[_short(lf)] = jnp.asarray(v).astype(state[pop.name][_short(lf)].dtype)
+            new_state[pop.name] = entry
+        if a.globals:
+            glob = {}
+            for lf in a.globals:
+                v = jnp.asarray(outs[cursor])
+                cursor += 1
+                old = state[GLOBAL][_short(lf)]
+                glob[_short(lf)] = jnp.broadcast_to(v, old.shape).astype(old.dtype)
+            new_state[GLOBAL] = glob
+        new_state[ENV] = {"i": state[ENV]["i"] + 1, "t": state[ENV]["t"] + self.dt}
+        us: dict[str, dict[str, jax.Array]] = {p: {} for p in a.pops}
+        zs: dict[str, jax.Array] = {}
+        batch = xs.shape[0]
+        for op in a.ops.values():
+            u = rec[op.u_id].astype(dtype)
+            if op.name in sever:
+                u = jax.lax.stop_gradient(u)
+            us[op.target][f"w:{op.name}"] = u
+            zs[op.name] = (
+                jnp.ones((batch, 1), dtype) if op.z_id is None else rec[op.z_id].astype(dtype)
+            )
+        for pop in a.pops.values():
+            for i in pop.ext:
+                us[pop.name][f"ext:{i}"] = rec[i]
+        signals = {
+            pop.name: {s: rec[i].astype(dtype) for s, i in pop.signals.items()}
+            for pop in a.pops.values()
+        }
+        signals[READOUT]["spike"] = jnp.asarray(y).astype(dtype)
+        for pop in a.pops.values():
+            if "spike" not in signals[pop.name]:
+                full = [s for s, i in pop.signals.items() if g.shape(i) == (batch, pop.size)]
+                signals[pop.name]["spike"] = (
+                    signals[pop.name][full[0]]
+                    if full
+                    else self.population_signals(pop.name, new_state[pop.name])["spike"]
+                )
+        return new_state, {"u": us, "z": zs, "signals": signals, "prev_signals": {}}
+
+    def transition(
+        self, pop: str, state: Mapping[str, jax.Array], u: Mapping[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        batch = next(iter(state.values())).shape[0]
+        a = self.analysis(batch)
+        p = a.pops[pop]
+        g = a.graph
+        values = {lf.in_id: state[_short(lf)].astype(g.dtype(lf.in_id)) for lf in p.traced + p.aux}
+        overrides = {}
+        for name in p.ops:
+            op = a.ops[name]
+            overrides[op.raw_id] = op.to_raw(u[f"w:{name}"]).astype(g.dtype(op.raw_id))
+        for i in p.ext:
+            overrides[i] = u[f"ext:{i}"]
+        targets = [lf.out_id for lf in p.traced + p.aux]
+        try:
+            outs, _ = g.evaluate(values, targets, overrides=overrides)
+        except KeyError as err:
+            raise ValueError(
+                f"population `{pop}`'s transition reads values traxon did not identify ({err}); "
+                "this module's structure is not supported, use algorithm='bptt'."
+            ) from err
+        return {
+            _short(lf): jnp.asarray(v).astype(state[_short(lf)].dtype)
+            for lf, v in zip(p.traced + p.aux, outs, strict=True)
+        }
+
+    def population_signals(self, pop: str, state: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """This step's signals of a population as functions of its (new) state.
+
+        ``"spike"`` is the population's full-width signal: one it sends within the step, or
+        the one it sends to the next step read off the given state.
+        """
+        batch = next(iter(state.values())).shape[0]
+        a = self.analysis(batch)
+        p = a.pops[pop]
+        g = a.graph
+        dtype = next(iter(state.values())).dtype
+        as_new = {
+            lf.out_id: state[_short(lf)].astype(g.dtype(lf.in_id))
+            for lf in p.traced + p.aux
+            if isinstance(lf.out_id, int)
+        }
+        as_old = {lf.in_id: state[_short(lf)].astype(g.dtype(lf.in_id)) for lf in p.traced + p.aux}
+        names = list(p.signals)
+        ids = [p.signals[n] for n in names]
+        if pop == READOUT:
+            names.append("spike")
+            ids.append(a.y_id)
+        out: dict[str, jax.Array] = {}
+        try:
+            if ids:
+                vals, _ = g.evaluate(as_new, ids)
+                out = {n: jnp.asarray(v).astype(dtype) for n, v in zip(names, vals, strict=True)}
+            if pop != READOUT:
+                full = [n for n in names if g.shape(p.signals[n]) == (batch, p.size)]
+                if full:
+                    out["spike"] = out[full[0]]
+                else:
+                    prev = [
+                        op.z_id
+                        for op in a.ops.values()
+                        if op.source == pop
+                        and op.delay == 1
+                        and op.z_id is not None
+                        and g.shape(op.z_id) == (batch, p.size)
+                    ]
+                    if prev:
+                        (v,), _ = g.evaluate(as_old, [prev[0]])
+                        out["spike"] = jnp.asarray(v).astype(dtype)
+                    else:
+                        out["spike"] = jnp.zeros((batch, p.size), dtype)
+        except KeyError as err:
+            raise ValueError(
+                f"a signal of population `{pop}` is not a function of its state alone ({err})."
+            ) from err
+        return out
+
+    def signals(self, state: Mapping[str, Any]) -> dict[str, dict[str, jax.Array]]:
+        return {k: self.population_signals(k, state[k]) for k in self.populations}
+
+    # ------------------------------------------------------------------------------
+    def measured_decays(self, pop: str) -> dict[str, float]:
+        """Per-step decay of each traced variable, read off the per-neuron Jacobian at rest."""
+        if pop not in self._decays:
+            plan = self.populations[pop]
+            a = self.analysis(1)
+            dtype = a.graph.dtype(a.pops[pop].traced[0].in_id)
+            state = plan.init(1, dtype)
+            u = {f"w:{n}": jnp.zeros((1, plan.size), dtype) for n in a.pops[pop].ops}
+            for i in a.pops[pop].ext:
+                u[f"ext:{i}"] = jnp.zeros(a.graph.shape(i), a.graph.dtype(i))
+            names = plan.traced
+            diag = {}
+            for k, n in enumerate(names):
+                tangent = {m: jnp.zeros_like(v) for m, v in state.items()}
+                tangent[n] = jnp.ones_like(state[n])
+
+                def f(st: Any) -> Any:
+                    return plan.transition({**state, **st}, u, self.dt)
+
+                _, out = jax.jit(lambda p, t: jax.jvp(f, (p,), (t,)))(
+                    {m: state[m] for m in names}, {m: tangent[m] for m in names}
+                )
+                diag[n] = float(np.clip(np.mean(np.asarray(out[n])), 0.0, 1.0))
+                del k
+            self._decays[pop] = diag
+        return self._decays[pop]
+
+    def _check_elementwise(self, a: Analysis, pop: _Pop) -> None:
+        if pop.size < 2:
+            return
+        g = a.graph
+        own = list(pop.traced)
+        values = {
+            lf.in_id: jnp.zeros(g.shape(lf.in_id), g.dtype(lf.in_id)) + 0.1
+            for lf in pop.traced + pop.aux
+        }
+        overrides = {
+            a.ops[n].raw_id: jnp.zeros(g.shape(a.ops[n].raw_id), g.dtype(a.ops[n].raw_id))
+            for n in pop.ops
+        }
+        for i in pop.ext:
+            overrides[i] = jnp.zeros(g.shape(i), g.dtype(i))
+        outs_ids = [lf.out_id for lf in own]
+
+        def f(vals: Any) -> Any:
+            return g.evaluate({**values, **vals}, outs_ids, overrides=overrides)[0]
+
+        primal = {lf.in_id: values[lf.in_id] for lf in own}
+        tangent = {i: jnp.zeros_like(v).at[:, 0].set(1.0) for i, v in primal.items()}
+        _, out = jax.jit(lambda p, t: jax.jvp(f, (p,), (t,)))(primal, tangent)
+        leak = max(float(jnp.max(jnp.abs(o[:, 1:]))) for o in out)
+        if leak > 0:
+            raise ValueError(
+                f"population `{pop.name}` (states {[lf.name for lf in own]}): its step couples "
+                "different neurons without a weight (a gap junction or a population-wide "
+                "term), so per-neuron traces would be wrong. Express the coupling through a "
+                "weight, or train this module with algorithm='bptt'."
+            )
+
+    # ------------------------------------------------------------------------------
+    def write_back(self, params: Mapping[str, jax.Array]) -> None:
+        """Write weights into the module's ``ParamState`` objects, units restored."""
+        self.check_attached()
+        a = self.analysis(self.attach_batch)
+        by_state: dict[int, dict[str, Any]] = {}
+        for name, lf in a.params.items():
+            by_state.setdefault(id(lf.state), {})[lf.key] = params[name]
+        for sid, items in by_state.items():
+            state = self.attached[sid]
+            leaves = _leaves(state.value)
+            new = []
+            for key, old in zip(_keys(state.value), leaves, strict=True):
+                if key in items:
+                    value = jnp.asarray(items[key]).astype(jnp.asarray(_mantissa(old)).dtype)
+                    unit = _unit(old)
+                    new.append(value * unit if unit is not None else value)
+                else:
+                    new.append(old)
+            treedef = jax.tree_util.tree_structure(state.value, is_leaf=_is_quantity)
+            state.value = jax.tree_util.tree_unflatten(treedef, new)
+            self.written[self.paths[sid]] = state.value
+
+    def changed_params(self) -> list[str]:
+        """Weights whose module value is not the one :meth:`write_back` last wrote."""
+        a = self.analysis(self.attach_batch)
+        return [
+            name for name, lf in a.params.items() if self.written.get(lf.path) is not lf.state.value
+        ]
+
+    def check_attached(self) -> None:
+        """Raise if the module's weights were replaced since they were attached."""
+        current = {id(s) for s in self.module.states().values()}
+        a = self.analysis(self.attach_batch)
+        for lf in a.params.values():
+            if id(lf.state) not in current:
+                raise ValueError(
+                    f"weight `{lf.name}` is no longer part of the module (it was replaced or "
+                    "re-initialised after attaching); adapt the module again."
+                )
+
+
+def _keys(value: Any) -> list[str]:
+    return [
+        jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_quantity)[0]
+    ]
+
+
+def _short(lf: _Leaf) -> str:
+    return lf.short or lf.path.split(".")[-1] + lf.key
+
+
+def _unique(names: Sequence[str], pop: str) -> None:
+    if len(set(names)) != len(names):
+        raise ValueError(f"population `{pop}` has states with equal names {sorted(names)}.")
+
+
+def adapt(
+    module: Any, input_size: int, call: Callable[[Any, Any], Any] | None = None
+) -> AdaptedNetwork:
+    """Read a brainstate module's step into the model contract (see the module docstring).
+
+    Arguments:
+        module: a ``brainstate.nn.Module`` whose states are initialised
+            (``brainstate.nn.init_all_states(module, batch_size)``) and whose ``update(x)``
+            returns the readout's output.
+        input_size: the number of input channels per sample.
+        call: ``call(module, x)`` when one step is not ``module.update(x)``.
+
+    Example:
+        >>> import brainstate, brainunit as u, brainpy.state as bps  # doctest: +SKIP
+        >>> net = traxon.adapters.adapt(my_module, input_size=40)    # doctest: +SKIP
+    """
+    return AdaptedNetwork(module, input_size, call)

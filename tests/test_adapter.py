@@ -1,0 +1,498 @@
+"""brainstate / brainpy.state networks, unmodified, trained through the adapter."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+bps = pytest.importorskip("brainpy.state")
+brainstate = pytest.importorskip("brainstate")
+braintools = pytest.importorskip("braintools")
+u = pytest.importorskip("brainunit")
+
+import traxon  # noqa: E402
+from tests.helpers import rel_error  # noqa: E402
+from traxon.adapters import adapt  # noqa: E402
+from traxon.core import (  # noqa: E402
+    LIF,
+    Dense,
+    Expon,
+    Network,
+    Population,
+    Projection,
+    Readout,
+    Surrogate,
+)
+from traxon.learn import cross_entropy  # noqa: E402
+from traxon.trace import bptt_gradient, get_algorithm  # noqa: E402
+
+N_IN, B, T = 5, 3, 60
+
+
+@pytest.fixture(autouse=True)
+def environment():
+    import brainevent
+
+    brainevent.config.set_backend("cpu", "jax_raw")
+    with brainstate.environ.context(dt=1.0 * u.ms):
+        yield
+
+
+def surrogate():
+    return braintools.surrogate.ReluGrad(alpha=0.3, width=1.0)
+
+
+def syn(n, tau=5.0):
+    return bps.Expon.desc(n, tau=tau * u.ms)
+
+
+def linear(n_in, n_out, scale=1.0):
+    w = braintools.init.KaimingNormal(scale=scale, unit=u.mS)
+    return brainstate.nn.Linear(n_in, n_out, w_init=w, b_init=None)
+
+
+class Single(brainstate.nn.Module):
+    """One LIF population with Expon AlignPost input and a leaky readout."""
+
+    def __init__(self, n=8, scale=30.0, tau_out=20.0):
+        super().__init__()
+        self.neu = bps.LIF(
+            n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
+        )
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n, scale), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=tau_out * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class Recurrent(brainstate.nn.Module):
+    """Recurrent LIF with Expon AlignPost synapses and a LeakyRateReadout."""
+
+    def __init__(self, n=12):
+        super().__init__()
+        self.neu = bps.LIF(
+            n, tau=20 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
+        )
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n, 40.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.rec = bps.AlignPostProj(
+            comm=linear(n, n, 5.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        spikes = self.neu.get_spike()
+        self.inp(x)
+        self.rec(spikes)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class Adaptive(brainstate.nn.Module):
+    """ALIF neurons, Expon AlignPost input, a LeakyRateReadout."""
+
+    def __init__(self, n=10):
+        super().__init__()
+        self.neu = bps.ALIF(
+            n,
+            tau=20 * u.ms,
+            tau_a=200 * u.ms,
+            beta=0.5 * u.mV,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=surrogate(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n, 40.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class ExcInh(brainstate.nn.Module):
+    """An E/I network with EventFixedProb connectivity (16 E, 4 I)."""
+
+    def __init__(self, n_exc=16, n_inh=4):
+        super().__init__()
+        self.n_exc = n_exc
+        n = n_exc + n_inh
+        self.neu = bps.LIF(
+            n, tau=20 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
+        )
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n, 40.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.E = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(n_exc, n, conn_num=0.25, conn_weight=0.5 * u.mS),
+            syn=syn(n),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.I = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(n_inh, n, conn_num=0.25, conn_weight=-1.0 * u.mS),
+            syn=syn(n, 10.0),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        spikes = self.neu.get_spike() != 0.0
+        self.E(spikes[:, : self.n_exc])
+        self.I(spikes[:, self.n_exc :])
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class PreAligned(brainstate.nn.Module):
+    """Two populations joined AlignPre-style: an Expon trace per *presynaptic* neuron, sent
+    through a CurrentProj. (brainpy.state 0.1's ``align_pre_projection`` wraps spikes in a
+    ``BinaryArray`` that its own Expon and AMPA cannot add, so the same parts are composed
+    by hand, as ``align_pre_projection`` does internally.)"""
+
+    def __init__(self, n_pre=8, n_post=6):
+        super().__init__()
+        self.pre = bps.LIF(
+            n_pre,
+            tau=10 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=surrogate(),
+        )
+        self.post = bps.LIF(
+            n_post,
+            tau=10 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=surrogate(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n_pre, 40.0),
+            syn=syn(n_pre),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.pre,
+        )
+        self.trace = bps.Expon(n_pre, tau=5 * u.ms, g_initializer=braintools.init.Constant(0.0))
+        self.a2b = bps.CurrentProj(
+            comm=linear(n_pre, n_post, 20.0), out=bps.CUBA(scale=u.volt), post=self.post
+        )
+        self.out = bps.LeakyRateReadout(n_post, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        spikes = self.pre()
+        self.a2b(self.trace(spikes))
+        self.post()
+        return self.out(self.post.get_spike())
+
+
+def build(cls, batch=B, **kw):
+    module = cls(**kw)
+    brainstate.nn.init_all_states(module, batch_size=batch)
+    return module
+
+
+def data(steps=T, batch=B, seed=1):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    xs = (jax.random.uniform(k1, (steps, batch, N_IN)) < 0.3).astype(jnp.float32)
+    ts = jax.random.randint(k2, (steps, batch), 0, 2)
+    return xs, ts, jnp.ones((steps, batch), jnp.float32) / batch
+
+
+def run_tracer(name, net, params, state, xs, ts, ws):
+    tracer = get_algorithm(name).bind(net, cross_entropy.fn, window=xs.shape[0])
+    tstate = tracer.init(params, state, target_example=ts[0])
+
+    def body(carry, inp):
+        st, tst = carry
+        st, tst, _ = tracer.step(params, st, tst, *inp)
+        return (st, tst), None
+
+    (_, tstate), _ = jax.lax.scan(body, (state, tstate), ({"x": xs}, ts, ws))
+    return tracer.gradients(params, tstate)
+
+
+def brainstate_bptt(module, xs, ts, ws):
+    """The reference: brainstate's own grad through its own for_loop, per weight path."""
+    params = module.states(brainstate.ParamState)
+    batch = xs.shape[1]
+
+    def total():
+        brainstate.nn.init_all_states(module, batch_size=batch)
+
+        def step(x, t, w):
+            return jnp.sum(w * cross_entropy.fn(u.get_mantissa(module.update(x)), t))
+
+        return jnp.sum(brainstate.transform.for_loop(step, xs, ts, ws))
+
+    grads = brainstate.transform.grad(total, params)()
+    brainstate.nn.init_all_states(module, batch_size=batch)
+    out = {}
+    for path, value in grads.items():
+        for key, leaf in jax.tree_util.tree_flatten_with_path(
+            value, is_leaf=lambda v: isinstance(v, u.Quantity)
+        )[0]:
+            out[(path, jax.tree_util.keystr(key))] = np.asarray(u.get_mantissa(leaf))
+    return out
+
+
+def match(reference, name):
+    """The reference gradient of the weight the adapter calls ``name`` (paths may differ
+    when a module is reachable along several paths; the last two components do not)."""
+    for (path, key), value in reference.items():
+        if name == ".".join(str(p) for p in path) + key:
+            return value
+    hits = [
+        v
+        for (path, key), v in reference.items()
+        if name.endswith("." + ".".join(str(p) for p in path[-2:]) + key)
+    ]
+    if len(hits) == 1:
+        return hits[0]
+    raise KeyError(name)
+
+
+# -------------------------------------------------------------------------------------
+
+
+def test_structure_of_a_recurrent_network():
+    net = adapt(build(Recurrent), input_size=N_IN)
+    assert sorted(net.populations) == ["neu", "readout"]
+    hidden = "neu"
+    assert net.populations[hidden].traced == ("V", "g")  # V and its Expon synapse
+    kinds = {p.name.split(".")[0]: (p.source, p.delay) for p in net.projections}
+    assert kinds["inp"] == ("x", 0)
+    assert kinds["rec"] == (hidden, 1)  # last step's spikes
+    assert kinds["out"] == (hidden, 0)  # this step's spikes
+
+
+@pytest.mark.slow
+def test_adapted_simulation_equals_the_module(x64):
+    with brainstate.environ.context(precision=64):
+        module = build(Recurrent)
+        xs, _, _ = data()
+        net = adapt(module, input_size=N_IN)
+        params, state = net.init(None, B, dtype=jnp.float64)
+        ours = net.simulate(params, state, xs.astype(jnp.float64)).outputs
+        brainstate.nn.init_all_states(module, batch_size=B)
+        theirs = brainstate.transform.for_loop(lambda x: u.get_mantissa(module.update(x)), xs)
+    assert float(jnp.abs(ours).max()) > 0
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [Single, Adaptive])
+def test_adapted_d_rtrl_equals_brainstate_bptt_on_one_population(x64, cls):
+    with brainstate.environ.context(precision=64):
+        module = build(cls)
+        xs, ts, ws = data()
+        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
+        reference = brainstate_bptt(module, xs, ts, ws)
+        net = adapt(module, input_size=N_IN)
+        params, state = net.init(None, B, dtype=jnp.float64)
+        spikes = net.simulate(params, state, xs).record
+        assert sum(float(v["spike"].sum()) for k, v in spikes.items() if k != "readout") > 30
+        grads = run_tracer("d_rtrl", net, params, state, xs, ts, ws)
+        ours_bptt, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
+    for name, g in grads.items():
+        ref = match(reference, name)
+        assert np.linalg.norm(ref) > 0, name
+        assert rel_error(ours_bptt[name], ref) < 1e-10, name
+        assert rel_error(g, ref) < 1e-6, (name, rel_error(g, ref))
+
+
+@pytest.mark.slow
+def test_adapted_gradient_equals_the_native_twin(x64):
+    twin = Network(
+        N_IN,
+        {
+            "h": Population(
+                LIF(
+                    tau=10.0,
+                    V_th=1.0,
+                    V_reset=0.0,
+                    spike_fn=Surrogate("triangle", width=1.0, scale=0.3),
+                ),
+                8,
+            )
+        },
+        [Projection("x", "h", Dense(), synapse=Expon(5.0))],
+        readout=Readout("h", 2, tau=20.0, bias=False),
+    )
+    with brainstate.environ.context(precision=64):
+        module = build(Single)
+        xs, ts, ws = data()
+        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
+        net = adapt(module, input_size=N_IN)
+        params, state = net.init(None, B, dtype=jnp.float64)
+        adapted = run_tracer("d_rtrl", net, params, state, xs, ts, ws)
+        w_in = next(v for k, v in params.items() if k.startswith("inp"))
+        w_out = next(v for k, v in params.items() if k.startswith("out"))
+        native = run_tracer(
+            "d_rtrl",
+            twin,
+            {"x->h": w_in, "h->readout": w_out},
+            twin.init_state(B, jnp.float64),
+            xs,
+            ts,
+            ws,
+        )
+    a_in = next(v for k, v in adapted.items() if k.startswith("inp"))
+    a_out = next(v for k, v in adapted.items() if k.startswith("out"))
+    assert native["x->h"].dtype == jnp.float64
+    assert rel_error(a_in, native["x->h"]) < 1e-8
+    assert rel_error(a_out, native["h->readout"]) < 1e-8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [Recurrent, Adaptive, ExcInh, PreAligned])
+def test_networks_written_as_brainpy_state_learn(cls):
+    module = build(cls, batch=8)
+    learner = traxon.online_learner(
+        module, "es_d_rtrl", optax.adam(1e-2), update_every=10, input_size=N_IN
+    )
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 8)
+    rates = np.where(label[:, None] == np.repeat([0, 1], [3, 2])[None], 0.4, 0.02)
+    losses = []
+    for _ in range(300):
+        x = (rng.random((8, N_IN)) < rates).astype(np.float32)
+        losses.append(learner.step(x, label)["loss"])
+    first, last = np.mean(losses[:30]), np.mean(losses[-30:])
+    assert last < first * 0.8, (cls.__name__, first, last)
+    # The user's module holds the trained weights (units restored).
+    w = next(iter(module.states(brainstate.ParamState).values())).value
+    assert w is not None
+
+
+@pytest.mark.slow
+def test_event_fixed_prob_weights_get_a_gradient(x64):
+    with brainstate.environ.context(precision=64):
+        module = build(ExcInh)
+        xs, ts, ws = data()
+        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
+        reference = brainstate_bptt(module, xs, ts, ws)
+        net = adapt(module, input_size=N_IN)
+        params, state = net.init(None, B, dtype=jnp.float64)
+        ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
+        es = run_tracer("es_d_rtrl", net, params, state, xs, ts, ws)
+    for name in ours:
+        assert rel_error(ours[name], match(reference, name)) < 1e-8, name
+        assert np.all(np.isfinite(np.asarray(es[name])))
+    with pytest.raises(ValueError, match="d_rtrl needs to know which neuron"):
+        get_algorithm("d_rtrl").bind(net, cross_entropy.fn)
+
+
+def test_learner_writes_back_and_follows_the_module():
+    module = build(Single, batch=4)
+    learner = traxon.online_learner(module, "d_rtrl", optax.sgd(1.0), input_size=N_IN)
+    x = np.ones((4, N_IN), np.float32)
+    y = np.array([0, 1, 0, 1])
+    learner.step(x, y)
+    state = module.inp.comm.weight
+    name = next(k for k in learner.params if k.startswith("inp"))
+    np.testing.assert_allclose(
+        np.asarray(u.get_mantissa(state.value["weight"])), np.asarray(learner.params[name])
+    )
+    # The user overwrites a weight: the learner follows.
+    state.value = {"weight": jnp.zeros((N_IN, 8)) * u.mS}
+    learner.step(x, y)
+    assert np.abs(np.asarray(learner.params[name])).max() < 1.0
+    # The user replaces the module's states: the learner refuses to train a detached copy.
+    brainstate.nn.init_all_states(module, batch_size=4)
+    module.inp.comm.weight = brainstate.ParamState({"weight": jnp.ones((N_IN, 8)) * u.mS})
+    with pytest.raises(ValueError, match="no longer part of the module"):
+        learner.step(x, y)
+
+
+def test_no_recompilation_on_the_second_call():
+    module = build(Single, batch=2)
+    learner = traxon.online_learner(module, "es_d_rtrl", input_size=N_IN)
+    x = np.ones((2, N_IN), np.float32)
+    learner.step(x, np.array([0, 1]))
+    size = learner._step_jit._cache_size()
+    learner.step(x, np.array([1, 0]))
+    learner.step(x, np.array([1, 1]))
+    assert learner._step_jit._cache_size() == size
+
+
+# -------------------------------------------------------------------------------------
+# Unsupported constructs: clear errors naming the module or weight.
+
+
+class GapJunction(brainstate.nn.Module):
+    def __init__(self, n=6):
+        super().__init__()
+        self.neu = bps.LIF(n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV)
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n, 30.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        # An electrical coupling to the population mean, inside the transition.
+        v = self.neu.V.value
+        self.neu.V.value = v + 0.1 * (u.math.mean(v, axis=-1, keepdims=True) - v)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class PooledWeight(brainstate.nn.Module):
+    def __init__(self, n=6):
+        super().__init__()
+        self.neu = bps.LIF(n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV)
+        self.w = brainstate.ParamState(jnp.ones((N_IN,)))
+        self.inp = bps.CurrentProj(comm=lambda x: x, out=bps.CUBA(scale=u.volt), post=self.neu)
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        # One number (the weighted sum over inputs) broadcast to every neuron.
+        drive = jnp.sum(x * self.w.value[None], axis=-1, keepdims=True) * jnp.ones((1, 6))
+        self.inp(drive * u.mS)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+def test_gap_junction_is_rejected_with_the_module_named():
+    with pytest.raises(ValueError, match=r"couples different neurons.*bptt"):
+        adapt(build(GapJunction), input_size=N_IN)
+
+
+def test_weight_not_aligned_to_neurons_is_rejected():
+    with pytest.raises(ValueError, match=r"weight `w"):
+        adapt(build(PooledWeight), input_size=N_IN)
+
+
+def test_adapter_argument_errors():
+    with pytest.raises(ValueError, match="input_size"):
+        traxon.online_learner(build(Single))
+    with pytest.raises(TypeError, match="brainstate"):
+        adapt(object(), input_size=3)
+    with pytest.raises(ValueError, match="init_all_states"):
+        adapt(Single(), input_size=N_IN)
+
+
+def test_importing_traxon_does_not_need_brainpy():
+    import subprocess
+    import sys
+
+    code = "import traxon, traxon.adapters, sys; assert 'brainpy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
