@@ -7,10 +7,10 @@ skipped, because a traced value cannot be inspected.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
-import brainunit as u
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,7 +28,18 @@ __all__ = [
 
 
 class TraxonWarning(UserWarning):
-    """Warnings raised by traxon itself (the test suite turns them into errors)."""
+    """Warnings raised by traxon itself (the test suite turns them into errors).
+
+    Example:
+        >>> import warnings, traxon
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error", traxon.TraxonWarning)
+        ...     try:
+        ...         warnings.warn("a demo warning", traxon.TraxonWarning)
+        ...     except traxon.TraxonWarning as err:
+        ...         print("raised:", err)
+        raised: a demo warning
+    """
 
 
 def warn(message: str) -> None:
@@ -46,17 +57,20 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def to_float(value: Any, unit: u.Unit | None, name: str) -> Any:
-    """Strip a brainunit Quantity to a float (or array) expressed in ``unit``.
+def to_float(value: Any, unit: str | None, name: str) -> Any:
+    """Strip a brainunit Quantity to a float (or array) expressed in ``unit`` (a brainunit
+    unit name such as ``"ms"`` or ``"mV"``; ``None`` for unitless arguments).
 
     Plain numbers are taken to be in ``unit`` already. A Quantity of another dimension
-    raises ``TypeError`` naming the argument.
+    raises ``TypeError`` naming the argument. brainunit is looked up, never imported: a
+    Quantity can only exist once its package is loaded, so ``import traxon`` stays light.
     """
-    if isinstance(value, u.Quantity):
+    bu = sys.modules.get("brainunit")
+    if bu is not None and isinstance(value, bu.Quantity):
         if unit is None:
             raise TypeError(f"`{name}` must be a unitless number; got {value}.")
         try:
-            value = value.to_decimal(unit)
+            value = value.to_decimal(getattr(bu, unit))
         except Exception as err:  # brainunit raises its own UnitMismatchError
             raise TypeError(
                 f"`{name}` must be in units of {unit} (or a plain number in {unit}); got {value}."

@@ -9,7 +9,7 @@ sizes); all other fields are leaves (numbers or arrays), so a module can be pass
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, dataclass_transform
 
 import jax
 
@@ -22,6 +22,9 @@ def static(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
+@dataclass_transform(
+    frozen_default=True, eq_default=False, field_specifiers=(dataclasses.field, static)
+)
 class Module:
     """Base class: subclasses become frozen dataclasses registered as pytrees.
 

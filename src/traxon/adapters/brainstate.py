@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -280,9 +280,9 @@ class Analysis:
                         jax.tree_util.keystr(path),
                         _kind(s),
                         _unit(leaf),
-                        int(inputs[cursor]),
+                        int(cast(int, inputs[cursor])),  # an input is a variable, not a Lit
                         -1,
-                    )  # type: ignore[arg-type]
+                    )
                 )
                 cursor += 1
         n_y = len(outputs) - len(leaves)
@@ -385,8 +385,7 @@ class Analysis:
                     f"(shape {g.shape(data_in)}); traxon cannot trace it."
                 )
             if kind == "dense":
-                dims = node.params.get("dimension_numbers")
-                (lc, rc), (lb, rb) = dims
+                (lc, rc), (lb, rb) = node.params["dimension_numbers"]
                 data_first = node.ins[0] == data_in
                 ok = (
                     not lb
@@ -762,7 +761,7 @@ class AdaptedNetwork(Network):
         self._analyses: dict[int, Analysis] = {}
         self._decays: dict[str, dict[str, float]] = {}
         a = self.analysis(self.attach_batch)
-        self._build(a)
+        self._build_from(a)
         self.written: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------
@@ -828,7 +827,7 @@ class AdaptedNetwork(Network):
             self._analyses[int(batch)] = a
         return self._analyses[int(batch)]
 
-    def _build(self, a: Analysis) -> None:
+    def _build_from(self, a: Analysis) -> None:
         self.populations = {}
         for name, pop in a.pops.items():
             names = tuple(_short(lf) for lf in pop.traced)
@@ -975,12 +974,12 @@ class AdaptedNetwork(Network):
         g = a.graph
         values = self._inputs(a, params, state, xs)
         delta: dict[int, Any] = {}
-        for pop, sigs in (perturb or {}).items():
+        for pop_name, sigs in (perturb or {}).items():
             for sig, d in sigs.items():
-                if pop == READOUT and sig == "spike":
+                if pop_name == READOUT and sig == "spike":
                     delta[a.y_id] = d
-                elif sig in a.pops[pop].signals:
-                    i = a.pops[pop].signals[sig]
+                elif sig in a.pops[pop_name].signals:
+                    i = a.pops[pop_name].signals[sig]
                     delta[i] = (
                         d.astype(g.dtype(i)) if jnp.issubdtype(g.dtype(i), jnp.floating) else d
                     )

@@ -328,9 +328,7 @@ class Network:
         readout: Readout | None = None,
         dt: float = 1.0,
     ) -> None:
-        import brainunit as u
-
-        self.dt = float(to_float(dt, u.ms, "dt"))
+        self.dt = float(to_float(dt, "ms", "dt"))
         check_positive(self.dt, "dt")
         self.inputs: dict[str, int] = (
             {"x": int(inputs)} if isinstance(inputs, int) else dict(inputs)

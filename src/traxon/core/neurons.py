@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import brainunit as u
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,8 +136,8 @@ class LIF(Neuron):
     spike_fn: Surrogate = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        _convert(self, tau=u.ms, V_th=u.mV, V_reset=u.mV, V_rest=u.mV, R=None)
-        object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, u.ms, "tau_ref")))
+        _convert(self, tau="ms", V_th="mV", V_reset="mV", V_rest="mV", R=None)
+        object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, "ms", "tau_ref")))
         check_positive(self.tau, "tau")
         check_positive(self.tau_ref, "tau_ref", allow_zero=True)
         _check_threshold(self.V_th, self.V_reset)
@@ -215,9 +214,9 @@ class ALIF(Neuron):
 
     def __post_init__(self) -> None:
         _convert(
-            self, tau=u.ms, tau_a=u.ms, beta=u.mV, V_th=u.mV, V_reset=u.mV, V_rest=u.mV, R=None
+            self, tau="ms", tau_a="ms", beta="mV", V_th="mV", V_reset="mV", V_rest="mV", R=None
         )
-        object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, u.ms, "tau_ref")))
+        object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, "ms", "tau_ref")))
         check_positive(self.tau_ref, "tau_ref", allow_zero=True)
         check_positive(self.tau, "tau")
         check_positive(self.tau_a, "tau_a")
@@ -296,7 +295,7 @@ class Izhikevich(Neuron):
     spike_fn: Surrogate = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        _convert(self, a=None, b=None, c=u.mV, d=None, V_th=u.mV)
+        _convert(self, a=None, b=None, c="mV", d=None, V_th="mV")
         check_positive(self.a, "a")
         _check_threshold(self.V_th, self.c, reset_name="c")
         object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "fast_sigmoid"))
@@ -353,7 +352,7 @@ class LeakyIntegrator(Neuron):
                 f"got tau={self.tau!r}, kappa={self.kappa!r}."
             )
         if self.tau is not None:
-            object.__setattr__(self, "tau", to_float(self.tau, u.ms, "tau"))
+            object.__setattr__(self, "tau", to_float(self.tau, "ms", "tau"))
             check_positive(self.tau, "tau")
         else:
             object.__setattr__(self, "kappa", to_float(self.kappa, None, "kappa"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import brainunit as u
 import jax
 import jax.numpy as jnp
 
@@ -39,7 +38,7 @@ def _decay(dt: float, tau: float) -> float:
 
 
 def _tau(module: Module, name: str) -> None:
-    value = to_float(getattr(module, name), u.ms, name)
+    value = to_float(getattr(module, name), "ms", name)
     if not isinstance(value, float):
         raise TypeError(f"`{name}` must be a scalar time constant (ms); got {value!r}.")
     check_positive(value, name)
@@ -67,7 +66,7 @@ class Synapse(Module):
 
     def key(self) -> tuple:
         """Identity of the kinetics: projections with equal keys share one state."""
-        values = tuple(getattr(self, f) for f in self.__dataclass_fields__)  # type: ignore[attr-defined]
+        values = tuple(getattr(self, f) for f in self.__dataclass_fields__)
         return (type(self).__name__, *values)
 
 

@@ -61,7 +61,7 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, fingerprint: Any = None)
         "dtypes": [str(a.dtype) for a in arrays],
         "fingerprint": fingerprint,
     }
-    payload = {f"leaf{i}": a for i, a in enumerate(arrays)}
+    payload: dict[str, Any] = {f"leaf{i}": a for i, a in enumerate(arrays)}
     payload[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -83,6 +83,21 @@ def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None)
     Raises ``FileNotFoundError`` if missing, ``ValueError`` if the file is corrupted, was
     written for a different network (fingerprint), or its leaves do not match ``like``
     (paths, shapes, dtypes) -- the message names the first mismatching leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, os, tempfile
+        >>> from traxon.learn import load_checkpoint, save_checkpoint
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = save_checkpoint(os.path.join(folder.name, "ckpt"), {"w": jnp.ones(2)})
+        >>> path.name
+        'ckpt.npz'
+        >>> load_checkpoint(path, {"w": jnp.zeros(2)})["w"]
+        Array([1., 1.], dtype=float32)
+        >>> load_checkpoint(path, {"w": jnp.zeros(3)})
+        Traceback (most recent call last):
+            ...
+        ValueError: checkpoint leaf `['w']` has shape (2,) and dtype float32; expected ...
+        >>> folder.cleanup()
     """
     path = Path(path)
     if not path.exists() and path.with_name(path.name + ".npz").exists():

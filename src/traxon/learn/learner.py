@@ -245,7 +245,9 @@ class OnlineLearner:
         mask = mask.astype(jnp.result_type(float))
         return mask / mask.shape[0] if self.batch_reduction == "mean" else mask
 
-    def _update(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array]:
+    def _update(
+        self, ls: LearnerState, reset: bool = True
+    ) -> tuple[LearnerState, jax.Array, jax.Array]:
         grads = self.tracer.gradients(ls.params, ls.trace_state)
         if self.time_reduction == "mean":
             n = jnp.maximum(ls.window, 1).astype(next(iter(grads.values())).dtype)
@@ -263,7 +265,7 @@ class OnlineLearner:
         ls = ls._replace(
             params=params,
             opt_state=opt_state,
-            trace_state=self.tracer.reset_gradients(ls.trace_state),
+            trace_state=self.tracer.reset_gradients(ls.trace_state) if reset else ls.trace_state,
             window=jnp.zeros_like(ls.window),
             window_nonfinite=jnp.zeros_like(ls.window_nonfinite),
             updates=ls.updates + finite.astype(jnp.int32),
@@ -296,8 +298,14 @@ class OnlineLearner:
                 k: jnp.broadcast_to(scale * (r - target), (batch, r.shape[0]))
                 for k, r in ls.rates.items()
             }
+        every_step = self.update_every == 1
+        trace_state = ls.trace_state
+        if every_step:
+            # Start each step from zero gradients: the zeros are constants of this step, so
+            # the accumulator costs nothing, and no reset pass is needed after the update.
+            trace_state = self.tracer.reset_gradients(trace_state)
         net_state, trace_state, out = self.tracer.step(
-            ls.params, ls.net_state, ls.trace_state, xs, y, weights, spike_cost=costs
+            ls.params, ls.net_state, trace_state, xs, y, weights, spike_cost=costs
         )
         signals = self.net.signals(net_state)
         rates = {
@@ -313,7 +321,10 @@ class OnlineLearner:
             window_nonfinite=ls.window_nonfinite | ~loss_ok,
             rates=rates,
         )
-        if isinstance(self.update_every, int):
+        if every_step:
+            due = jnp.ones((), bool)
+            ls, norm, bad = self._update(ls, reset=False)
+        elif isinstance(self.update_every, int):
             due = ls.window >= self.update_every
             ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
         else:
@@ -478,7 +489,7 @@ class OnlineLearner:
     def _sync_module(self) -> None:
         """For an adapted brainstate module: raise if its weights were replaced; adopt
         values the user wrote into them since the learner last did."""
-        net = self.net
+        net: Any = self.net  # an AdaptedNetwork when it has `changed_params`
         if self._state is None or not hasattr(net, "changed_params"):
             return
         net.check_attached()
@@ -653,7 +664,7 @@ def _adapt_module(module: Any, input_size: int | None) -> Network:
     try:
         import brainstate
     except ImportError:  # pragma: no cover - brainstate is a core dependency
-        brainstate = None
+        brainstate = None  # type: ignore[assignment]  # the usual optional-import pattern
     if brainstate is None or not isinstance(module, brainstate.nn.Module):
         raise TypeError(
             "`net` must be a traxon Network or a brainstate.nn.Module; got "
