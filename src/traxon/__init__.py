@@ -6,7 +6,7 @@ with forward-mode Jacobian-vector products (:mod:`traxon.trace`), so memory stay
 in the length of the run.
 """
 
-from traxon import core, learn, plot, recipes, tasks, trace
+from traxon import core, diagnostics, learn, plot, recipes, tasks, trace
 from traxon._checks import TraxonWarning
 from traxon.core import (
     ALIF,
@@ -46,15 +46,16 @@ __all__ = [
     "bptt_gradient",
     "core",
     "d_rtrl",
+    "diagnostics",
     "es_d_rtrl",
     "get_algorithm",
     "learn",
-    "plot",
-    "recipes",
-    "tasks",
     "load_checkpoint",
     "online_learner",
+    "plot",
+    "recipes",
     "rtrl",
     "save_checkpoint",
+    "tasks",
     "trace",
 ]

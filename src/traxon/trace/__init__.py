@@ -9,8 +9,14 @@ from traxon.trace._quantities import StepQuantities, step_quantities
 from traxon.trace.base import ALGORITHMS, Algorithm, StepOutput, Tracer, get_algorithm
 from traxon.trace.bptt import bptt, bptt_gradient
 from traxon.trace.d_rtrl import d_rtrl
+from traxon.trace.dni import synthetic_gradients
+from traxon.trace.eprop import eprop
 from traxon.trace.es_d_rtrl import es_d_rtrl, state_decays
+from traxon.trace.ostl import ostl
 from traxon.trace.rtrl import rtrl
+from traxon.trace.snap import snap
+from traxon.trace.three_factor import three_factor
+from traxon.trace.uoro import uoro
 
 __all__ = [
     "ALGORITHMS",
@@ -21,9 +27,15 @@ __all__ = [
     "bptt",
     "bptt_gradient",
     "d_rtrl",
+    "eprop",
     "es_d_rtrl",
     "get_algorithm",
+    "ostl",
     "rtrl",
+    "snap",
     "state_decays",
     "step_quantities",
+    "synthetic_gradients",
+    "three_factor",
+    "uoro",
 ]

@@ -147,13 +147,13 @@ def check_network(net: Network, algorithm: Algorithm) -> None:
             check_elementwise(net, plan)
     exact = set(getattr(algorithm, "exact", ()))
     for p in trainable(net):
-        if algorithm.name == "d_rtrl" or p.name in exact:
-            if not getattr(p.op, "param_traces", True):
-                raise ValueError(
-                    f"weight `{p.name}`: d_rtrl needs to know which neuron each entry of it "
-                    "drives, which this weight op does not say. Use algorithm='es_d_rtrl' "
-                    "(or 'bptt')."
-                )
+        needs_traces = algorithm.name == "d_rtrl" or p.name in exact
+        if needs_traces and not getattr(p.op, "param_traces", True):
+            raise ValueError(
+                f"weight `{p.name}`: d_rtrl needs to know which neuron each entry of it "
+                "drives, which this weight op does not say. Use algorithm='es_d_rtrl' "
+                "(or 'bptt')."
+            )
 
 
 def post_populations(net: Network) -> dict[str, tuple[str, ...]]:

@@ -74,7 +74,7 @@ from traxon.trace.base import (
     register,
     trainable,
 )
-from traxon.trace.d_rtrl import init_param_traces, update_param_traces
+from traxon.trace.d_rtrl import batch_dot, init_param_traces, param_trace_terms
 
 __all__ = ["ESDRTRLState", "es_d_rtrl", "state_decays"]
 
@@ -89,8 +89,9 @@ class ESDRTRLState(NamedTuple):
         post_k: ``{key: (B, N)}`` readout-filtered postsynaptic factors (leaky readout only).
         count: steps since the traces were reset (int32 scalar).
         grads: ``{weight: W.shape}`` accumulated gradient of the rank-one weights.
-        E, G, acc: parameter-dimension traces, filtered traces and per-sample gradient sums
-            of the weights listed in ``exact`` (as in :func:`~traxon.trace.d_rtrl`).
+        E, G, acc: parameter-dimension traces, filtered traces and accumulated gradients
+            (``W.shape``, summed over the batch every step) of the weights listed in
+            ``exact`` (as in :func:`~traxon.trace.d_rtrl`).
     """
 
     pre: dict[str, jax.Array]
@@ -230,7 +231,8 @@ class es_d_rtrl(Algorithm):
                                 (batch, net.populations[p.target].size), dtype
                             )
             grads = {p.name: jnp.zeros_like(params[p.name]) for p in projs}
-            E, G, acc = init_param_traces(net, params, exact, exact_filtered, batch)
+            E, G, _ = init_param_traces(net, params, exact, exact_filtered, batch)
+            acc = {p.name: jnp.zeros_like(params[p.name]) for p in exact}
             count = jnp.zeros((), jnp.int32)
             return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
 
@@ -296,18 +298,18 @@ class es_d_rtrl(Algorithm):
             E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
             for p in exact:
                 W = params[p.name]
-                e_new, g_new, c_new = update_param_traces(
+                e_new, g_new, terms = param_trace_terms(
                     p, q, W, ts.E[p.name], ts.G.get(p.name), kappa
                 )
                 E[p.name] = e_new
                 if g_new is not None:
                     G[p.name] = g_new
-                acc[p.name] = acc[p.name] + c_new.astype(W.dtype)
+                acc[p.name] = acc[p.name] + batch_dot(terms).astype(W.dtype)
             new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
             return q.new_state, new_ts, StepOutput(q.output, q.loss)
 
         def gradients(params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict[str, jax.Array]:
-            return {**ts.grads, **{k: jnp.sum(v, axis=0) for k, v in ts.acc.items()}}
+            return {**ts.grads, **ts.acc}
 
         def reset_gradients(ts: ESDRTRLState) -> ESDRTRLState:
             zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.grads, ts.acc))

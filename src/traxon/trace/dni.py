@@ -1,0 +1,350 @@
+r"""Synthetic gradients (DNI; Jaderberg et al. 2017, ICML) for truncated BPTT windows.
+
+BPTT runs inside windows of ``window`` steps; the gradient that would arrive from beyond the
+window's end is *predicted* by a learned linear function of the state there,
+:math:`\hat g(h) = h A + c \approx \partial \mathcal{L}_{>t} / \partial h_t` (the future
+loss's gradient), and injected as if it had been back-propagated:
+
+.. math::
+    \nabla\theta \mathrel{+}= \frac{\partial}{\partial \theta}\Big[\sum_{t=t_0+1}^{t_1}
+        \sum_b w_{t,b}\, l^{(b)}_t \;+\; \sum_b \big\langle \mathrm{sg}\big(\hat g(h_{t_1,b})
+        \big),\, h_{t_1,b} \big\rangle\Big]_{h_{t_0} \text{ fixed}}
+
+(:math:`\mathrm{sg}` = stop-gradient; a window closes every ``window`` steps, when the
+learner reads the gradient, or at the end of a sequence, where nothing is injected.)
+
+The predictor is trained online by bootstrapping, one step at a time: the target at
+:math:`h_{t-1}` is the gradient of this step's loss plus the prediction at :math:`h_t`,
+
+.. math::
+    \delta_{t-1} = \underbrace{\frac{\partial \sum_b w_{t,b} l^{(b)}_t}{\partial h_{t-1}}}_{
+        \text{now}} + \underbrace{\bar g(h_t)\, \frac{\partial h_t}{\partial h_{t-1}}}_{
+        \text{later}}, \qquad
+    A \leftarrow A - \frac{\eta}{B} \sum_b \frac{h_{t-1,b}^\top (\hat g(h_{t-1,b}) -
+        \delta_{t-1,b})}{\lVert h_{t-1,b} \rVert^2 + 1}
+
+(normalised LMS; :math:`c` likewise). The step is taken one step late, once the next step
+shows that the sequence goes on; at the end of a sequence (``reset_traces``) the target is
+"now" alone, so the predictor learns that nothing follows a sequence's last state. The
+bootstrap target and the injection use a *copy* :math:`\bar g` of the predictor, refreshed
+at every new sequence (and every ``sync_every`` steps if given) -- a target network: it
+keeps bootstrapping stable and makes the gradient of a sequence independent of how its
+samples are batched. The predictor's parameters live in the tracer state. A linear
+predictor can match the future gradient only on average: it is a linear function of the
+state only for linear dynamics.
+
+**Reads by the learner are window boundaries.** The gradient read mid-window includes the
+synthetic gradient at the current state. A read at the very end of a sequence therefore
+still adds the predicted future of the last state (which the predictor learns to be small,
+from the end-of-sequence targets above).
+
+* Memory: :math:`O(\mathrm{window} \cdot B \cdot n_{in})` for the buffered window (as BPTT's)
+  plus :math:`O(H^2)` for the predictor (:math:`H` all traced state variables).
+* Compute per step: one forward and one backward pass of the step (the predictor's target)
+  plus :math:`O(B H^2)`; once per window, BPTT over the window (about two forward passes
+  per step).
+* Exact (equal to BPTT) when one window covers the whole sequence (nothing to predict) and
+  equal to truncated BPTT (``bptt_gradient(truncation=window)``) while the predictor is
+  zero, as it is at initialisation. Otherwise a biased estimate whose quality depends on
+  how predictable the future gradient is from the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from traxon.core.network import Network, state_dtype
+from traxon.trace.base import (
+    Algorithm,
+    LossFn,
+    StepOutput,
+    Tracer,
+    check_network,
+    register,
+    trainable,
+)
+from traxon.trace.uoro import flat_state
+
+__all__ = ["SyntheticGradientState", "synthetic_gradients"]
+
+
+class SyntheticGradientState(NamedTuple):
+    """State of :class:`synthetic_gradients`.
+
+    Attributes:
+        start: network state at the start of the current window.
+        last: network state after the last step.
+        xs, targets, weights: buffered inputs ``(window, B, n)``, targets and loss weights.
+        costs: buffered spike costs ``{population: (window, B, N)}``.
+        count: number of buffered steps (int32).
+        grads: gradient of the windows already closed.
+        predictor: ``{"A": (H, H), "c": (H,)}``, the synthetic-gradient model being trained.
+        target: the copy of the predictor used for injection and bootstrap targets.
+        steps: steps since the copy was refreshed (int32).
+        pending: the last state ``h`` ``(B, H)`` and the two parts of its target, ``now``
+            (the next step's loss) and ``later`` (the prediction after it), used once the
+            next step (or the end of the sequence) tells whether ``later`` applies.
+
+    Example:
+        >>> from traxon.trace.dni import SyntheticGradientState
+        >>> SyntheticGradientState._fields[-4:]
+        ('predictor', 'target', 'steps', 'pending')
+    """
+
+    start: Any
+    last: Any
+    xs: Any
+    targets: Any
+    weights: jax.Array
+    costs: dict[str, jax.Array]
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count
+    grads: dict[str, jax.Array]
+    predictor: dict[str, jax.Array]
+    target: dict[str, jax.Array]
+    steps: jax.Array
+    pending: dict[str, jax.Array]
+
+
+def _predict(model: Mapping[str, jax.Array], h: jax.Array) -> jax.Array:
+    return h @ model["A"] + model["c"][None]
+
+
+def _train(
+    model: Mapping[str, jax.Array], pending: Mapping[str, jax.Array], goes_on: bool, lr: float
+) -> dict[str, jax.Array]:
+    """One normalised-LMS step of the predictor towards the pending target (if any)."""
+    h = pending["h"]
+    target = pending["now"] + pending["later"] if goes_on else pending["now"]
+    err = _predict(model, h) - target
+    scale = pending["valid"].astype(h.dtype) / (jnp.sum(h * h, axis=-1, keepdims=True) + 1.0)
+    rate = lr / h.shape[0]
+    return {
+        "A": model["A"] - rate * (h * scale).T @ err,
+        "c": model["c"] - rate * jnp.sum(err * scale, axis=0),
+    }
+
+
+@register("synthetic_gradients")
+class synthetic_gradients(Algorithm):
+    """BPTT in windows plus a learned synthetic gradient at their ends (module docstring).
+
+    Arguments:
+        window: steps per BPTT window (buffered); by default the learner's update period.
+        lr: learning rate of the predictor's normalised-LMS update (stable in (0, 2)).
+        sync_every: also refresh the predictor's copy every this many steps (``None``: only
+            at a new sequence). Refreshing within a sequence lets the batch's own predictor
+            updates reach its gradient, which then depends on how samples are batched.
+
+    Example:
+        >>> import traxon
+        >>> traxon.trace.synthetic_gradients(window=10).window
+        10
+    """
+
+    name = "synthetic_gradients"
+    online = False
+
+    def __init__(
+        self, window: int | None = None, lr: float = 0.1, sync_every: int | None = None
+    ) -> None:
+        for label, v in (("window", window), ("sync_every", sync_every)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"`{label}` must be a positive integer or None; got {v!r}.")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 <= lr < 2:
+            raise ValueError(f"`lr` must be a float in [0, 2); got {lr!r}.")
+        self.window = window
+        self.lr = float(lr)
+        self.sync_every = sync_every
+
+    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+        check_network(net, self)
+        size = self.window or window
+        if size is None:
+            raise ValueError(
+                "synthetic_gradients needs a `window` (steps of BPTT between synthetic "
+                "gradients): pass synthetic_gradients(window=...), or let the learner set it."
+            )
+        names = tuple(p.name for p in trainable(net))
+        split, merge = flat_state(net)
+        lr, sync_every = self.lr, self.sync_every
+
+        def init(
+            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+        ) -> SyntheticGradientState:
+            if target_example is None:
+                raise ValueError(
+                    "synthetic_gradients.init needs `target_example` (one step's target) to "
+                    "size its buffer."
+                )
+            batch = net.batch_size(state)
+            dtype = state_dtype(state)
+            H = split(state).shape[-1]
+            model = {"A": jnp.zeros((H, H), dtype), "c": jnp.zeros((H,), dtype)}
+            return SyntheticGradientState(
+                start=state,
+                last=state,
+                xs={k: jnp.zeros((size, batch, n), dtype) for k, n in net.inputs.items()},
+                targets=jax.tree_util.tree_map(
+                    lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.asarray(a).dtype),
+                    target_example,
+                ),
+                weights=jnp.zeros((size, batch), dtype),
+                costs={
+                    k: jnp.zeros((size, batch, plan.size), dtype)
+                    for k, plan in net.populations.items()
+                    if plan.neuron.spiking
+                },
+                count=jnp.zeros((), jnp.int32),
+                grads={k: jnp.zeros_like(params[k]) for k in names},
+                predictor=model,
+                target=jax.tree_util.tree_map(jnp.copy, model),
+                steps=jnp.zeros((), jnp.int32),
+                pending={
+                    "h": jnp.zeros((batch, H), dtype),
+                    "now": jnp.zeros((batch, H), dtype),
+                    "later": jnp.zeros((batch, H), dtype),
+                    "valid": jnp.zeros((), bool),
+                },
+            )
+
+        def window_grad(
+            params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
+        ) -> dict[str, jax.Array]:
+            """BPTT over the buffered steps from ``start`` (+ the synthetic gradient at the end)."""
+            synthetic = jax.lax.stop_gradient(_predict(ts.target, split(ts.last)))
+            end = ts.count - 1
+
+            def total(p: Mapping[str, jax.Array]) -> jax.Array:
+                def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
+                    st, i = carry
+                    x, tgt, w, cost = inp
+                    new, internals = net.forward({**params, **p}, st, x)
+                    sig = internals["signals"]
+                    value = jnp.sum(w * loss_fn(net.output(sig), tgt))
+                    for k, c in cost.items():
+                        value = value + jnp.sum(c * sig[k]["spike"])
+                    if inject:
+                        at_end = jnp.sum(synthetic * split(new))
+                        value = value + jnp.where(i == end, at_end, jnp.zeros_like(at_end))
+                    return (new, i + 1), value
+
+                inputs = (ts.xs, ts.targets, ts.weights, ts.costs)
+                _, values = jax.lax.scan(body, (ts.start, jnp.zeros((), jnp.int32)), inputs)
+                return jnp.sum(values)
+
+            return jax.grad(total)({k: params[k] for k in names})
+
+        def close(
+            params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
+        ) -> SyntheticGradientState:
+            g = window_grad(params, ts, inject)
+            return ts._replace(
+                start=ts.last,
+                weights=jnp.zeros_like(ts.weights),
+                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
+                count=jnp.zeros_like(ts.count),
+                grads={k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names},
+            )
+
+        def step(
+            params: Mapping[str, jax.Array],
+            state: Any,
+            ts: SyntheticGradientState,
+            x: Mapping[str, jax.Array],
+            target: Any,
+            weight: jax.Array,
+            spike_cost: Mapping[str, jax.Array] | None = None,
+        ) -> tuple[Any, SyntheticGradientState, StepOutput]:
+            ts = jax.lax.cond(ts.count >= size, lambda t: close(params, t, True), lambda t: t, ts)
+            dtype = ts.weights.dtype
+            costs = {
+                k: (
+                    spike_cost[k].astype(dtype)
+                    if spike_cost is not None and k in spike_cost
+                    else jnp.zeros_like(buf[0])
+                )
+                for k, buf in ts.costs.items()
+            }
+
+            # This step, and the two parts of the predictor's target at the previous state:
+            # this step's loss, and the predicted future after this step (valid only if the
+            # sequence goes on, which the next step tells; see ``pending``).
+            def run(h_prev: jax.Array) -> tuple[tuple[jax.Array, jax.Array], Any]:
+                new, internals = net.forward(params, merge(h_prev, state), x)
+                sig = internals["signals"]
+                y = net.output(sig)
+                loss = loss_fn(y, target)
+                value = jnp.sum(weight.astype(dtype) * loss)
+                for k, c in costs.items():
+                    value = value + jnp.sum(c * sig[k]["spike"])
+                return (value, split(new)), (new, y, loss)
+
+            h_prev = split(state)
+            (_, h_new), vjp, (new_state, y, loss) = jax.vjp(run, h_prev, has_aux=True)
+            one = jnp.ones((), dtype)
+            (now,) = vjp((one, jnp.zeros_like(h_new)))
+            future = jax.lax.stop_gradient(_predict(ts.target, h_new))
+            (later,) = vjp((jnp.zeros_like(one), future))
+            predictor = _train(ts.predictor, ts.pending, True, lr)
+            pending = {"h": h_prev, "now": now, "later": later, "valid": jnp.ones((), bool)}
+            steps = ts.steps + 1
+            model = ts.target
+            if sync_every is not None:
+                due = steps >= sync_every
+                model = jax.tree_util.tree_map(
+                    lambda new, old: jnp.where(due, new, old), predictor, ts.target
+                )
+                steps = jnp.where(due, jnp.zeros_like(steps), steps)
+            i = ts.count
+            ts = ts._replace(
+                last=new_state,
+                xs={k: ts.xs[k].at[i].set(x[k].astype(ts.xs[k].dtype)) for k in ts.xs},
+                targets=jax.tree_util.tree_map(
+                    lambda buf, a: buf.at[i].set(jnp.asarray(a, buf.dtype)), ts.targets, target
+                ),
+                weights=ts.weights.at[i].set(weight.astype(dtype)),
+                costs={k: ts.costs[k].at[i].set(costs[k]) for k in ts.costs},
+                count=i + 1,
+                predictor=predictor,
+                target=model,
+                steps=steps,
+                pending=pending,
+            )
+            return new_state, ts, StepOutput(y, loss)
+
+        def gradients(
+            params: Mapping[str, jax.Array], ts: SyntheticGradientState
+        ) -> dict[str, jax.Array]:
+            g = window_grad(params, ts, True)
+            return {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names}
+
+        def reset_gradients(ts: SyntheticGradientState) -> SyntheticGradientState:
+            return ts._replace(
+                start=ts.last,
+                weights=jnp.zeros_like(ts.weights),
+                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
+                count=jnp.zeros_like(ts.count),
+                grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
+            )
+
+        def reset_traces(
+            params: Mapping[str, jax.Array], state: Any, ts: SyntheticGradientState
+        ) -> SyntheticGradientState:
+            # The sequence ended: its last window closes with no future to predict.
+            ts = jax.lax.cond(ts.count > 0, lambda t: close(params, t, False), lambda t: t, ts)
+            # ... and its last state has no future: its target is this step's loss alone.
+            predictor = _train(ts.predictor, ts.pending, False, lr)
+            return ts._replace(
+                start=state,
+                last=state,
+                predictor=predictor,
+                target=jax.tree_util.tree_map(jnp.copy, predictor),
+                steps=jnp.zeros_like(ts.steps),
+                pending={**ts.pending, "valid": jnp.zeros_like(ts.pending["valid"])},
+            )
+
+        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)

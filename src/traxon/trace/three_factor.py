@@ -1,0 +1,274 @@
+r"""A three-factor rule: reward-modulated eligibility (pre x post x modulator).
+
+Each synapse's eligibility is the product of a presynaptic trace and a postsynaptic factor
+(ES-D-RTRL's rank-one form), and a global third factor -- a modulator per sample, e.g. a
+reward prediction error -- decides the sign and size of the change:
+
+.. math::
+    \bar x_t = \alpha\, \bar x_{t-1} + (1 - \alpha)\, z_t, \qquad
+    \epsilon_t = D_t\, \epsilon_{t-1} + F^c_t, \qquad
+    \rho_t = \sum_s g^{\mathrm{spike}}_t[\cdot, s]\; \epsilon_t[\cdot, s]
+
+    e_t[j, i] = \bar x_t[j]\; \rho_t[i]
+    \qquad\text{(pre x post: a presynaptic trace times the postsynaptic
+    pseudo-derivative of the filtered input sensitivity)}
+
+    m_t = \mathrm{modulator}(y_t, \mathrm{target}_t, l_t), \qquad
+    M_t = m_t - b_{t-1}, \qquad b_t = \beta\, b_{t-1} + (1 - \beta)\, m_t
+
+    \Delta W \propto \sum_b w_{t,b}\, M_{t,b}\; e_t[b]
+
+The default modulator is the reward :math:`m_t = -l_t` (negative loss), and :math:`b` is a
+running baseline per sample (started at the first reward, updated where the loss weight
+:math:`w_{t,b} > 0`; ``baseline=None`` uses :math:`M_t = m_t`). ``gradients`` returns
+:math:`-\sum_t \sum_b w_{t,b} M_{t,b}\, e_t[b]`, so that an optimiser *descending* it
+*increases* the modulator. :math:`\alpha` is the postsynaptic membrane's decay
+(``decay="auto"``) or a given float.
+
+**It is a reward-modulated rule, not a gradient.** The expected update
+:math:`\mathbb{E}[M e]` is the covariance of the modulator with each synapse's eligibility:
+synapses whose activity coincides with better-than-average reward are strengthened. It
+follows the gradient only where a synapse's learning signal has the sign of the global
+modulator; it never uses the readout weights to assign credit, and it matches BPTT only by
+accident. Its measured cosine with the BPTT gradient is near zero.
+
+**The readout** is trained by its exact (supervised) gradient:
+:math:`\nabla W_{out} \mathrel{+}= \mathrm{outer}(\hat x_t, \partial (w_t l_t) / \partial y_t)`
+with :math:`\hat x_t = \kappa \hat x_{t-1} + z_t` (exact for a leaky readout of decay
+:math:`\kappa`). **Spike costs** (a rate regulariser) add their local term
+:math:`\mathrm{outer}(\bar x_t, c_t \odot \rho_t)`, unmodulated.
+
+* Memory: :math:`O(B \cdot (I + N \cdot S))` -- linear in the neurons.
+* Compute per step: :math:`O(B \cdot N \cdot S^2)` plus one outer product
+  :math:`O(B \cdot I \cdot N)` per weight (one GEMM) and one step's VJP (readout error).
+* Exact: never (except the readout's own weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from traxon.core.network import READOUT, Network, state_dtype
+from traxon.trace._quantities import step_quantities
+from traxon.trace.base import (
+    Algorithm,
+    LossFn,
+    StepOutput,
+    Tracer,
+    check_network,
+    post_populations,
+    readout_decay,
+    register,
+    trainable,
+)
+from traxon.trace.es_d_rtrl import state_decays
+
+__all__ = ["ThreeFactorState", "three_factor"]
+
+Modulator = Callable[[jax.Array, Any, jax.Array], jax.Array]
+
+
+def negative_loss(output: jax.Array, target: Any, loss: jax.Array) -> jax.Array:
+    """The default modulator: the reward :math:`-l_t` per sample.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.trace.three_factor import negative_loss
+        >>> negative_loss(None, None, jnp.array([0.5, 2.0]))
+        Array([-0.5, -2. ], dtype=float32)
+    """
+    return -loss
+
+
+class ThreeFactorState(NamedTuple):
+    """State of :class:`three_factor`.
+
+    Attributes:
+        pre: ``{source/signal/decay: (B, I)}`` presynaptic traces of the hidden weights.
+        post: ``{population/channel: (B, N, S)}`` postsynaptic sensitivity traces.
+        pre_k: ``{source/signal: (B, I)}`` readout-filtered presynaptic traces.
+        baseline: ``(B,)`` running average of the modulator per sample.
+        seen: ``(B,)`` whether the baseline has been started.
+        grads: ``{weight: W.shape}`` accumulated update (its negative, for a descent).
+
+    Example:
+        >>> from traxon.trace.three_factor import ThreeFactorState
+        >>> ThreeFactorState._fields
+        ('pre', 'post', 'pre_k', 'baseline', 'seen', 'grads')
+    """
+
+    pre: dict[str, jax.Array]
+    post: dict[str, jax.Array]
+    pre_k: dict[str, jax.Array]
+    baseline: jax.Array
+    seen: jax.Array
+    grads: dict[str, jax.Array]
+
+
+@register("three_factor")
+class three_factor(Algorithm):
+    r"""A reward-modulated three-factor rule (see the module docstring).
+
+    Arguments:
+        modulator: ``(output (B, n_out), target, loss (B,)) -> (B,)``, the third factor
+            (larger is better); ``None`` for the reward :math:`-l_t`.
+        baseline: decay :math:`\beta \in [0, 1)` of the running baseline subtracted from the
+            modulator, or ``None`` for no baseline.
+        decay: ``"auto"`` (the postsynaptic membrane's decay) or a float in [0, 1] for the
+            presynaptic traces.
+
+    Example:
+        >>> import traxon
+        >>> rule = traxon.trace.three_factor(modulator=lambda y, t, l: -l, baseline=0.9)
+        >>> rule.baseline, rule.decay
+        (0.9, 'auto')
+    """
+
+    name = "three_factor"
+
+    def __init__(
+        self,
+        modulator: Modulator | None = None,
+        baseline: float | None = 0.99,
+        decay: str | float = "auto",
+    ) -> None:
+        if modulator is not None and not callable(modulator):
+            raise TypeError(
+                f"`modulator` must be a function (output, target, loss) -> (B,); got {modulator!r}."
+            )
+        if baseline is not None and not (isinstance(baseline, (int, float)) and 0 <= baseline < 1):
+            raise ValueError(f"`baseline` must be None or a float in [0, 1); got {baseline!r}.")
+        if decay != "auto" and not (
+            isinstance(decay, (int, float)) and not isinstance(decay, bool) and 0 <= decay <= 1
+        ):
+            raise ValueError(f"`decay` must be 'auto' or a float in [0, 1]; got {decay!r}.")
+        self.modulator = modulator
+        self.baseline = None if baseline is None else float(baseline)
+        self.decay = decay if decay == "auto" else float(decay)
+
+    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+        check_network(net, self)
+        projs = trainable(net)
+        hidden = tuple(p for p in projs if p.target != READOUT)
+        readout = tuple(p for p in projs if p.target == READOUT)
+        posts = {k: v for k, v in post_populations(net).items() if k != READOUT}
+        sigs = dict.fromkeys(posts, ("spike",))
+        sigs[READOUT] = ("spike",)
+        kappa = readout_decay(net)
+        modulator = self.modulator or negative_loss
+        beta = self.baseline
+        alphas = {
+            p.name: float(state_decays(net, net.populations[p.target])[0])
+            if self.decay == "auto"
+            else float(self.decay)
+            for p in hidden
+        }
+        pre_keys = {p.name: f"{p.source}/{p.signal}/{alphas[p.name]!r}" for p in hidden}
+        pre_src = {pre_keys[p.name]: (p.source, p.signal, alphas[p.name]) for p in hidden}
+        k_keys = {p.name: f"{p.source}/{p.signal}" for p in readout}
+        sizes = {**net.inputs, **{k: v.size for k, v in net.populations.items()}, "__one__": 1}
+
+        def init(
+            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+        ) -> ThreeFactorState:
+            batch = net.batch_size(state)
+            dtype = state_dtype(state)
+            pre = {k: jnp.zeros((batch, sizes[src]), dtype) for k, (src, _, _) in pre_src.items()}
+            post = {
+                f"{t}/{c}": jnp.zeros(
+                    (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
+                )
+                for t, chans in posts.items()
+                for c in chans
+            }
+            pre_k = {k_keys[p.name]: jnp.zeros((batch, sizes[p.source]), dtype) for p in readout}
+            return ThreeFactorState(
+                pre,
+                post,
+                pre_k,
+                jnp.zeros((batch,), dtype),
+                jnp.zeros((batch,), bool),
+                {p.name: jnp.zeros_like(params[p.name]) for p in projs},
+            )
+
+        def step(
+            params: Mapping[str, jax.Array],
+            state: Any,
+            ts: ThreeFactorState,
+            x: Mapping[str, jax.Array],
+            target: Any,
+            weight: jax.Array,
+            spike_cost: Mapping[str, jax.Array] | None = None,
+        ) -> tuple[Any, ThreeFactorState, StepOutput]:
+            q = step_quantities(
+                net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
+            )
+            dtype = ts.baseline.dtype
+            w = weight.astype(dtype)
+            m = jnp.asarray(modulator(q.output, target, q.loss)).astype(dtype)
+            if m.shape != ts.baseline.shape:
+                raise ValueError(
+                    f"the modulator must return one value per sample, shape "
+                    f"{ts.baseline.shape}; got {m.shape}."
+                )
+            counted = w > 0
+            if beta is None:
+                M = m
+                baseline, seen = ts.baseline, ts.seen
+            else:
+                M = jnp.where(ts.seen, m - ts.baseline, jnp.zeros_like(m))
+                running = jnp.where(ts.seen, beta * ts.baseline + (1.0 - beta) * m, m)
+                baseline = jnp.where(counted, running, ts.baseline)
+                seen = ts.seen | counted
+            third = -(w * M)  # descent on this increases the modulator
+            z_of = {(p.source, p.signal): q.z[p.name].astype(dtype) for p in projs}
+            pre = {
+                k: a * ts.pre[k] + (1.0 - a) * z_of[(src, sig)]
+                for k, (src, sig, a) in pre_src.items()
+            }
+            post = {}
+            rho = {}
+            for t, chans in posts.items():
+                D = q.D[t]
+                for c in chans:
+                    e = ts.post[f"{t}/{c}"]
+                    S = e.shape[-1]
+                    new = sum(D[..., :, r] * e[..., r : r + 1] for r in range(S)) + q.F[t][c]
+                    post[f"{t}/{c}"] = new
+                    rho[f"{t}/{c}"] = jnp.sum(q.g[t]["spike"] * new, axis=-1)
+            pre_k = {
+                k_keys[p.name]: kappa * ts.pre_k[k_keys[p.name]] + z_of[(p.source, p.signal)]
+                for p in readout
+            }
+            grads = dict(ts.grads)
+            error = q.lam[READOUT]["spike"]  # w_t * dl_t/dy_t
+            for p in readout:
+                W = params[p.name]
+                grads[p.name] = grads[p.name] + p.op.outer(W, pre_k[k_keys[p.name]], error)
+            for p in hidden:
+                W = params[p.name]
+                r = rho[f"{p.target}/{p.channel}"]
+                post_factor = third[:, None] * r
+                if p.target in q.cost:
+                    post_factor = post_factor + q.cost[p.target] * r
+                grads[p.name] = grads[p.name] + p.op.outer(W, pre[pre_keys[p.name]], post_factor)
+            new_ts = ThreeFactorState(pre, post, pre_k, baseline, seen, grads)
+            return q.new_state, new_ts, StepOutput(q.output, q.loss)
+
+        def gradients(
+            params: Mapping[str, jax.Array], ts: ThreeFactorState
+        ) -> dict[str, jax.Array]:
+            return dict(ts.grads)
+
+        def reset_gradients(ts: ThreeFactorState) -> ThreeFactorState:
+            return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
+
+        def reset_traces(params: Any, state: Any, ts: ThreeFactorState) -> ThreeFactorState:
+            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.pre, ts.post, ts.pre_k))
+            return ts._replace(pre=zero[0], post=zero[1], pre_k=zero[2])  # baseline kept
+
+        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
