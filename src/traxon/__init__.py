@@ -6,7 +6,7 @@ with forward-mode Jacobian-vector products (:mod:`traxon.trace`), so memory stay
 in the length of the run.
 """
 
-from traxon import core, diagnostics, learn, plot, recipes, tasks, trace
+from traxon import connectome, core, diagnostics, learn, parallel, plot, recipes, tasks, trace
 from traxon._checks import TraxonWarning
 from traxon.core import (
     ALIF,
@@ -44,6 +44,7 @@ __all__ = [
     "__version__",
     "bptt",
     "bptt_gradient",
+    "connectome",
     "core",
     "d_rtrl",
     "diagnostics",
@@ -52,6 +53,7 @@ __all__ = [
     "learn",
     "load_checkpoint",
     "online_learner",
+    "parallel",
     "plot",
     "recipes",
     "rtrl",

@@ -6,6 +6,7 @@ Everything here is a pytree or a pure function; nothing holds mutable state.
 from traxon.core.network import Network, Population, Projection, Readout, SimulationResult
 from traxon.core.neurons import ALIF, LIF, Izhikevich, LeakyIntegrator, Neuron
 from traxon.core.ops import (
+    CSR,
     Bias,
     Dense,
     ElementWise,
@@ -19,6 +20,7 @@ from traxon.core.synapses import Alpha, Delta, DualExpon, Expon, Synapse
 
 __all__ = [
     "ALIF",
+    "CSR",
     "LIF",
     "SURROGATES",
     "Alpha",

@@ -21,6 +21,7 @@ uses :math:`|W|` times the sign, so training cannot flip a synapse's type.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -30,7 +31,16 @@ import numpy as np
 from traxon._checks import check_positive, to_float
 from traxon._module import Module, static
 
-__all__ = ["Bias", "Dense", "ElementWise", "FixedInDegree", "FixedOutDegree", "Sparse", "WeightOp"]
+__all__ = [
+    "CSR",
+    "Bias",
+    "Dense",
+    "ElementWise",
+    "FixedInDegree",
+    "FixedOutDegree",
+    "Sparse",
+    "WeightOp",
+]
 
 
 class WeightOp(Module):
@@ -130,7 +140,7 @@ class Dense(WeightOp):
         return (n_in, n_out)
 
     def init(self, key: jax.Array, n_in: int, n_out: int, dtype: Any) -> jax.Array:
-        w = jax.random.normal(key, (n_in, n_out), dtype) * (self.gain / np.sqrt(n_in))
+        w = jax.random.normal(key, (n_in, n_out), dtype) * (self.gain / math.sqrt(n_in))
         return jnp.abs(w) if self.sign is not None else w
 
     def _effective(self, W: jax.Array) -> jax.Array:
@@ -247,7 +257,11 @@ class FixedInDegree(_Indexed):
     ``W`` has shape ``(n_out, K)``; :math:`u_i = \sum_k W_{ik} z_{\mathrm{pre}[i,k]}`. Cost is
     proportional to the number of synapses, not to ``n_in * n_out``.
 
-    Build one at random with :meth:`random` (``FixedInDegree.random(key, n_in, n_out, K)``).
+    Build one at random with :meth:`random` (``FixedInDegree.random(key, n_in, n_out, K)``),
+    or from an edge list with :meth:`from_edges`, which pads every row to the largest
+    in-degree with masked entries (``mask[i, k]`` false): their weight is held at zero and
+    gets no gradient. Padding costs ``n_out * max in-degree`` entries, so heavy-tailed
+    in-degrees are better served by :class:`CSR`.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -261,6 +275,67 @@ class FixedInDegree(_Indexed):
     pre_index: Any = static(default=None)
     gain: float = 1.0
     sign: Any = static(default=None)
+    mask: Any = static(default=None)
+
+    @staticmethod
+    def edge_slots(post: Any, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(row, column)`` of every edge in the layout :meth:`from_edges` builds.
+
+        Edges keep their given order within each postsynaptic row, so
+        ``W0[row, col] = values`` lays per-edge values out like the op's weights.
+
+        Example:
+            >>> from traxon.core import FixedInDegree
+            >>> row, col = FixedInDegree.edge_slots([1, 0, 1], n_out=2)
+            >>> row.tolist(), col.tolist()
+            ([1, 0, 1], [0, 0, 1])
+        """
+        post_a = np.asarray(post)
+        if post_a.ndim != 1 or (post_a.size and not np.issubdtype(post_a.dtype, np.integer)):
+            raise ValueError(
+                f"`post` must be a 1-D integer array; got {post_a.dtype} array of shape "
+                f"{post_a.shape}."
+            )
+        _Indexed()._check_index(post_a, int(n_out), "post", "FixedInDegree.from_edges")
+        order = np.argsort(post_a, kind="stable")
+        counts = np.bincount(post_a, minlength=int(n_out))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        col = np.empty(post_a.size, np.int64)
+        col[order] = np.arange(post_a.size) - np.repeat(starts, counts)
+        return post_a.astype(np.int64), col
+
+    @staticmethod
+    def from_edges(
+        pre: Any, post: Any, n_in: int, n_out: int, gain: float = 1.0, sign: Any = None
+    ) -> FixedInDegree:
+        """ELL layout of an edge list: row ``i`` holds the presynaptic partners of neuron ``i``,
+        padded to the largest in-degree with masked zero-weight entries.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from traxon.core import FixedInDegree
+            >>> op = FixedInDegree.from_edges(pre=[0, 2, 1], post=[1, 1, 0], n_in=3, n_out=2)
+            >>> op.pre_index.array.tolist(), op.mask.array.tolist()
+            ([[1, 0], [0, 2]], [[True, False], [True, True]])
+            >>> op.apply(jnp.ones((2, 2)), jnp.array([[1.0, 2.0, 3.0]]))
+            Array([[2., 4.]], dtype=float32)
+        """
+        pre_a = np.asarray(pre)
+        if pre_a.ndim != 1 or pre_a.shape != np.shape(post):
+            raise ValueError(
+                f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre_a.shape} "
+                f"and {np.shape(post)}."
+            )
+        if pre_a.size and not np.issubdtype(pre_a.dtype, np.integer):
+            raise ValueError(f"`pre` must be an integer array; got dtype {pre_a.dtype}.")
+        _Indexed()._check_index(pre_a, int(n_in), "pre", "FixedInDegree.from_edges")
+        row, col = FixedInDegree.edge_slots(post, n_out)
+        k = max(int(col.max()) + 1 if col.size else 1, 1)
+        idx = np.zeros((int(n_out), k), np.int32)
+        mask = np.zeros((int(n_out), k), bool)
+        idx[row, col] = pre_a
+        mask[row, col] = True
+        return FixedInDegree(pre_index=idx, gain=gain, sign=sign, mask=mask)
 
     @staticmethod
     def random(
@@ -288,6 +363,14 @@ class FixedInDegree(_Indexed):
         if self.sign is not None:
             sign = _sign_values(_unfreeze(self.sign), "FixedInDegree")
             object.__setattr__(self, "sign", _Frozen(sign))
+        if self.mask is not None:
+            mask = _unfreeze(self.mask)
+            if mask.shape != idx.shape or mask.dtype != np.bool_:
+                raise ValueError(
+                    f"`mask` must be a boolean array of the shape of `pre_index` {idx.shape}; "
+                    f"got {mask.dtype} array of shape {mask.shape}."
+                )
+            object.__setattr__(self, "mask", _Frozen(mask))
 
     @property
     def _idx(self) -> np.ndarray:
@@ -313,13 +396,20 @@ class FixedInDegree(_Indexed):
 
     def init(self, key: jax.Array, n_in: int, n_out: int, dtype: Any) -> jax.Array:
         k = self._idx.shape[1]
-        w = jax.random.normal(key, self._idx.shape, dtype) * (self.gain / np.sqrt(max(k, 1)))
-        return jnp.abs(w) if self.sign is not None else w
+        w = jax.random.normal(key, self._idx.shape, dtype) * (self.gain / math.sqrt(max(k, 1)))
+        return self._masked(jnp.abs(w) if self.sign is not None else w)
+
+    def _masked(self, x: jax.Array) -> jax.Array:
+        """``x`` with the padded entries (``mask`` false) set to zero."""
+        if self.mask is None:
+            return x
+        mask = self.mask.array.reshape((1,) * (x.ndim - 2) + self.mask.array.shape)
+        return jnp.where(jnp.asarray(mask), x, jnp.zeros((), x.dtype))
 
     def _effective(self, W: jax.Array) -> jax.Array:
         if self.sign is None:
-            return W
-        return jnp.abs(W) * jnp.asarray(self._sign_table(), W.dtype)
+            return self._masked(W)
+        return self._masked(jnp.abs(W) * jnp.asarray(self._sign_table(), W.dtype))
 
     def _sign_table(self) -> np.ndarray:
         s = self.sign.array
@@ -330,18 +420,18 @@ class FixedInDegree(_Indexed):
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         f = z[:, self._idx]
-        if self.sign is None:
-            return f
-        return f * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))[None]
+        if self.sign is not None:
+            f = f * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))[None]
+        return self._masked(f)
 
     def to_params(self, x: jax.Array) -> jax.Array:
         return x[:, :, None]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         g = jnp.einsum("bik,bi->ik", pre[:, self._idx], post).astype(W.dtype)
-        if self.sign is None:
-            return g
-        return g * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))
+        if self.sign is not None:
+            g = g * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))
+        return self._masked(g)
 
 
 class FixedOutDegree(_Indexed):
@@ -420,7 +510,7 @@ class FixedOutDegree(_Indexed):
 
     def init(self, key: jax.Array, n_in: int, n_out: int, dtype: Any) -> jax.Array:
         fan_in = max(self._idx.size / max(n_out, 1), 1.0)
-        return jax.random.normal(key, self._idx.shape, dtype) * (self.gain / np.sqrt(fan_in))
+        return jax.random.normal(key, self._idx.shape, dtype) * (self.gain / math.sqrt(fan_in))
 
     def _scatter_all(self, W: jax.Array, z: jax.Array) -> jax.Array:
         contrib = z[:, :, None] * W[None]
@@ -511,7 +601,9 @@ class Sparse(_Indexed):
 
     def init(self, key: jax.Array, n_in: int, n_out: int, dtype: Any) -> jax.Array:
         fan_in = max(self.pre.array.size / max(n_out, 1), 1.0)
-        return jax.random.normal(key, (self.pre.array.size,), dtype) * (self.gain / np.sqrt(fan_in))
+        return jax.random.normal(key, (self.pre.array.size,), dtype) * (
+            self.gain / math.sqrt(fan_in)
+        )
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
         vals = z[:, self.pre.array] * W[None, :]
@@ -543,3 +635,393 @@ class _Frozen:
 
     def __repr__(self) -> str:
         return f"array(shape={self.array.shape}, dtype={self.array.dtype})"
+
+
+class CSR(_Indexed):
+    r"""Sparse weights in compressed rows by presynaptic neuron (CSR), built from an edge list.
+
+    Entry ``e`` connects presynaptic neuron :math:`\mathrm{pre}(e)` to postsynaptic neuron
+    ``post[e]``; the entries of presynaptic neuron ``j`` are ``indptr[j]:indptr[j+1]``, so
+    memory is one index per entry plus one per presynaptic neuron.
+    :math:`u_i = \sum_{e:\, \mathrm{post}[e] = i} w_e\, s_{\mathrm{pre}(e)}\, z_{\mathrm{pre}(e)}`.
+
+    **Weights.** Without ``groups``, ``W`` has shape ``(nnz,)`` -- one trainable weight per
+    entry (:math:`w_e = W_e`, times ``base[e]`` when ``base`` is given). With ``groups``
+    (one group id per entry), ``W`` has shape ``(n_groups,)`` and :math:`w_e =
+    W_{\mathrm{groups}[e]}\, \mathrm{base}[e]`: a trainable scale per group (e.g. per cell
+    type) of fixed magnitudes (e.g. synapse counts).
+
+    **Dale's law.** ``sign`` (``+1``, ``-1`` or one per presynaptic neuron) makes the op use
+    :math:`|W|` times the sign of the presynaptic neuron; training cannot flip a synapse's
+    type. The sign is applied to the presynaptic signal (``n_in`` multiplies, no table per
+    entry).
+
+    **Event-driven forward.** With ``max_active`` set, each sample gathers only the rows of
+    its presynaptic neurons with a non-zero signal (at most ``max_active`` of them, at most
+    ``max_events`` entries in all; by default the sum of the ``max_active`` largest
+    out-degrees, which can never overflow) and scatters them into the output: the cost is
+    proportional to the active spikes' synapses. If any sample exceeds either capacity the
+    exact all-entries scatter is used instead, so no event is ever dropped. Derivatives are
+    exact: with respect to ``W`` they are event-driven too; with respect to the signal they
+    use every entry (a silent neuron's surrogate gradient is not zero).
+
+    **Gradients** (``outer``) live on the non-zeros only: one gather of the pre- and one of
+    the postsynaptic factor per entry, skipped entirely when the postsynaptic factor is all
+    zero (steps without a learning signal).
+
+    Build one with :meth:`from_edges`; entries are ordered by presynaptic then postsynaptic
+    id (:meth:`edge_order` gives the permutation of your edge list).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.core import CSR
+        >>> op = CSR.from_edges(pre=[1, 0, 1], post=[0, 1, 1], n_in=2, n_out=2, max_active=1)
+        >>> op.indptr.array.tolist(), op.post.array.tolist()
+        ([0, 1, 3], [1, 0, 1])
+        >>> op.apply(jnp.array([1.0, 2.0, 3.0]), jnp.array([[0.0, 1.0]]))
+        Array([[2., 3.]], dtype=float32)
+    """
+
+    indptr: Any = static(default=None)
+    post: Any = static(default=None)
+    n_out: int = static(default=0)
+    gain: float = 1.0
+    sign: Any = static(default=None)
+    max_active: int | None = static(default=None)
+    max_events: int | None = static(default=None)
+    base: Any = static(default=None)
+    groups: Any = static(default=None)
+    n_groups: int | None = static(default=None)
+
+    @staticmethod
+    def edge_order(pre: Any, post: Any) -> np.ndarray:
+        """The permutation that sorts an edge list by presynaptic, then postsynaptic id.
+
+        ``values[CSR.edge_order(pre, post)]`` lays per-edge values (initial weights, synapse
+        counts) out like the entries of ``CSR.from_edges(pre, post, ...)``.
+
+        Example:
+            >>> from traxon.core import CSR
+            >>> CSR.edge_order([1, 0, 1], [0, 1, 1]).tolist()
+            [1, 0, 2]
+        """
+        pre, post = np.asarray(pre), np.asarray(post)
+        if pre.ndim != 1 or pre.shape != post.shape:
+            raise ValueError(
+                f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre.shape} "
+                f"and {post.shape}."
+            )
+        if pre.size and np.all(pre[1:] >= pre[:-1]):
+            same = pre[1:] == pre[:-1]
+            if not np.any(same & (post[1:] < post[:-1])):
+                return np.arange(pre.size)  # already sorted: no lexsort of a large list
+        return np.lexsort((post, pre))
+
+    @staticmethod
+    def from_edges(
+        pre: Any,
+        post: Any,
+        n_in: int,
+        n_out: int,
+        gain: float = 1.0,
+        sign: Any = None,
+        max_active: int | None = None,
+        max_events: int | None = None,
+        base: Any = None,
+        groups: Any = None,
+        n_groups: int | None = None,
+    ) -> CSR:
+        """A CSR op from equal-length integer arrays of presynaptic and postsynaptic ids.
+
+        ``base`` and ``groups`` are per edge, in the order given (they are permuted with the
+        edges). Repeated ``(pre, post)`` pairs are kept as separate entries (their weights add).
+
+        Example:
+            >>> from traxon.core import CSR
+            >>> op = CSR.from_edges([2, 0], [0, 0], n_in=3, n_out=1, sign=[1, 1, -1])
+            >>> op.weight_shape(3, 1), op.nnz
+            ((2,), 2)
+        """
+        for label, value in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{label}` must be a positive integer; got {value!r}.")
+        pre_a, post_a = np.asarray(pre), np.asarray(post)
+        order = CSR.edge_order(pre_a, post_a)
+        for label, idx in (("pre", pre_a), ("post", post_a)):
+            if idx.size and not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"`{label}` must be an integer array; got dtype {idx.dtype}.")
+        op_pre = _Indexed()
+        op_pre._check_index(pre_a, int(n_in), "pre", "CSR.from_edges")
+        counts = np.bincount(pre_a.astype(np.int64), minlength=int(n_in))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+
+        def permuted(x: Any) -> Any:
+            if x is None:
+                return None
+            arr = np.asarray(x)
+            if arr.shape != pre_a.shape:
+                raise ValueError(
+                    f"per-edge arrays must have one value per edge ({pre_a.size}); got shape "
+                    f"{arr.shape}."
+                )
+            return arr[order]
+
+        return CSR(
+            indptr=indptr,
+            post=post_a[order],
+            n_out=int(n_out),
+            gain=gain,
+            sign=sign,
+            max_active=max_active,
+            max_events=max_events,
+            base=permuted(base),
+            groups=permuted(groups),
+            n_groups=n_groups,
+        )
+
+    def __post_init__(self) -> None:
+        indptr, post = _unfreeze(self.indptr), _unfreeze(self.post)
+        if indptr.ndim != 1 or indptr.size < 2 or not np.issubdtype(indptr.dtype, np.integer):
+            raise ValueError(
+                "`indptr` must be a 1-D integer array of n_in + 1 row offsets; got "
+                f"{indptr.dtype} array of shape {indptr.shape}."
+            )
+        if post.ndim != 1 or (post.size and not np.issubdtype(post.dtype, np.integer)):
+            raise ValueError(
+                f"`post` must be a 1-D integer array; got {post.dtype} array of shape {post.shape}."
+            )
+        if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != post.size:
+            raise ValueError(
+                "`indptr` must start at 0, never decrease and end at len(post) = "
+                f"{post.size}; got [{indptr[0]}, ..., {indptr[-1]}]."
+            )
+        if isinstance(self.n_out, bool) or not isinstance(self.n_out, (int, np.integer)):
+            raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
+        if self.n_out < 1:
+            raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
+        self._check_index(post, int(self.n_out), "post", "CSR")
+        object.__setattr__(self, "n_out", int(self.n_out))
+        wide = np.int64 if post.size >= 2**31 else np.int32
+        object.__setattr__(self, "indptr", _Frozen(indptr.astype(wide)))
+        object.__setattr__(self, "post", _Frozen(post.astype(np.int32)))
+        n_in = indptr.size - 1
+        if self.sign is not None:
+            s = _sign_values(_unfreeze(self.sign), "CSR")
+            object.__setattr__(
+                self, "sign", _Frozen(_sign_of(s[0] if s.size == 1 else s, n_in, "CSR"))
+            )
+        for label in ("max_active", "max_events"):
+            v = getattr(self, label)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+            ):
+                raise ValueError(f"`{label}` must be a positive integer or None; got {v!r}.")
+        if self.max_events is not None and self.max_active is None:
+            raise ValueError("`max_events` needs `max_active` (the event-driven path); got None.")
+        if self.base is not None:
+            base = np.asarray(_unfreeze(self.base))
+            if not np.issubdtype(base.dtype, np.floating):
+                base = base.astype(np.float32)  # counts: exact in float32 below 2**24
+            if base.shape != post.shape or not np.all(np.isfinite(base)):
+                raise ValueError(
+                    f"`base` must hold one finite value per entry ({post.size}); got shape "
+                    f"{base.shape}."
+                )
+            object.__setattr__(self, "base", _Frozen(base))
+        if self.groups is not None:
+            groups = _unfreeze(self.groups)
+            if groups.shape != post.shape or (
+                groups.size and not np.issubdtype(groups.dtype, np.integer)
+            ):
+                raise ValueError(
+                    f"`groups` must be an integer array with one group id per entry "
+                    f"({post.size}); got {groups.dtype} array of shape {groups.shape}."
+                )
+            n_groups = self.n_groups
+            if n_groups is None:
+                n_groups = int(groups.max()) + 1 if groups.size else 1
+            if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)):
+                raise ValueError(f"`n_groups` must be a positive integer; got {n_groups!r}.")
+            if n_groups < 1:
+                raise ValueError(f"`n_groups` must be a positive integer; got {n_groups!r}.")
+            self._check_index(groups, int(n_groups), "groups", "CSR")
+            object.__setattr__(self, "groups", _Frozen(groups.astype(np.int32)))
+            object.__setattr__(self, "n_groups", int(n_groups))
+        elif self.n_groups is not None:
+            raise ValueError(f"`n_groups` needs `groups`; got n_groups={self.n_groups!r}.")
+        _gain(self)
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (synapses, or connected pairs)."""
+        return int(self.post.array.size)
+
+    @property
+    def n_in(self) -> int:
+        """Number of presynaptic neurons (rows)."""
+        return int(self.indptr.array.size - 1)
+
+    @property
+    def param_traces(self) -> bool:
+        """Whether each weight drives one postsynaptic neuron (not so with ``groups``)."""
+        return self.groups is None
+
+    @property
+    def out_degree(self) -> np.ndarray:
+        """Entries per presynaptic neuron, ``(n_in,)``."""
+        return np.diff(self.indptr.array)
+
+    @property
+    def pre(self) -> np.ndarray:
+        """Presynaptic neuron of every entry, ``(nnz,)`` (expanded from ``indptr``)."""
+        cached = self.__dict__.get("_pre_cache")
+        if cached is None:
+            cached = np.repeat(np.arange(self.n_in, dtype=np.int32), self.out_degree)
+            cached.setflags(write=False)
+            object.__setattr__(self, "_pre_cache", cached)
+        return cached
+
+    @property
+    def event_capacity(self) -> int | None:
+        """Entries gathered per sample on the event-driven path (``None`` without it)."""
+        if self.max_active is None:
+            return None
+        if self.max_events is not None:
+            return int(self.max_events)
+        k = min(int(self.max_active), self.n_in)
+        deg = self.out_degree
+        return max(int(np.sum(np.partition(deg, deg.size - k)[deg.size - k :])), 1)
+
+    def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
+        if self.n_in != n_in:
+            raise ValueError(
+                f"`indptr` of {where} describes {self.n_in} presynaptic neurons; the source "
+                f"has {n_in}."
+            )
+        if self.n_out != n_out:
+            raise ValueError(f"`n_out` of {where} is {self.n_out}; the target has {n_out}.")
+
+    def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
+        return (int(self.n_groups or 1),) if self.groups is not None else (self.nnz,)
+
+    def init(self, key: jax.Array, n_in: int, n_out: int, dtype: Any) -> jax.Array:
+        shape = self.weight_shape(n_in, n_out)
+        if self.base is not None or self.groups is not None:
+            return jnp.full(shape, self.gain, dtype)  # a scale of the fixed magnitudes
+        fan_in = max(self.nnz / max(self.n_out, 1), 1.0)
+        w = jax.random.normal(key, shape, dtype) * (self.gain / math.sqrt(fan_in))
+        return jnp.abs(w) if self.sign is not None else w
+
+    # ----------------------------------------------------------------------------------
+    def _entries(self, W: jax.Array, idx: Any) -> jax.Array:
+        """Effective weights of the entries ``idx`` (an index array, or ``None`` for all)."""
+
+        def take(a: Any) -> Any:
+            return a if idx is None else a[idx]
+
+        if self.groups is not None:
+            w = W[take(jnp.asarray(self.groups.array))]
+        else:
+            w = take(W)
+        if self.sign is not None:
+            w = jnp.abs(w)  # after the gather: only the gathered entries
+        if self.base is not None:
+            w = w * take(jnp.asarray(self.base.array, W.dtype))
+        return w
+
+    def _signed(self, z: jax.Array) -> jax.Array:
+        if self.sign is None:
+            return z
+        return z * jnp.asarray(self.sign.array, z.dtype)[None, :]
+
+    def _scatter_all(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        vals = z[:, self.pre] * self._entries(W, None)[None, :]
+        return jnp.zeros((z.shape[0], self.n_out), vals.dtype).at[:, self.post.array].add(vals)
+
+    def _scatter_active(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        cap, n_in = int(self.max_active), self.n_in  # type: ignore[arg-type]
+        n_events = int(self.event_capacity)  # type: ignore[arg-type]
+        indptr = jnp.asarray(self.indptr.array)
+        post = jnp.asarray(self.post.array)
+        positions = jnp.arange(n_events, dtype=indptr.dtype)
+
+        def one(zb: jax.Array) -> jax.Array:
+            (rows,) = jnp.nonzero(zb, size=cap, fill_value=n_in)
+            valid = rows < n_in
+            r = jnp.where(valid, rows, 0)
+            start = indptr[r]
+            length = jnp.where(valid, indptr[r + 1] - start, 0)
+            ends = jnp.cumsum(length)
+            slot = jnp.minimum(jnp.searchsorted(ends, positions, side="right"), cap - 1)
+            inside = positions < ends[-1]
+            edge = jnp.where(inside, start[slot] + positions - (ends[slot] - length[slot]), 0)
+            vals = jnp.where(inside, zb[r[slot]] * self._entries(W, edge), 0.0)
+            return jnp.zeros((self.n_out,), vals.dtype).at[post[edge]].add(vals)
+
+        return jax.vmap(one)(z)
+
+    def _forward(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        if self.max_active is None or self.max_active >= self.n_in:
+            return self._scatter_all(W, z)
+        active = z != 0
+        # Integer event counts: a float32 sum loses exactness above 2**24 synapses.
+        deg = jnp.asarray(self.out_degree, self.indptr.array.dtype)
+        events = jnp.sum(jnp.where(active, deg[None, :], 0), axis=1)
+        overflow = jnp.any(jnp.sum(active, axis=1) > self.max_active) | jnp.any(
+            events > int(self.event_capacity)  # type: ignore[arg-type]
+        )
+        return jax.lax.cond(overflow, self._scatter_all, self._scatter_active, W, z)
+
+    def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        from jax.custom_derivatives import SymbolicZero
+
+        @jax.custom_jvp
+        def run(W: jax.Array, z: jax.Array) -> jax.Array:
+            return self._forward(W, z)
+
+        def run_jvp(primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+            W, z = primals
+            dW, dz = tangents
+            out = self._forward(W, z)
+            tangent = jnp.zeros_like(out)
+            if not isinstance(dW, SymbolicZero):
+                # Linear in W with the active rows fixed by z: event-driven and exact.
+                tangent = tangent + jax.jvp(lambda w: self._forward(w, z), (W,), (dW,))[1]
+            if not isinstance(dz, SymbolicZero):
+                # A silent neuron's signal still has a derivative: every entry counts.
+                tangent = tangent + self._scatter_all(W, dz)
+            return out, tangent
+
+        run.defjvp(run_jvp, symbolic_zeros=True)
+        return run(W, self._signed(z))
+
+    def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        if self.groups is not None:
+            raise NotImplementedError(
+                "CSR with `groups` shares one weight among many entries; parameter-dimension "
+                "traces are not available (use algorithm='es_d_rtrl' or 'bptt')."
+            )
+        f = self._signed(z)[:, self.pre]
+        if self.sign is not None:
+            f = f * jnp.sign(W)[None, :]
+        if self.base is not None:
+            f = f * jnp.asarray(self.base.array, f.dtype)[None, :]
+        return f
+
+    def to_params(self, x: jax.Array) -> jax.Array:
+        return x[:, self.post.array]
+
+    def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
+        def compute(pre: jax.Array, post: jax.Array) -> jax.Array:
+            g = jnp.sum(self._signed(pre)[:, self.pre] * post[:, self.post.array], axis=0)
+            if self.base is not None:
+                g = g * jnp.asarray(self.base.array, g.dtype)
+            if self.groups is not None:
+                g = jax.ops.segment_sum(g, jnp.asarray(self.groups.array), self.n_groups)
+            g = g.astype(W.dtype)
+            return g * jnp.sign(W) if self.sign is not None else g
+
+        pre, post = pre.astype(W.dtype), post.astype(W.dtype)
+        # No learning signal this step: no gather over the entries at all.
+        return jax.lax.cond(jnp.any(post != 0), compute, lambda a, b: jnp.zeros_like(W), pre, post)

@@ -4,14 +4,15 @@ Every task returns time-major :class:`Batch` es ``(x, y, mask, label)`` and offe
 ``sample(rng, batch_size, split)``, an endless reproducible ``stream(seed, batch_size, split)``
 and a fixed evaluation pass ``epoch(batch_size, split)`` (see :mod:`traxon.tasks.base`).
 
-========== ================================ =============================================
-name       class                            what
-========== ================================ =============================================
-evidence   :class:`EvidenceAccumulation`    cue accumulation over a delay (e-prop)
-dms        :class:`DelayedMatchToSample`    delayed match-to-sample, direction tuning
-digits     :class:`SpikingDigits`           sklearn 8x8 digits, rate/latency spikes
-shd        :class:`SpikingHeidelbergDigits` Spiking Heidelberg Digits HDF5 loader
-========== ================================ =============================================
+============ ================================ =============================================
+name         class                            what
+============ ================================ =============================================
+evidence     :class:`EvidenceAccumulation`    cue accumulation over a delay (e-prop)
+dms          :class:`DelayedMatchToSample`    delayed match-to-sample, direction tuning
+digits       :class:`SpikingDigits`           sklearn 8x8 digits, rate/latency spikes
+shd          :class:`SpikingHeidelbergDigits` Spiking Heidelberg Digits HDF5 loader
+region_rates :class:`RegionRates`             whole-brain region firing-rate fitting
+============ ================================ =============================================
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ from traxon.tasks.digits import SpikingDigits
 from traxon.tasks.dms import DelayedMatchToSample
 from traxon.tasks.evidence import EvidenceAccumulation
 from traxon.tasks.shd import SpikingHeidelbergDigits, write_shd_file
+from traxon.tasks.whole_brain import RegionRates, load_targets, region_rate_loss
 
 __all__ = [
     "TASKS",
     "Batch",
     "DelayedMatchToSample",
     "EvidenceAccumulation",
+    "RegionRates",
     "SpikingDigits",
     "SpikingHeidelbergDigits",
     "Task",
     "get_task",
+    "load_targets",
+    "region_rate_loss",
     "write_shd_file",
 ]
 
@@ -41,6 +46,7 @@ TASKS: dict[str, type[Task]] = {
     "dms": DelayedMatchToSample,
     "digits": SpikingDigits,
     "shd": SpikingHeidelbergDigits,
+    "region_rates": RegionRates,
 }
 """Task classes by registry name."""
 
