@@ -37,6 +37,7 @@ def environment():
     import brainevent
 
     brainevent.config.set_backend("cpu", "jax_raw")
+    brainstate.random.seed(0)  # the modules draw their weights: same draws in every run
     with brainstate.environ.context(dt=1.0 * u.ms):
         yield
 
@@ -295,6 +296,22 @@ def test_adapted_simulation_equals_the_module(x64):
         theirs = brainstate.transform.for_loop(lambda x: u.get_mantissa(module.update(x)), xs)
     assert float(jnp.abs(ours).max()) > 0
     np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-10, atol=1e-12)
+
+
+def test_sequences_start_from_the_modules_reset_state_not_its_last_run():
+    """Attaching after a run: sequences start where ``reset_state`` puts the module, and
+    attaching leaves the module's current values alone."""
+    module = build(Recurrent)
+    xs, _, _ = data(steps=10)
+    brainstate.transform.for_loop(module.update, xs)  # the module has run: V is not at rest
+    before = np.asarray(u.get_mantissa(module.neu.V.value))
+    net = adapt(module, input_size=N_IN)
+    np.testing.assert_array_equal(np.asarray(u.get_mantissa(module.neu.V.value)), before)
+    state = net.init_state(B)
+    brainstate.nn.reset_all_states(module, B)
+    rest = np.asarray(u.get_mantissa(module.neu.V.value))
+    assert not np.allclose(before, rest)
+    np.testing.assert_allclose(np.asarray(state["neu"]["V"]), rest)
 
 
 @pytest.mark.slow

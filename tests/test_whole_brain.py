@@ -473,6 +473,22 @@ def test_load_edges_reads_a_flywire_table(tmp_path):
     assert load_edges(write_csv(tmp_path), min_count=5).n_connections == 4
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+def test_load_edges_reads_feather_and_parquet_like_csv(tmp_path, suffix):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from traxon.connectome import load_edges
+
+    csv = write_csv(tmp_path)
+    table = pd.read_csv(csv, dtype={"nt_type": str})
+    path = tmp_path / f"edges{suffix}"
+    table.to_parquet(path) if suffix == ".parquet" else table.to_feather(path)
+    want, got = load_edges(csv), load_edges(path)
+    for field in ("ids", "pre", "post", "count", "sign", "region"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    assert got.regions == want.regions
+
+
 def test_load_edges_with_other_column_names_and_errors(tmp_path):
     from traxon.connectome import load_edges
 

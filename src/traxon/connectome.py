@@ -299,7 +299,7 @@ def _read_table(path: str) -> dict[str, np.ndarray]:
         except ImportError as err:
             raise ImportError(
                 f"reading {os.path.basename(path)!r} (Feather/Parquet) needs pandas and "
-                "pyarrow: pip install pandas pyarrow (or convert the table to CSV)."
+                'pyarrow: pip install "traxon[connectome]" (or convert the table to CSV).'
             ) from err
         try:
             frame = (

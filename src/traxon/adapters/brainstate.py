@@ -755,14 +755,50 @@ class AdaptedNetwork(Network):
             and jnp.ndim(_mantissa(_leaves(s.value)[0])) >= 1
             and jnp.shape(_mantissa(_leaves(s.value)[0]))[0] == self.attach_batch
         ]
-        self.start = {
-            id(s): [jnp.asarray(_mantissa(v)) for v in _leaves(s.value)] for s in states.values()
-        }
+        self.start = self._initial_values(module, states)
         self._analyses: dict[int, Analysis] = {}
         self._decays: dict[str, dict[str, float]] = {}
         a = self.analysis(self.attach_batch)
         self._build_from(a)
         self.written: dict[str, Any] = {}
+
+    def _initial_values(self, module: Any, states: Any) -> dict[int, list[jax.Array]]:
+        """Every state's values at the start of a sequence: what the module's own
+        ``reset_state`` sets (not what it holds now, which may be the end of an earlier run).
+
+        The module is reset, read and given its current values back, so attaching changes
+        nothing. States its ``reset_state`` replaces instead of writing to, or a reset that
+        fails, fall back to the current values (the weights keep theirs in any case).
+        """
+        import brainstate
+
+        def read() -> dict[int, list[jax.Array]]:
+            return {
+                id(s): [jnp.asarray(_mantissa(v)) for v in _leaves(s.value)]
+                for s in states.values()
+            }
+
+        current = read()
+        saved = {id(s): s.value for s in states.values()}
+        try:
+            brainstate.nn.reset_all_states(module, self.attach_batch)
+            after = {id(s) for s in module.states().values()}
+            if after != set(saved):
+                return current  # the reset replaced states: their old objects are detached
+            fresh = read()
+        except Exception:  # a module whose reset_state needs other arguments
+            fresh = current
+        finally:
+            for s in states.values():
+                s.value = saved[id(s)]
+        start = {}
+        for key, values in current.items():
+            new = fresh.get(key, values)
+            same = len(new) == len(values) and all(
+                a.shape == b.shape and a.dtype == b.dtype for a, b in zip(new, values, strict=True)
+            )
+            start[key] = new if same else values
+        return start
 
     # ------------------------------------------------------------------------------
     @staticmethod
