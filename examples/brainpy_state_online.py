@@ -37,12 +37,18 @@ class RecurrentSNN(brainstate.nn.Module):
     def __init__(self, n_in: int = N_IN, n_rec: int = N_REC, n_out: int = 2) -> None:
         super().__init__()
         self.neu = bps.LIF(
-            n_rec, tau=20 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV,
+            n_rec,
+            tau=20 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
             spk_fun=braintools.surrogate.ReluGrad(alpha=0.3, width=1.0),
         )
         self.inp = bps.AlignPostProj(
             comm=brainstate.nn.Linear(
-                n_in, n_rec, w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
+                n_in,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
                 b_init=None,
             ),
             syn=bps.Expon.desc(n_rec, tau=5 * u.ms),
@@ -51,7 +57,9 @@ class RecurrentSNN(brainstate.nn.Module):
         )
         self.rec = bps.AlignPostProj(
             comm=brainstate.nn.Linear(
-                n_rec, n_rec, w_init=braintools.init.KaimingNormal(scale=5.0, unit=u.mS),
+                n_rec,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=5.0, unit=u.mS),
                 b_init=None,
             ),
             syn=bps.Expon.desc(n_rec, tau=5 * u.ms),
@@ -93,8 +101,13 @@ def main() -> None:
     module = RecurrentSNN()
     brainstate.nn.init_all_states(module, batch_size=size)
     learner = traxon.online_learner(
-        module, "es_d_rtrl", optax.adam(5e-3), "cross_entropy",
-        update_every="sequence", input_size=N_IN, rate_target=10.0,
+        module,
+        "es_d_rtrl",
+        optax.adam(5e-3),
+        "cross_entropy",
+        update_every="sequence",
+        input_size=N_IN,
+        rate_target=10.0,
     )
     print("adapted:", {k: p.traced for k, p in learner.net.populations.items()})
     print("weights:", [p.name for p in learner.net.projections])
@@ -105,8 +118,10 @@ def main() -> None:
     start = time.perf_counter()
     learner.fit((batch(rng, size, steps) for _ in range(sequences)), n_batches=sequences)
     after = learner.evaluate(learner.state, *test)["accuracy"]
-    print(f"test accuracy {before:.2f} -> {after:.2f} after {sequences} sequences "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(
+        f"test accuracy {before:.2f} -> {after:.2f} after {sequences} sequences "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     # The module itself now holds the trained weights, with their units.
     print("module input weight now:", module.inp.comm.weight.value["weight"].shape)
 

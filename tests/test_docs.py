@@ -1,0 +1,221 @@
+"""The documentation: builds without warnings, its code runs, its generated parts are current.
+
+* the Sphinx build runs with warnings as errors, in a subprocess;
+* every ```` ```python ```` block of a page runs (the blocks of a page in order, in one
+  fresh interpreter); a block right after ``<!-- test: skip -->`` is only shown, and the
+  getting-started quickstart is checked to be the code of ``examples/quickstart.py``
+  (which ``tests/test_examples.py`` runs);
+* ``docs/errors.md`` is what ``docs/make_errors.py`` writes today (every message on it is
+  triggered for real);
+* every figure a page shows exists and is drawn by ``docs/make_figures.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+BLOCK = re.compile(r"(<!-- test: skip -->\n+)?^```python\n(.*?)^```", re.S | re.M)
+PAGES = sorted(p.name for p in DOCS.glob("*.md"))
+# Pages written by scripts: errors.md (its snippets raise; make_errors.py checks them), the
+# benchmark pages (no code of their own).
+GENERATED = {"errors.md", "benchmarks.md", "algorithms_generated.md"}
+
+
+@pytest.fixture(scope="session")
+def docs_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of the subprocesses: fast XLA compiles, one compilation cache per session
+    (shared with tests/test_examples.py), the source tree first on the path."""
+    cache = tmp_path_factory.getbasetemp() / "jax_cache"
+    cache.mkdir(exist_ok=True)
+    out = dict(os.environ)
+    out["XLA_FLAGS"] = f"{out.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+    out["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    out["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    out["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    out["MPLBACKEND"] = "Agg"
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), out.get("PYTHONPATH")]))
+    return out
+
+
+def fragments() -> set[str]:
+    """Markdown files that pages include (``{include}``) rather than pages of their own."""
+    out: set[str] = set()
+    for page in PAGES:
+        out |= set(re.findall(r"```\{include\} (\S+)", (DOCS / page).read_text()))
+    return out
+
+
+def blocks(page: str) -> list[tuple[bool, str]]:
+    """``(skipped, code)`` of every python block of a page."""
+    text = (DOCS / page).read_text()
+    return [(bool(skip), code) for skip, code in BLOCK.findall(text)]
+
+
+@pytest.mark.slow
+def test_docs_build_without_warnings(tmp_path: Path, docs_env: dict[str, str]) -> None:
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_parser")
+    sphinx = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+    proc = subprocess.run(
+        [*sphinx, str(DOCS), str(tmp_path / "out")],
+        cwd=ROOT,
+        env=docs_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"sphinx failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    for page in set(PAGES) - fragments():
+        assert (tmp_path / "out" / page.replace(".md", ".html")).exists(), page
+
+
+def test_toctree_lists_every_page() -> None:
+    """Every page is in the toctree, or included by a page (generated fragments)."""
+    index = (DOCS / "index.md").read_text()
+    toctree = index.split("```{toctree}")[1].split("```")[0]
+    included = fragments()
+    for page in PAGES:
+        if page != "index.md" and page not in included:
+            assert f"\n{page[:-3]}\n" in toctree, f"{page} is not in the toctree"
+    assert "\nbenchmarks\n" in toctree
+
+
+def test_api_page_documents_every_public_module() -> None:
+    api = (DOCS / "api.md").read_text()
+    for module in (
+        "traxon",
+        "core",
+        "trace",
+        "learn",
+        "tasks",
+        "plot",
+        "recipes",
+        "adapters",
+        "diagnostics",
+    ):
+        name = module if module == "traxon" else f"traxon.{module}"
+        assert f".. automodule:: {name}\n" in api, name
+
+
+RUN_PAGES = """\
+import sys, traceback
+for path in sys.argv[1:]:
+    try:
+        exec(compile(open(path).read(), path, "exec"), {"__name__": "__main__"})
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(f"the code of {path} failed")
+"""
+
+
+@pytest.mark.slow
+def test_code_on_pages_runs(tmp_path: Path, docs_env: dict[str, str]) -> None:
+    """The python blocks of each page, in order, in a fresh namespace (one interpreter)."""
+    scripts = []
+    for page in PAGES:
+        code = [c for skipped, c in blocks(page) if not skipped]
+        if page not in GENERATED and code:
+            # "page_" keeps a page's script from shadowing a package (brainstate.md)
+            scripts.append(tmp_path / f"page_{page.replace('.md', '.py')}")
+            scripts[-1].write_text("\n".join(code))
+    assert {p.name for p in scripts} >= {
+        "page_concepts.py",
+        "page_algorithms.py",
+        "page_learner.py",
+        "page_brainstate.py",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_PAGES, *map(str, scripts)],
+        cwd=tmp_path,
+        env=docs_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+
+def test_quickstart_on_the_page_is_the_example() -> None:
+    """The getting-started quickstart is shown, not run: it is ``examples/quickstart.py``."""
+    (code,) = [c for skipped, c in blocks("getting_started.md") if skipped and "fit(" in c]
+    example = {
+        line.strip() for line in (ROOT / "examples" / "quickstart.py").read_text().splitlines()
+    }
+    for line in code.splitlines():
+        line = re.sub(r"n_batches=\d+", "n_batches=n_batches", line.strip())
+        assert not line or line in example, f"not in examples/quickstart.py: {line!r}"
+
+
+@pytest.mark.slow
+def test_errors_page_is_current(docs_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(DOCS / "make_errors.py"), "--check"],
+        cwd=ROOT,
+        env=docs_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_errors_page_covers_the_messages_of_the_library() -> None:
+    """Spot check that the page holds real messages of the main modules."""
+    page = (DOCS / "errors.md").read_text()
+    for message in (
+        "must be positive and finite",
+        "is not reached by any trace of",
+        "cannot affect the loss",
+        "couples different neurons",
+        "was written for a different network or learner",
+        "the loss or the gradient became NaN/Inf",
+        "must be a multiple of `dt`",
+        # the brainstate adapter
+        "couples different neurons without a weight",
+        "is not aligned to neurons",
+        "d_rtrl needs to know which neuron each entry of it drives",
+        "is no longer part of the module",
+    ):
+        assert message in page, message
+
+
+def test_tests_named_on_the_pages_exist() -> None:
+    """A page that cites ``tests/test_x.py::test_name`` as evidence names a real test."""
+    for page in PAGES:
+        for path, name in re.findall(r"(tests/test_\w+\.py)::(\w+)", (DOCS / page).read_text()):
+            source = ROOT / path
+            assert source.exists(), f"{page}: {path} does not exist"
+            assert re.search(rf"def {name}\b", source.read_text()), f"{page}: {path}::{name}"
+
+
+def test_brainstate_page_states_the_known_limitations() -> None:
+    page = (DOCS / "brainstate.md").read_text()
+    for needle in (
+        "input_size=",
+        "align_pre_projection",
+        "CurrentProj",
+        "EventFixedProb",
+        "es_d_rtrl",
+        "errors.md#brainstate-and-brainpy-state-modules",
+    ):
+        assert needle in page, needle
+
+
+def test_figures_exist_and_come_from_make_figures() -> None:
+    source = (DOCS / "make_figures.py").read_text()
+    shown = set()
+    for page in PAGES:
+        shown |= set(re.findall(r"_static/(fig_[\w]+\.png)", (DOCS / page).read_text()))
+    assert shown, "no figures on any page"
+    for name in shown:
+        assert (DOCS / "_static" / name).exists(), f"run `python docs/make_figures.py` ({name})"
+        assert f'"{name}"' in source, f"{name} is not drawn by docs/make_figures.py"

@@ -1,0 +1,136 @@
+"""Every example script runs with ``--quick``; every notebook executes with ``TRAXON_QUICK=1``.
+
+The scripts run in a subprocess and the notebooks in a ``python3`` Jupyter kernel (nbclient
+resolves it to the interpreter running the tests when ipykernel is installed there, as the
+``test`` extra does). Both inherit settings that only make XLA compile faster
+(``--xla_backend_optimization_level=0``) and a compilation cache shared within the test
+session: these runs are dominated by compilation, not by the few steps they compute.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+NOTEBOOKS = sorted((ROOT / "examples" / "notebooks").glob("*.ipynb"))
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# Scripts and notebooks that need an optional extra: skipped when it is not installed.
+NEEDS = {"brainpy_state_online": "brainpy.state"}
+
+
+def needs_extra(path: Path) -> None:
+    module = NEEDS.get(path.stem)
+    if module is not None:
+        pytest.importorskip(module)
+
+
+@pytest.fixture(scope="session")
+def quick_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of the example runs: quick settings, fast compiles, a shared cache."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+    # one cache for the session (tests/test_docs.py uses the same folder)
+    cache = tmp_path_factory.getbasetemp() / "jax_cache"
+    cache.mkdir(exist_ok=True)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    env["MPLBACKEND"] = "Agg"
+    env["TRAXON_QUICK"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_examples_are_found() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert {"quickstart.py", "evidence_accumulation.py", "spiking_digits.py"} <= names
+    assert {p.name for p in NOTEBOOKS} >= {
+        "quickstart.ipynb",
+        "algorithms_vs_bptt.ipynb",
+        "brainpy_state_online.ipynb",
+    }
+    readme = (ROOT / "examples" / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.name}" in readme, f"{path.name} is not in examples/README.md"
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
+def test_example_has_docstring_quick_flag_and_readme_entry(script: Path) -> None:
+    source = script.read_text()
+    docstring = ast.get_docstring(ast.parse(source))
+    assert docstring and len(docstring.splitlines()) > 2, f"{script.name} needs a docstring"
+    assert '"--quick"' in source, f"{script.name} needs a --quick flag"
+    assert script.name in (ROOT / "examples" / "README.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_quick(script: Path, tmp_path: Path, quick_env: dict[str, str]) -> None:
+    needs_extra(script)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        cwd=tmp_path,
+        env=quick_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
+    assert "accuracy" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_quick(
+    path: Path, tmp_path: Path, quick_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    needs_extra(path)
+    for key, value in quick_env.items():  # the kernel inherits the test's environment
+        if key != "MPLBACKEND" and os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=300,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    executable = nb.cells[0].outputs[0]["text"].strip()
+    assert Path(executable).resolve() == Path(sys.executable).resolve(), executable
+
+
+def test_notebooks_are_stored_without_outputs_and_match_their_generator(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    build = ROOT / "examples" / "notebooks" / "build.py"
+    proc = subprocess.run(
+        [sys.executable, str(build), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for path in NOTEBOOKS:
+        fresh = tmp_path / path.name
+        assert fresh.exists(), f"{path.name} is not produced by build.py"
+        assert fresh.read_text() == path.read_text(), (
+            f"{path.name} differs from build.py: run `python examples/notebooks/build.py`"
+        )
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
+        assert any("TRAXON_QUICK" in c.source for c in nb.cells), path.name
