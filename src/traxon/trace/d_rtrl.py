@@ -62,7 +62,7 @@ class DRTRLState(NamedTuple):
             state variable of the postsynaptic population.
         G: ``{weight: {signal: (B, *W.shape)}}`` readout-filtered traces (leaky readout only).
         grads: ``{weight: W.shape}`` accumulated gradient, summed over the batch every step
-            with :func:`batch_sum` (about twice as fast on CPU as keeping per-sample sums,
+            with :func:`batch_dot` (about twice as fast on CPU as keeping per-sample sums,
             which costs one more ``(B, *W.shape)`` array to read and write every step).
     """
 

@@ -1,0 +1,256 @@
+"""Where the per-step time of traxon's online rules goes: a component breakdown.
+
+Uses the network of ``trace_cost.py`` (n_in = 100 Poisson inputs, N LIF neurons, dense
+input and recurrent weights into one Expon(5 ms) AlignPost synapse, leaky readout of 10,
+B = 16) and times, each as a ``lax.scan`` over T steps, round-robin in one process:
+
+* ``forward`` -- ``Network.forward`` (one step of the network, no learning);
+* ``quantities_no_blocks`` -- ``traxon.trace.step_quantities`` without the Jacobian blocks:
+  the forward under ``jax.vjp`` plus the VJP that gives the learning signals and the
+  signal Jacobians ``g``;
+* ``quantities`` -- ``step_quantities`` as the tracers call it (adds the per-neuron blocks
+  ``D`` and ``F`` by ``jax.linearize`` and a vmapped JVP);
+* ``es_d_rtrl`` -- the full ``es_d_rtrl`` tracer step (decay="auto": 2 decay groups here,
+  membrane and synapse), gradient accumulated every step;
+* ``es_d_rtrl_decay`` -- the same with one decay (one group);
+* ``accumulate_as_written`` -- only the gradient accumulation of ``es_d_rtrl`` on random
+  factors, written as the tracer writes it: per weight, ``contrib = zeros; contrib +=
+  c_a * outer(pre_a, post_a)`` for each decay group, then ``grads += contrib``;
+* ``accumulate_fused`` -- the same sum as one GEMM over the concatenated groups
+  (``concat([c_a pre_a]).T @ concat([post_a])``), a what-if for the maintainers;
+* ``d_rtrl`` -- the full ``d_rtrl`` tracer step (few steps: it is slow), against
+  ``forward_short``, the forward over the same few steps.
+
+Every line carries ``algorithm`` (``forward``, ``d_rtrl``, or ``es_d_rtrl`` for the parts of
+its step), ``component``, ``per_step_ms``, ``ratio_vs_forward`` and ``share_of_es_d_rtrl``; a
+final line per N has the derived differences (``derived_ms``,
+computed from the fastest repetition of each component, the least disturbed by other load
+on the machine).
+
+Run::
+
+    python benchmarks/step_profile.py --quick   # N = 1024 (< 60 s)
+    python benchmarks/step_profile.py --smoke   # N = 64, T = 5: every code path, seconds
+    python benchmarks/step_profile.py           # N in {256, 1024, 4096} (d_rtrl up to 1024)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from _common import (
+    base_parser,
+    compile_jax,
+    emit,
+    emit_machine,
+    error_text,
+    loadavg,
+    log,
+    memory_stats,
+    time_round_robin,
+)
+from trace_cost import TAU_M, make_problem
+
+StepFn = Callable[..., tuple[Any, jax.Array]]
+# ``algorithm`` of each component's line (the others are parts of an es_d_rtrl step).
+ALGORITHM_OF = {"forward": "forward", "forward_short": "forward", "d_rtrl": "d_rtrl"}
+
+
+def _scan(step: StepFn, carry0: Callable[[dict, dict], Any]) -> Callable[..., Any]:
+    """``step(params, carry, x, y, w) -> (carry, scalar)`` as a scan over T steps."""
+
+    def run(params: dict, state: dict, xs: jax.Array, ys: jax.Array, ws: jax.Array) -> Any:
+        def body(c: Any, inp: Any) -> Any:
+            carry, acc = c
+            carry, v = step(params, carry, *inp)
+            return (carry, acc + v), None
+
+        (carry, acc), _ = jax.lax.scan(body, (carry0(params, state), 0.0), (xs, ys, ws))
+        return acc, carry
+
+    return run
+
+
+def components(pb: Any) -> dict[str, Callable[..., Any]]:
+    from traxon.learn import cross_entropy
+    from traxon.trace import get_algorithm, step_quantities
+    from traxon.trace.base import learning_signals, post_populations
+
+    net = pb.net
+    posts, sigs = post_populations(net), learning_signals(net)
+    loss_fn = cross_entropy.fn
+
+    def forward(params: dict, st: dict, x: jax.Array, y: jax.Array, w: jax.Array) -> Any:
+        new, internals = net.forward(params, st, {"x": x})
+        return new, jnp.sum(net.output(internals["signals"]))
+
+    def quantities(blocks: bool) -> StepFn:
+        def step(params: dict, st: dict, x: jax.Array, y: jax.Array, w: jax.Array) -> Any:
+            q = step_quantities(
+                net, params, st, {"x": x}, y, w, loss_fn, posts if blocks else {}, sigs
+            )
+            leaves = jax.tree_util.tree_leaves((q.lam, q.g, q.D, q.F, q.loss))
+            return q.new_state, sum(jnp.sum(v) for v in leaves)
+
+        return step
+
+    def tracer(name: str, **options: Any) -> tuple[StepFn, Callable[[dict, dict], Any]]:
+        tr = get_algorithm(name, **options).bind(net, loss_fn, window=1)
+
+        def step(params: dict, c: Any, x: jax.Array, y: jax.Array, w: jax.Array) -> Any:
+            st, ts = c
+            st, ts, out = tr.step(params, st, ts, {"x": x}, y, w)
+            return (st, ts), jnp.sum(out.loss)
+
+        return step, lambda p, s: (s, tr.init(p, s, target_example=pb.ys[0]))
+
+    out = {
+        "forward": _scan(forward, lambda p, s: s),
+        "quantities_no_blocks": _scan(quantities(False), lambda p, s: s),
+        "quantities": _scan(quantities(True), lambda p, s: s),
+    }
+    out["es_d_rtrl"] = _scan(*tracer("es_d_rtrl"))
+    out["es_d_rtrl_decay"] = _scan(*tracer("es_d_rtrl", decay=math.exp(-1.0 / TAU_M)))
+    out["d_rtrl"] = _scan(*tracer("d_rtrl"))
+    return out
+
+
+def accumulation(pb: Any, fused: bool) -> Callable[..., Any]:
+    """The per-step N x N gradient accumulation of es_d_rtrl, alone (two decay groups)."""
+    B, N = pb.B, pb.N
+    shapes = {"x->h": pb.params["x->h"].shape, "h->h": pb.params["h->h"].shape}
+
+    def run(params: dict, state: dict, xs: jax.Array, ys: jax.Array, ws: jax.Array) -> Any:
+        key = jax.random.PRNGKey(0)
+
+        def body(grads: dict, inp: Any) -> Any:
+            x, _, w = inp
+            new = {}
+            for name, (n_pre, _) in shapes.items():
+                pre = x if n_pre == x.shape[1] else jnp.tile(x, (1, N // x.shape[1] + 1))[:, :N]
+                post = w[:, None] * jax.random.normal(jax.random.fold_in(key, n_pre), (B, N))
+                pres = [0.9 * pre, 0.8 * pre + 1.0]
+                posts = [post, 2.0 * post]
+                c = [0.05, 0.2]
+                if fused:
+                    a = jnp.concatenate([ci * p for ci, p in zip(c, pres, strict=True)], axis=0)
+                    contrib = a.T @ jnp.concatenate(posts, axis=0)
+                else:
+                    contrib = jnp.zeros(shapes[name])
+                    for ci, p, q in zip(c, pres, posts, strict=True):
+                        contrib = contrib + ci * (p.T @ q)
+                new[name] = grads[name] + contrib
+            return new, None
+
+        grads0 = {k: jnp.zeros(s) for k, s in shapes.items()}
+        grads, _ = jax.lax.scan(body, grads0, (xs, ys, ws))
+        return grads
+
+    return run
+
+
+def profile(N: int, T: int, T_d: int | None, reps: int, max_seconds: float) -> None:
+    pb = make_problem(N, 16, T)
+    comps = components(pb)
+    funcs: dict[str, tuple[Callable[..., Any], int]] = {
+        name: (fn, T) for name, fn in comps.items() if name != "d_rtrl"
+    }
+    funcs["accumulate_as_written"] = (accumulation(pb, fused=False), T)
+    funcs["accumulate_fused"] = (accumulation(pb, fused=True), T)
+    if T_d:
+        funcs["d_rtrl"] = (comps["d_rtrl"], T_d)
+        funcs["forward_short"] = (comps["forward"], T_d)
+    calls, mems, steps, lines = {}, {}, {}, {}
+    for name, (fn, t) in funcs.items():
+        line: dict[str, Any] = {
+            "benchmark": "step_profile",
+            "algorithm": ALGORITHM_OF.get(name, "es_d_rtrl"),
+            "component": name,
+            "N": N,
+            "B": pb.B,
+            "T": t,
+        }
+        lines[name] = line
+        xs, ys, ws = pb.data(t)
+        args = (pb.params, pb.state, xs, ys, ws)
+        try:
+            compiled, sec = compile_jax(fn, *args)
+        except Exception as exc:
+            line["error"] = error_text(exc)
+            continue
+        mems[name] = memory_stats(compiled)
+        line["compile_s"] = sec
+        calls[name] = (lambda c, a: lambda: c(*a))(compiled, args)
+        steps[name] = t
+    log(f"timing N={N}: {sorted(calls)}")
+    stats = time_round_robin(calls, reps, max_seconds)
+    per = {k: st["median_s"] / steps[k] * 1e3 for k, st in stats.items()}
+    best = {k: st["min_s"] / steps[k] * 1e3 for k, st in stats.items()}
+    for name, line in lines.items():
+        if name in per:
+            fwd = per["forward_short"] if name.startswith("d_rtrl") else per["forward"]
+            line.update(per_step_ms=per[name], per_step_ms_min=best[name])
+            line["ratio_vs_forward"] = per[name] / fwd
+            line["n_reps"] = stats[name]["n_reps"]
+            line.update(mems[name])
+            if "es_d_rtrl" in per and not name.startswith("d_rtrl") and name != "forward_short":
+                line["share_of_es_d_rtrl"] = per[name] / per["es_d_rtrl"]
+
+        emit(line)
+    # Differences of the fastest repetitions: the least disturbed by other load.
+    per = best
+    derived = {}
+    if {"forward", "quantities_no_blocks", "quantities", "es_d_rtrl"} <= set(per):
+        derived = {
+            "forward": per["forward"],
+            "learning_signal_vjp_and_g": per["quantities_no_blocks"] - per["forward"],
+            "jacobian_blocks_D_F": per["quantities"] - per["quantities_no_blocks"],
+            "traces_and_gradient_accumulation": per["es_d_rtrl"] - per["quantities"],
+            "es_d_rtrl_step": per["es_d_rtrl"],
+        }
+        if "es_d_rtrl_decay" in per:
+            derived["second_decay_group"] = per["es_d_rtrl"] - per["es_d_rtrl_decay"]
+        if {"accumulate_as_written", "accumulate_fused"} <= set(per):
+            derived["accumulation_saved_by_fusing"] = (
+                per["accumulate_as_written"] - per["accumulate_fused"]
+            )
+    emit({"benchmark": "step_profile", "summary": True, "N": N, "B": pb.B, "derived_ms": derived})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--max-seconds", type=float, default=None)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps = min(args.steps, 5)
+    sizes = args.sizes or ([64] if args.smoke else [1024] if args.quick else [256, 1024, 4096])
+    reps = args.reps or (1 if args.smoke else 3 if args.quick else 7)
+    max_seconds = args.max_seconds or (1.0 if args.smoke else 3.0 if args.quick else 20.0)
+    emit_machine("step_profile.py", sys.argv[1:])
+    t0 = time.perf_counter()
+    for N in sizes:
+        T_d = None if N > 1024 else (2 if args.smoke else 4 if args.quick else 10)
+        try:
+            profile(N, args.steps, T_d, reps, max_seconds)
+        except Exception as exc:
+            emit({"benchmark": "step_profile", "N": N, "error": error_text(exc)})
+    emit(
+        {
+            "benchmark": "step_profile",
+            "summary": True,
+            "wall_s": time.perf_counter() - t0,
+            "loadavg_1min_at_end": loadavg(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The benchmark scripts run and print well-formed result lines (no timing assertions).
+
+Each script runs with ``--smoke`` (a tiny configuration that goes through every code path of
+its ``--quick`` and full modes in seconds) in a subprocess, with XLA settings that only
+make compiling faster. The test checks the JSON lines: a machine line first, no errors, and
+every result line (a line with an ``algorithm``) carrying the common fields. Speed and
+memory targets are measured by the scripts themselves (``docs/benchmarks.md``), never
+asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+FIELDS = ("algorithm", "N", "T", "B", "per_step_ms", "compiled_bytes", "ratio_vs_forward")
+# Algorithms each script must report.
+EXPECTED = {
+    "simulate": {"forward"},
+    "trace_cost": {
+        "forward",
+        "es_d_rtrl",
+        "d_rtrl",
+        "bptt",
+        "peer_forward",
+        "peer_pp_prop",
+        "peer_d_rtrl",
+    },
+    "memory_scaling": {"es_d_rtrl", "bptt"},
+    "step_profile": {"forward", "es_d_rtrl", "d_rtrl"},
+}
+PEERS = {"simulate": ("brainpy.state",), "trace_cost": ("braintrace", "brainpy.state")}
+
+
+def run_smoke(script: str) -> list[dict]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_benchmark_smoke(script: str) -> None:
+    for module in PEERS.get(script, ()):
+        pytest.importorskip(module)
+    lines = run_smoke(script)
+    assert "machine" in lines[0], lines[0]
+    assert lines[-1].get("summary") or script == "simulate", lines[-1]
+    rows = [line for line in lines if "algorithm" in line]
+    errors = [line for line in lines if "error" in line or any(k.endswith("_error") for k in line)]
+    assert not errors, errors
+    assert EXPECTED[script] <= {row["algorithm"] for row in rows}
+    for row in rows:
+        missing = [f for f in FIELDS if f not in row]
+        assert not missing, (missing, row)
+        if row.get("library", "traxon") == "traxon":
+            assert "ratio_vs_peer" in row, row
+    timed = [row for row in rows if not row.get("fit") and row["per_step_ms"] is not None]
+    assert timed, rows
+    if script == "trace_cost":
+        by = {(r["algorithm"], r["variant"]): r for r in rows}
+        # every traxon row with a peer counterpart got its ratio
+        for key in [("es_d_rtrl", "tracer"), ("d_rtrl", "tracer"), ("es_d_rtrl", "learner_sgd")]:
+            assert by[key]["ratio_vs_peer"] is not None, by[key]
