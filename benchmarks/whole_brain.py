@@ -110,7 +110,7 @@ def child(cfg: dict[str, Any]) -> None:
     build_s = time.perf_counter() - t0
     learner = learner_for(net)
     ls = learner.init(batch_size=1)
-    task = RegionRates(n_regions=c.n_regions, n_in=N_IN, n_steps=steps, window=50)
+    task = RegionRates(n_regions=c.n_regions, n_in=N_IN, n_steps=steps, window=min(50, steps))
     batches = [task.sample(i, 1) for i in range(reps + 1)]
     args = [(jnp.asarray(b.x), jnp.asarray(b.y), jnp.asarray(b.mask)) for b in batches]
     t0 = time.perf_counter()
@@ -267,6 +267,9 @@ def bptt_crossing(n: int, start: int, factor: int, budget: float, max_t: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, < 60 s")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: every code path in seconds (tests)"
+    )
     parser.add_argument("--budget-gb", type=float, default=16.0)
     parser.add_argument("--steps", type=int, default=None, help="T of the timed online runs")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -276,7 +279,13 @@ def main() -> None:
         return
     emit_machine("whole_brain.py", sys.argv[1:])
     budget = args.budget_gb * GB
-    if args.quick:
+    if args.smoke:
+        fit_sizes, steps, reps = [300], args.steps or 20, 1
+        n_sizes = [300, 1_000]
+        t_n, t_lengths = 300, [20, 40]
+        b_n, b_start, b_factor = 1_000, 64, 4
+        budget = min(budget, 0.05 * GB)
+    elif args.quick:
         fit_sizes, steps, reps = [1_000, 10_000], args.steps or 100, 1
         n_sizes = [1_000, 10_000, FULL_N]
         t_n, t_lengths = 1_000, [100, 1_000]

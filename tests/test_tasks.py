@@ -177,12 +177,12 @@ def test_interface_argument_errors(kind, request):
 
 
 def test_registry(shd_files):
-    assert set(TASKS) == {"evidence", "dms", "digits", "shd"}
+    assert set(TASKS) == {"evidence", "dms", "digits", "shd", "region_rates"}
     assert isinstance(get_task("evidence", **SHORT_EVIDENCE), EvidenceAccumulation)
     assert isinstance(get_task("dms", delay_ms=10), DelayedMatchToSample)
     assert isinstance(get_task("digits", n_steps=5), SpikingDigits)
     assert isinstance(get_task("shd", train_path=shd_files[0], n_channels=20), Task)
-    with pytest.raises(ValueError, match=r"'digits', 'dms', 'evidence', 'shd'.*'mnist'"):
+    with pytest.raises(ValueError, match=r"'digits', 'dms', 'evidence', 'region_rates', 'shd'.*'mnist'"):
         get_task("mnist")
 
 
