@@ -4,13 +4,22 @@
 * float64 only where a test asks for it, through the ``x64`` fixture.
 * warnings from traxon itself are errors (``filterwarnings`` in pyproject.toml).
 * brainevent runs on its pure-JAX CPU backend when numba is absent.
+* XLA compiles with its cheaper backend passes (the suite is dominated by compile time).
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# Four CPU devices for the multi-device tests; and since the suite spends most of its time
+# compiling small programs, XLA's cheaper backend passes (results are unaffected, and an
+# XLA_FLAGS that sets its own optimisation level is respected).
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    _flags += " --xla_force_host_platform_device_count=4"
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = _flags.strip()
 
 import jax
 import pytest
