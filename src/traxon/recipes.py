@@ -155,11 +155,14 @@ def recipe(
                 **task_options,
             }
         t = get_task("evidence", **task_options)
+        algorithm = algorithm or "d_rtrl"
         return Recipe(
             t,
             evidence_network(t.n_in),
-            algorithm or "d_rtrl",
-            5e-3,
+            algorithm,
+            # ES-D-RTRL's gradient is approximate: at 5e-3 its test accuracy peaks early and
+            # drifts down (0.86 -> 0.76 in 5 min); 2e-3 holds 0.80-0.86.
+            2e-3 if algorithm == "es_d_rtrl" else 5e-3,
             32,
             20 if quick else 2000,
             notes="50 LIF + 50 ALIF (tau_a = 2 s), leaky readout, rate regularised to 10 Hz",
