@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from traxon.core.network import READOUT, Network, PopulationPlan, state_dtype
+from traxon.core.ops import CSR, Bias, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse
 from traxon.trace._quantities import step_quantities
 from traxon.trace.base import (
     Algorithm,
@@ -103,6 +104,27 @@ class ESDRTRLState(NamedTuple):
     E: dict[str, tuple[jax.Array, ...]]
     G: dict[str, dict[str, jax.Array]]
     acc: dict[str, jax.Array]
+
+
+_BILINEAR = (Bias, CSR, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse)
+
+
+def _summed_outer(op: Any, W: jax.Array, terms: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+    """``sum_k op.outer(W, pre_k, post_k)``; for the built-in ops (batch-summed bilinear
+    products) as one outer product over the concatenated batch: one GEMM for dense weights
+    instead of one per decay group plus their sum."""
+    if not terms:
+        return jnp.zeros_like(W)
+    if len(terms) == 1:
+        return op.outer(W, *terms[0])
+    if isinstance(op, _BILINEAR):
+        pre = jnp.concatenate([a for a, _ in terms], axis=0)
+        post = jnp.concatenate([b for _, b in terms], axis=0)
+        return op.outer(W, pre, post)
+    out = op.outer(W, *terms[0])
+    for a, b in terms[1:]:
+        out = out + op.outer(W, a, b)
+    return out
 
 
 def state_decays(net: Network, plan: PopulationPlan) -> np.ndarray:
@@ -272,28 +294,32 @@ class es_d_rtrl(Algorithm):
             for p in projs:
                 W = params[p.name]
                 eps = post[post_key(p.target, p.channel)]
-                contrib = jnp.zeros_like(W)
+                # Pairs (pre, post) whose batch-summed outer products make this step's
+                # gradient: summed in one outer product over the concatenated batch.
+                terms: list[tuple[jax.Array, jax.Array]] = []
                 for _, key, mask in groups[p.name]:
                     m = jnp.asarray(mask, dtype)[None, None, :]
                     if p.name in filtered:
                         a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
                         pre_k[key] = a_hat
-                        post_sig: Any = 0.0
+                        post_sig: Any = None
                         for s in sigs.get(p.target, ()):
                             w = jnp.sum(q.g[p.target][s] * eps * m, axis=-1)
                             kk = k_key(p, key, s)
                             b_hat = kappa * ts.post_k[kk] + w
                             post_k[kk] = b_hat
-                            post_sig = post_sig + q.lam[p.target][s] * b_hat
+                            term = q.lam[p.target][s] * b_hat
+                            post_sig = term if post_sig is None else post_sig + term
                             if s == "spike" and p.target in q.cost:
                                 # Spike costs act on this step's spikes, not via the readout.
-                                direct = corr[key] * q.cost[p.target] * w
-                                contrib = contrib + p.op.outer(W, pre[key], direct)
+                                terms.append((pre[key], corr[key] * q.cost[p.target] * w))
                         assert norm is not None  # set whenever a weight is filtered
-                        contrib = contrib + norm * p.op.outer(W, a_hat, post_sig)
+                        if post_sig is not None:
+                            terms.append((a_hat, norm * post_sig))
                     else:
                         v = jnp.sum(q.delta[p.target] * eps * m, axis=-1)
-                        contrib = contrib + corr[key] * p.op.outer(W, pre[key], v)
+                        terms.append((pre[key], corr[key] * v))
+                contrib = _summed_outer(p.op, W, terms)
                 grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
             E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
             for p in exact:
