@@ -122,6 +122,82 @@ class BPTTState(NamedTuple):
     grads: dict[str, jax.Array]
 
 
+def window_buffer(
+    net: Network,
+    params: Mapping[str, jax.Array],
+    state: Any,
+    target_example: Any,
+    size: int,
+    names: tuple[str, ...],
+    who: str,
+) -> dict[str, Any]:
+    """The fields of an empty window of ``size`` buffered steps (start and last state,
+    inputs, targets, loss weights, spike costs, count) and a zero gradient sum: what
+    :class:`bptt` and :class:`~traxon.trace.synthetic_gradients` keep between updates."""
+    if target_example is None:
+        raise ValueError(
+            f"{who}.init needs `target_example` (one step's target) to size its buffer."
+        )
+    batch = net.batch_size(state)
+    dtype = state_dtype(state)
+    return {
+        "start": state,
+        "last": state,
+        "xs": {k: jnp.zeros((size, batch, n), dtype) for k, n in net.inputs.items()},
+        "targets": jax.tree_util.tree_map(
+            lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.asarray(a).dtype), target_example
+        ),
+        "weights": jnp.zeros((size, batch), dtype),
+        "costs": {
+            k: jnp.zeros((size, batch, plan.size), dtype)
+            for k, plan in net.populations.items()
+            if plan.neuron.spiking
+        },
+        "count": jnp.zeros((), jnp.int32),
+        "grads": {k: jnp.zeros_like(params[k]) for k in names},
+    }
+
+
+def step_costs(
+    buffers: Mapping[str, jax.Array], spike_cost: Mapping[str, jax.Array] | None
+) -> dict[str, jax.Array]:
+    """One step's spike cost for every buffered population (zero where none is given)."""
+    return {
+        k: (
+            spike_cost[k].astype(buf.dtype)
+            if spike_cost is not None and k in spike_cost
+            else jnp.zeros_like(buf[0])
+        )
+        for k, buf in buffers.items()
+    }
+
+
+def record_step(
+    ts: Any, i: jax.Array, x: Mapping[str, jax.Array], target: Any, weight: jax.Array, costs: Any
+) -> dict[str, Any]:
+    """The buffer fields of ``ts`` with one step written at slot ``i`` (``count = i + 1``)."""
+    return {
+        "xs": {k: ts.xs[k].at[i].set(x[k].astype(ts.xs[k].dtype)) for k in ts.xs},
+        "targets": jax.tree_util.tree_map(
+            lambda buf, a: buf.at[i].set(jnp.asarray(a, buf.dtype)), ts.targets, target
+        ),
+        "weights": ts.weights.at[i].set(weight.astype(ts.weights.dtype)),
+        "costs": {k: ts.costs[k].at[i].set(costs[k]) for k in ts.costs},
+        "count": i + 1,
+    }
+
+
+def cleared(ts: Any) -> dict[str, Any]:
+    """The buffer fields of ``ts`` emptied, the next window starting where the last ended."""
+    return {
+        "start": ts.last,
+        "weights": jnp.zeros_like(ts.weights),
+        "costs": jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
+        "count": jnp.zeros_like(ts.count),
+        "grads": jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
+    }
+
+
 @register("bptt")
 class bptt(Algorithm):
     """BPTT as a tracer (see the module docstring).
@@ -164,30 +240,8 @@ class bptt(Algorithm):
         def init(
             params: Mapping[str, jax.Array], state: Any, target_example: Any = None
         ) -> BPTTState:
-            batch = net.batch_size(state)
-            dtype = state_dtype(state)
-            xs = {k: jnp.zeros((window, batch, n), dtype) for k, n in net.inputs.items()}
-            if target_example is None:
-                raise ValueError(
-                    "bptt.init needs `target_example` (one step's target) to size its buffer."
-                )
-            targets = jax.tree_util.tree_map(
-                lambda a: jnp.zeros((window, *jnp.shape(a)), jnp.asarray(a).dtype), target_example
-            )
-            return BPTTState(
-                start=state,
-                last=state,
-                xs=xs,
-                targets=targets,
-                weights=jnp.zeros((window, batch), dtype),
-                costs={
-                    k: jnp.zeros((window, batch, plan.size), dtype)
-                    for k, plan in net.populations.items()
-                    if plan.neuron.spiking
-                },
-                count=jnp.zeros((), jnp.int32),
-                grads={k: jnp.zeros_like(params[k]) for k in names},
-            )
+            buffer = window_buffer(net, params, state, target_example, window, names, "bptt")
+            return BPTTState(**buffer)
 
         def window_grad(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
             grads, _ = bptt_gradient(
@@ -206,14 +260,8 @@ class bptt(Algorithm):
 
         def flush(params: Mapping[str, jax.Array], ts: BPTTState, state: Any) -> BPTTState:
             g = window_grad(params, ts)
-            return ts._replace(
-                start=state,
-                last=state,
-                weights=jnp.zeros_like(ts.weights),
-                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
-                count=jnp.zeros_like(ts.count),
-                grads={k: ts.grads[k] + g[k] for k in names},
-            )
+            grads = {k: ts.grads[k] + g[k] for k in names}
+            return ts._replace(**{**cleared(ts), "start": state, "last": state, "grads": grads})
 
         def step(
             params: Mapping[str, jax.Array],
@@ -230,23 +278,8 @@ class bptt(Algorithm):
             # The learner reads the gradient at least every `window` steps; past that the last
             # slot would be overwritten, which the learner refuses before it can happen.
             i = jnp.minimum(ts.count, window - 1)
-            ts = ts._replace(
-                last=new_state,
-                xs={k: ts.xs[k].at[i].set(x[k].astype(ts.xs[k].dtype)) for k in ts.xs},
-                targets=jax.tree_util.tree_map(
-                    lambda buf, a: buf.at[i].set(jnp.asarray(a, buf.dtype)), ts.targets, target
-                ),
-                weights=ts.weights.at[i].set(weight.astype(ts.weights.dtype)),
-                costs={
-                    k: buf.at[i].set(
-                        spike_cost[k].astype(buf.dtype)
-                        if spike_cost is not None and k in spike_cost
-                        else jnp.zeros_like(buf[i])
-                    )
-                    for k, buf in ts.costs.items()
-                },
-                count=i + 1,
-            )
+            costs = step_costs(ts.costs, spike_cost)
+            ts = ts._replace(last=new_state, **record_step(ts, i, x, target, weight, costs))
             return new_state, ts, StepOutput(y, loss)
 
         def gradients(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
@@ -254,13 +287,7 @@ class bptt(Algorithm):
             return {k: ts.grads[k] + g[k] for k in names}
 
         def reset_gradients(ts: BPTTState) -> BPTTState:
-            return ts._replace(
-                start=ts.last,
-                weights=jnp.zeros_like(ts.weights),
-                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
-                count=jnp.zeros_like(ts.count),
-                grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
-            )
+            return ts._replace(**cleared(ts))
 
         def reset_traces(params: Mapping[str, jax.Array], state: Any, ts: BPTTState) -> BPTTState:
             return flush(params, ts, state)

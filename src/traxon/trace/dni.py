@@ -67,6 +67,7 @@ from traxon.trace.base import (
     register,
     trainable,
 )
+from traxon.trace.bptt import cleared, record_step, step_costs, window_buffer
 from traxon.trace.uoro import flat_state
 
 __all__ = ["SyntheticGradientState", "synthetic_gradients"]
@@ -175,31 +176,15 @@ class synthetic_gradients(Algorithm):
         def init(
             params: Mapping[str, jax.Array], state: Any, target_example: Any = None
         ) -> SyntheticGradientState:
-            if target_example is None:
-                raise ValueError(
-                    "synthetic_gradients.init needs `target_example` (one step's target) to "
-                    "size its buffer."
-                )
+            buffer = window_buffer(
+                net, params, state, target_example, size, names, "synthetic_gradients"
+            )
             batch = net.batch_size(state)
             dtype = state_dtype(state)
             H = split(state).shape[-1]
             model = {"A": jnp.zeros((H, H), dtype), "c": jnp.zeros((H,), dtype)}
             return SyntheticGradientState(
-                start=state,
-                last=state,
-                xs={k: jnp.zeros((size, batch, n), dtype) for k, n in net.inputs.items()},
-                targets=jax.tree_util.tree_map(
-                    lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.asarray(a).dtype),
-                    target_example,
-                ),
-                weights=jnp.zeros((size, batch), dtype),
-                costs={
-                    k: jnp.zeros((size, batch, plan.size), dtype)
-                    for k, plan in net.populations.items()
-                    if plan.neuron.spiking
-                },
-                count=jnp.zeros((), jnp.int32),
-                grads={k: jnp.zeros_like(params[k]) for k in names},
+                **buffer,
                 predictor=model,
                 target=jax.tree_util.tree_map(jnp.copy, model),
                 steps=jnp.zeros((), jnp.int32),
@@ -242,13 +227,8 @@ class synthetic_gradients(Algorithm):
             params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
         ) -> SyntheticGradientState:
             g = window_grad(params, ts, inject)
-            return ts._replace(
-                start=ts.last,
-                weights=jnp.zeros_like(ts.weights),
-                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
-                count=jnp.zeros_like(ts.count),
-                grads={k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names},
-            )
+            grads = {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names}
+            return ts._replace(**{**cleared(ts), "grads": grads})
 
         def step(
             params: Mapping[str, jax.Array],
@@ -261,14 +241,7 @@ class synthetic_gradients(Algorithm):
         ) -> tuple[Any, SyntheticGradientState, StepOutput]:
             ts = jax.lax.cond(ts.count >= size, lambda t: close(params, t, True), lambda t: t, ts)
             dtype = ts.weights.dtype
-            costs = {
-                k: (
-                    spike_cost[k].astype(dtype)
-                    if spike_cost is not None and k in spike_cost
-                    else jnp.zeros_like(buf[0])
-                )
-                for k, buf in ts.costs.items()
-            }
+            costs = step_costs(ts.costs, spike_cost)
 
             # This step, and the two parts of the predictor's target at the previous state:
             # this step's loss, and the predicted future after this step (valid only if the
@@ -302,13 +275,7 @@ class synthetic_gradients(Algorithm):
             i = ts.count
             ts = ts._replace(
                 last=new_state,
-                xs={k: ts.xs[k].at[i].set(x[k].astype(ts.xs[k].dtype)) for k in ts.xs},
-                targets=jax.tree_util.tree_map(
-                    lambda buf, a: buf.at[i].set(jnp.asarray(a, buf.dtype)), ts.targets, target
-                ),
-                weights=ts.weights.at[i].set(weight.astype(dtype)),
-                costs={k: ts.costs[k].at[i].set(costs[k]) for k in ts.costs},
-                count=i + 1,
+                **record_step(ts, i, x, target, weight, costs),
                 predictor=predictor,
                 target=model,
                 steps=steps,
@@ -323,13 +290,7 @@ class synthetic_gradients(Algorithm):
             return {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names}
 
         def reset_gradients(ts: SyntheticGradientState) -> SyntheticGradientState:
-            return ts._replace(
-                start=ts.last,
-                weights=jnp.zeros_like(ts.weights),
-                costs=jax.tree_util.tree_map(jnp.zeros_like, ts.costs),
-                count=jnp.zeros_like(ts.count),
-                grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
-            )
+            return ts._replace(**cleared(ts))
 
         def reset_traces(
             params: Mapping[str, jax.Array], state: Any, ts: SyntheticGradientState
