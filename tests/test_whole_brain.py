@@ -8,6 +8,8 @@ derivatives against autodiff of that dense matrix; the tracers over CSR weights 
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -489,7 +491,7 @@ def test_load_edges_reads_feather_and_parquet_like_csv(tmp_path, suffix):
     assert got.regions == want.regions
 
 
-def test_load_edges_with_other_column_names_and_errors(tmp_path):
+def test_load_edges_with_other_column_names_and_errors(tmp_path, monkeypatch):
     from traxon.connectome import load_edges
 
     text = "src,dst,w,transmitter\n1,2,3,ach\n2,1,1,gaba\n"
@@ -508,10 +510,9 @@ def test_load_edges_with_other_column_names_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_edges(tmp_path / "missing.csv")
     (tmp_path / "edges.feather").write_bytes(b"")
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install pandas pyarrow"):
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "pandas", None)  # as if not installed
+        with pytest.raises(ImportError, match=r'pip install "traxon\[connectome\]"'):
             load_edges(tmp_path / "edges.feather")
 
 

@@ -69,6 +69,22 @@ class WeightOp(Module):
         """Raise if this op cannot connect ``n_in`` to ``n_out`` neurons."""
 
 
+def _edge_list(pre: Any, post: Any, integer: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``pre`` and ``post`` as NumPy arrays, checked to be 1-D, of equal length and (with
+    ``integer``) of an integer dtype; errors name the array."""
+    pre_a, post_a = np.asarray(pre), np.asarray(post)
+    if pre_a.ndim != 1 or pre_a.shape != post_a.shape:
+        raise ValueError(
+            f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre_a.shape} "
+            f"and {post_a.shape}."
+        )
+    if integer:
+        for label, idx in (("pre", pre_a), ("post", post_a)):
+            if idx.size and not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"`{label}` must be an integer array; got dtype {idx.dtype}.")
+    return pre_a, post_a
+
+
 def _sign_of(sign: Any, n_in: int, where: str) -> Any:
     if sign is None:
         return None
@@ -320,16 +336,9 @@ class FixedInDegree(_Indexed):
             >>> op.apply(jnp.ones((2, 2)), jnp.array([[1.0, 2.0, 3.0]]))
             Array([[2., 4.]], dtype=float32)
         """
-        pre_a = np.asarray(pre)
-        if pre_a.ndim != 1 or pre_a.shape != np.shape(post):
-            raise ValueError(
-                f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre_a.shape} "
-                f"and {np.shape(post)}."
-            )
-        if pre_a.size and not np.issubdtype(pre_a.dtype, np.integer):
-            raise ValueError(f"`pre` must be an integer array; got dtype {pre_a.dtype}.")
+        pre_a, post_a = _edge_list(pre, post)
         _Indexed()._check_index(pre_a, int(n_in), "pre", "FixedInDegree.from_edges")
-        row, col = FixedInDegree.edge_slots(post, n_out)
+        row, col = FixedInDegree.edge_slots(post_a, n_out)
         k = max(int(col.max()) + 1 if col.size else 1, 1)
         idx = np.zeros((int(n_out), k), np.int32)
         mask = np.zeros((int(n_out), k), bool)
@@ -573,15 +582,7 @@ class Sparse(_Indexed):
         return Sparse(pre=pre, post=post, n_out=n_out, gain=gain)
 
     def __post_init__(self) -> None:
-        pre, post = _unfreeze(self.pre), _unfreeze(self.post)
-        if pre.ndim != 1 or pre.shape != post.shape:
-            raise ValueError(
-                f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre.shape} "
-                f"and {post.shape}."
-            )
-        for label, idx in (("pre", pre), ("post", post)):
-            if idx.size and not np.issubdtype(idx.dtype, np.integer):
-                raise ValueError(f"`{label}` must be an integer array; got dtype {idx.dtype}.")
+        pre, post = _edge_list(_unfreeze(self.pre), _unfreeze(self.post))
         if not isinstance(self.n_out, (int, np.integer)) or self.n_out < 1:
             raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
         self._check_index(pre, None, "pre", "Sparse")
@@ -705,12 +706,7 @@ class CSR(_Indexed):
             >>> CSR.edge_order([1, 0, 1], [0, 1, 1]).tolist()
             [1, 0, 2]
         """
-        pre, post = np.asarray(pre), np.asarray(post)
-        if pre.ndim != 1 or pre.shape != post.shape:
-            raise ValueError(
-                f"`pre` and `post` must be 1-D arrays of equal length; got shapes {pre.shape} "
-                f"and {post.shape}."
-            )
+        pre, post = _edge_list(pre, post, integer=False)
         if pre.size and np.all(pre[1:] >= pre[:-1]):
             same = pre[1:] == pre[:-1]
             if not np.any(same & (post[1:] < post[:-1])):
@@ -745,11 +741,8 @@ class CSR(_Indexed):
         for label, value in (("n_in", n_in), ("n_out", n_out)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{label}` must be a positive integer; got {value!r}.")
-        pre_a, post_a = np.asarray(pre), np.asarray(post)
+        pre_a, post_a = _edge_list(pre, post)
         order = CSR.edge_order(pre_a, post_a)
-        for label, idx in (("pre", pre_a), ("post", post_a)):
-            if idx.size and not np.issubdtype(idx.dtype, np.integer):
-                raise ValueError(f"`{label}` must be an integer array; got dtype {idx.dtype}.")
         op_pre = _Indexed()
         op_pre._check_index(pre_a, int(n_in), "pre", "CSR.from_edges")
         counts = np.bincount(pre_a.astype(np.int64), minlength=int(n_in))
