@@ -24,15 +24,13 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 import jax  # noqa: E402  (after XLA_FLAGS: read when jax initialises)
 import pytest  # noqa: E402
 
+from tests.helpers import float64  # noqa: E402
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture
 def x64():
     """Enable float64 for one test (exactness claims are tested in double precision)."""
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with float64():
         yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import cosine, rel_error
+from tests.helpers import cosine, float64, rel_error
 from traxon.core import (
     LIF,
     Dense,
@@ -43,12 +43,8 @@ T, B, N_IN = 40, 2, 5
 @pytest.fixture(scope="module", autouse=True)
 def x64_module():
     """float64 for the whole module (the problems below are shared between tests)."""
-    previous = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with float64():
         yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 class Problem:
