@@ -127,6 +127,17 @@ def _summed_outer(op: Any, W: jax.Array, terms: list[tuple[jax.Array, jax.Array]
     return out
 
 
+def _contract(a: jax.Array, b: jax.Array, mask: np.ndarray) -> jax.Array:
+    """``sum_s mask[s] a[..., s] b[..., s]`` over the few state variables the (static 0/1)
+    mask selects, written out: an element-wise fusion rather than a reduction kernel."""
+    out = None
+    for s in np.flatnonzero(mask):
+        term = a[..., s] * b[..., s]
+        out = term if out is None else out + term
+    assert out is not None  # every decay group selects at least one variable
+    return out
+
+
 def state_decays(net: Network, plan: PopulationPlan) -> np.ndarray:
     """Per-step decay of every traced variable of a population, in trace order."""
     values: dict[str, float] = dict(plan.neuron.decays(net.dt))
@@ -298,13 +309,12 @@ class es_d_rtrl(Algorithm):
                 # gradient: summed in one outer product over the concatenated batch.
                 terms: list[tuple[jax.Array, jax.Array]] = []
                 for _, key, mask in groups[p.name]:
-                    m = jnp.asarray(mask, dtype)[None, None, :]
                     if p.name in filtered:
                         a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
                         pre_k[key] = a_hat
                         post_sig: Any = None
                         for s in sigs.get(p.target, ()):
-                            w = jnp.sum(q.g[p.target][s] * eps * m, axis=-1)
+                            w = _contract(q.g[p.target][s], eps, mask)
                             kk = k_key(p, key, s)
                             b_hat = kappa * ts.post_k[kk] + w
                             post_k[kk] = b_hat
@@ -317,7 +327,7 @@ class es_d_rtrl(Algorithm):
                         if post_sig is not None:
                             terms.append((a_hat, norm * post_sig))
                     else:
-                        v = jnp.sum(q.delta[p.target] * eps * m, axis=-1)
+                        v = _contract(q.delta[p.target], eps, mask)
                         terms.append((pre[key], corr[key] * v))
                 contrib = _summed_outer(p.op, W, terms)
                 grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
