@@ -73,6 +73,14 @@ def make_data(dtype, steps=T, batch=B, seed=1):
     return as_dtype((xs, ts, ws, costs), dtype)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_learner_state_leaves_own_their_buffers(net, name):
+    """No array appears twice in a fresh learner state: donating it (``jax.jit(learner.run,
+    donate_argnums=0)``) would otherwise fail."""
+    leaves = jax.tree_util.tree_leaves(traxon.online_learner(net, name).init(batch_size=B))
+    assert len({id(v) for v in leaves}) == len(leaves)
+
+
 def bind(name, net):
     return get_algorithm(name).bind(net, cross_entropy.fn, window=T)
 

@@ -215,7 +215,8 @@ class OnlineLearner:
             params = self.net.init_params(k_params, self.dtype)
         else:
             self.net.check_params(params)
-            params = {k: jnp.asarray(v) for k, v in params.items()}
+            # Copies: the caller's arrays must survive a donated learner state.
+            params = {k: jnp.array(v, copy=True) for k, v in params.items()}
         dtype = next(iter(params.values())).dtype
         net_state = self.net.init_state(batch_size, dtype)
         example = self.loss.example(batch_size, self.n_out) if self.loss.example else None
@@ -224,7 +225,7 @@ class OnlineLearner:
         zero = jnp.zeros((), jnp.int32)
         start = (self.rate_target or 0.0) * self.net.dt / 1000.0
         rates = {k: jnp.full((self.net.populations[k].size,), start, dtype) for k in self.spiking}
-        return LearnerState(
+        ls = LearnerState(
             dict(params),
             opt_state,
             net_state,
@@ -237,6 +238,7 @@ class OnlineLearner:
             rates,
             k_run,
         )
+        return _distinct_buffers(ls)
 
     def _trainable(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return {k: params[k] for k in self.trainable}
@@ -616,6 +618,21 @@ class OnlineLearner:
             self.init_state(batch_size)
         self._state = load_checkpoint(path, self.state, self.fingerprint())
         return self._state
+
+
+def _distinct_buffers(tree: Any) -> Any:
+    """``tree`` with every repeated array copied, so that each leaf owns its buffer:
+    ``jax.jit(learner.run, donate_argnums=0)`` then reuses the state's memory in place
+    instead of failing on a buffer donated twice."""
+    seen: set[int] = set()
+
+    def own(x: Any) -> Any:
+        if isinstance(x, jax.Array) and id(x) in seen:
+            return jnp.array(x, copy=True)
+        seen.add(id(x))
+        return x
+
+    return jax.tree_util.tree_map(own, tree)
 
 
 def _batch_from_checkpoint(path: str | os.PathLike) -> int:
