@@ -517,6 +517,12 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
                 f"forward ({fmt(over)}x the tracer step, {fmt(lrn.get('ratio_vs_peer'))}x "
                 "braintrace pp_prop with an SGD update every step)"
             )
+        floor = _row(sel, algorithm="sgd_floor", variant="forward_outer_update")
+        if floor and floor.get("per_step_ms"):
+            parts.append(
+                f"the bare per-step update alone (forward + one outer-product SGD update per "
+                f"weight, no traces) {fmt(floor['ratio_vs_forward'])}x forward"
+            )
         if lrn1 and lrn1.get("per_step_ms"):
             parts.append(
                 f"the learner with one decay group {fmt(lrn1['ratio_vs_forward'])}x forward, "
@@ -598,6 +604,7 @@ def targets(results: dict[str, list[dict]]) -> list[str]:
         return f"{fmt(r['per_step_ms'])} ms (min {fmt(r.get('per_step_ms_min'))})"
 
     N = 1024
+    floor = get(N, "sgd_floor", "forward_outer_update")
     for var, peer_var in (
         ("learner_sgd", "sgd_every_step"),
         ("learner_sgd_decay0.95", "sgd_every_step"),
@@ -607,11 +614,17 @@ def targets(results: dict[str, list[dict]]) -> list[str]:
             continue
         ratio = lrn.get("ratio_vs_forward")
         same = lrn["per_step_ms"] / ratio if ratio else None
+        bare = (
+            f"; the bare update (`sgd_floor`: forward + one outer-product SGD update per "
+            f"weight, no traces) alone {fmt(floor.get('ratio_vs_forward'))}x forward"
+            if floor
+            else ""
+        )
         rows.append(
             [
                 f"es_d_rtrl, weight update every step (`{var}`) <= 2x forward, N = {N}, B = 16",
                 f"{ms(lrn)}; forward timed in the same round-robin {fmt(same)} ms; "
-                f"ratio {fmt(ratio)}",
+                f"ratio {fmt(ratio)}{bare}",
                 _verdict(None if ratio is None else ratio <= 2.0),
             ]
         )

@@ -34,6 +34,11 @@ Rows (``algorithm`` / ``variant``):
   update_every=1).run`` -- an optimiser update after every step;
 * ``es_d_rtrl`` / ``learner_sgd_decay0.95``: the same learner with one decay
   ``exp(-dt / tau_m)``, like the peer's ``pp_prop`` below;
+* ``sgd_floor`` / ``forward_outer_update``: the least any rule with a dense weight update
+  every step can cost -- the forward step plus, per weight, one batch-summed outer product
+  (of the signal the weight read and its output) applied as an SGD update; no traces, no
+  loss, no learning signal. ``learner_sgd`` divided by this row is the overhead of
+  es_d_rtrl's traces and learning signals over the bare update;
 * ``d_rtrl`` / ``tracer``, ``bptt`` / ``tracer`` (window = T, gradient read at the end),
   ``bptt`` / ``direct`` (``bptt_gradient``: ``jax.grad`` through the scan; not in --quick);
 * ``peer_forward`` / ``for_loop``: the braintrace model run by ``brainstate.transform.for_loop``;
@@ -216,6 +221,34 @@ def build_learner(pb: Problem, T: int, decay: float | None = None) -> Built:
     return (lambda: c(ls, xs, ys)), memory_stats(c), sec
 
 
+def build_floor(pb: Problem, T: int) -> Built:
+    """The least any rule with a dense weight update every step can cost: the forward step
+    plus, per trainable weight, one batch-summed outer product of the signal it read and
+    its output ``u`` (the shape of every rank-B gradient) written as an SGD update. No
+    traces, no loss, no learning signal."""
+    from traxon.trace.base import trainable
+
+    projs = trainable(pb.net)
+    xs, _, _ = pb.data(T)
+
+    def run(params: dict, state: dict, xs: jax.Array) -> Any:
+        def body(carry: Any, x: jax.Array) -> Any:
+            params, st = carry
+            st, inner = pb.net.forward(params, st, {"x": x})
+            params = dict(params)
+            for p in projs:
+                W = params[p.name]
+                g = p.op.outer(W, inner["z"][p.name], inner["u"][p.target][p.channel])
+                params[p.name] = W - LR * g
+            return (params, st), None
+
+        (params, _), _ = jax.lax.scan(body, (params, state), xs)
+        return params
+
+    c, sec = compile_jax(run, pb.params, pb.state, xs)
+    return (lambda: c(pb.params, pb.state, xs)), memory_stats(c), sec
+
+
 # --------------------------------------------------------------------------------------
 # braintrace peer.
 
@@ -369,6 +402,7 @@ def groups(quick: bool, smoke: bool = False) -> dict[str, list[Row]]:
             lambda pb, T: build_tracer(pb, T, "es_d_rtrl", decay=PEER_DECAY),
         ),
         Row("es_d_rtrl", "learner_sgd", "traxon", build_learner),
+        Row("sgd_floor", "forward_outer_update", "traxon", build_floor),
         Row(
             "es_d_rtrl",
             "learner_sgd_decay0.95",
