@@ -205,6 +205,35 @@ def test_csr_outer_pre_factor_and_to_params_agree_with_autodiff(x64, variant):
     np.testing.assert_array_equal(np.asarray(op.to_params(x)), np.asarray(x)[:, op.post.array])
 
 
+@pytest.mark.parametrize("variant", ["plain", "dale_base", "groups"])
+def test_csr_padding_entries_are_inert(x64, variant):
+    """``pad_to`` rounds the entries up to a multiple (to split them over devices); the
+    padded op gives the same currents and gradients, and its padding gets none."""
+    pre, post = edge_list()
+    kw = variants()[variant]
+    op = CSR.from_edges(pre, post, N_IN, N_OUT, **kw)
+    padded = CSR.from_edges(pre, post, N_IN, N_OUT, pad_to=7, **kw)
+    n_pad = -N_EDGES % 7
+    assert padded.nnz == N_EDGES + n_pad and padded.nnz % 7 == 0 and n_pad > 0
+    W = draw(op.weight_shape(N_IN, N_OUT), seed=3)
+    if variant == "groups":
+        Wp = W
+    else:  # the real entries keep their weights; the padding (last row, last) gets any
+        Wp = jnp.concatenate([W, draw((n_pad,), seed=4)])
+    z, postf = signal(5, p=0.6), draw((B, N_OUT), 6)
+    np.testing.assert_allclose(
+        np.asarray(padded.apply(Wp, z)), np.asarray(op.apply(W, z)), rtol=1e-12, atol=1e-12
+    )
+    g, gp = op.outer(W, z, postf), padded.outer(Wp, z, postf)
+    if variant != "groups":
+        assert not np.any(np.asarray(gp[N_EDGES:]))
+        gp = gp[:N_EDGES]
+    np.testing.assert_allclose(np.asarray(gp), np.asarray(g), rtol=1e-12, atol=1e-12)
+    assert CSR.from_edges(pre, post, N_IN, N_OUT, pad_to=N_EDGES).nnz == N_EDGES
+    with pytest.raises(ValueError, match="pad_to"):
+        CSR.from_edges(pre, post, N_IN, N_OUT, pad_to=0)
+
+
 def test_csr_init_dale_magnitudes_and_group_scales():
     pre, post = edge_list()
     kw = variants()["dale_base"]
@@ -662,6 +691,10 @@ def test_data_parallel_learner_equals_one_device(neuron_shards):
     assert ls.net_state["brain"]["V"].sharding.spec[0] == "data"
     if neuron_shards > 1:
         assert ls.net_state["brain"]["V"].sharding.spec[1] == "neurons"
+        # The per-connection weights are split too (600 entries, 300 per device).
+        w = ls.params["brain->brain"]
+        assert w.sharding.spec[0] == "neurons"
+        assert {s.data.shape for s in w.addressable_shards} == {(300,)}
     ls, metrics = dp.run(ls, b.x, b.y, b.mask)
     assert ls.net_state["brain"]["V"].sharding.spec[0] == "data"
     assert int(ls.updates) == 10
@@ -678,3 +711,27 @@ def test_data_parallel_learner_equals_one_device(neuron_shards):
         data_parallel(learner, jax.devices()[:4]).init(batch_size=3)
     with pytest.raises(ValueError, match="neuron_shards"):
         data_parallel(learner, jax.devices()[:4], neuron_shards=3)
+
+
+def test_data_parallel_warns_when_sparse_weights_cannot_be_split():
+    import traxon
+    from traxon.connectome import connectome_network, synthetic_connectome
+    from traxon.parallel import data_parallel
+    from traxon.tasks import region_rate_loss
+
+    if len(jax.devices()) < 4:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
+    c = synthetic_connectome(n_neurons=64, n_connections=601, n_regions=4, seed=0)
+    learner = traxon.online_learner(
+        connectome_network(c, n_inputs=8), "es_d_rtrl", loss=region_rate_loss()
+    )
+    nnz = learner.net.projections[1].op.nnz
+    assert nnz % 4
+    with pytest.warns(traxon.TraxonWarning, match="pad_to=4"):
+        data_parallel(learner, jax.devices()[:4], neuron_shards=4)
+    padded = traxon.online_learner(
+        connectome_network(c, n_inputs=8, pad_to=4), "es_d_rtrl", loss=region_rate_loss()
+    )
+    dp = data_parallel(padded, jax.devices()[:4], neuron_shards=4)  # no warning
+    spec = dp.shardings(batch_size=4).params["brain->brain"].spec
+    assert spec[0] == "neurons"

@@ -549,6 +549,7 @@ def connectome_network(
     rate_window: int = 50,
     max_active: int | None = None,
     dt: float = 1.0,
+    pad_to: int = 1,
 ) -> Any:
     r"""A traxon :class:`~traxon.core.Network` of a connectome (see the module docstring).
 
@@ -569,6 +570,11 @@ def connectome_network(
         max_active: event-driven forward over at most this many active neurons per sample
             (``None``: all entries every step).
         dt: time step (ms).
+        pad_to: pad the recurrent connections with inert entries to a multiple of this
+            (see :meth:`traxon.core.CSR.from_edges`), e.g. the ``neuron_shards`` of
+            :func:`traxon.parallel.data_parallel`, which then splits the per-connection
+            weights over the devices; ``W`` then has ``E`` plus at most ``pad_to - 1``
+            entries.
 
     Returns:
         The network; its populations are ``"brain"`` and ``"readout"`` (one unit per region).
@@ -633,6 +639,7 @@ def connectome_network(
         base=base,
         groups=groups,
         n_groups=n_groups,
+        pad_to=pad_to,
     )
     kappa = math.exp(-1.0 / rate_window)
     sizes = connectome.region_sizes().astype(np.float64)

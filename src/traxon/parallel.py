@@ -8,15 +8,19 @@ core runs on a :class:`jax.sharding.Mesh` of devices with axes ``("data", "neuro
   inputs, targets and masks) is split over ``"data"`` along that axis;
 * weights and optimiser state are replicated, except that with ``neuron_shards > 1`` every
   array axis whose length is a population's size (neuron-aligned state and traces, dense
-  weights into or out of a large population) is split over ``"neurons"``;
+  weights into or out of a large population) is split over ``"neurons"``, and so are the
+  per-entry weights of sparse ops (:class:`~traxon.core.CSR`, :class:`~traxon.core.Sparse`)
+  with their gradients and optimiser moments, when the number of entries is a multiple of
+  ``neuron_shards`` (``pad_to`` makes it one);
 * the step is one ``jax.jit`` with these shardings: the sums over the batch inside the
   gradient (one outer product per weight) become a cross-device reduction that XLA inserts
   (an all-reduce), so the update is the single-device update up to the order of floating
   point additions, and every device applies the same update to its copy of the weights.
 
-Sharding only chooses where arrays live; the program's results do not depend on it. Sparse
-CSR weights are replicated (their gathers and scatters read all neurons): neuron sharding
-splits the O(N) state and traces across devices, not the connections.
+Sharding only chooses where arrays live; the program's results do not depend on it. With
+split sparse weights each device gathers, scatters and accumulates gradients for its own
+entries; XLA sums the partial currents ``(B, N)`` across devices every step. The index
+arrays of the sparse ops (compile-time constants) are still held whole by every device.
 
 Across hosts, start every process with :func:`jax.distributed.initialize` (see
 ``docs/scaling.md``) before building the learner; ``jax.devices()`` then lists every host's
@@ -26,6 +30,7 @@ one global array.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +38,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from traxon._checks import TraxonWarning
+from traxon.core.ops import CSR, Sparse
 from traxon.learn.learner import LearnerState, OnlineLearner
 
 __all__ = ["DataParallel", "data_parallel"]
@@ -79,6 +86,25 @@ class DataParallel:
             if neuron_shards > 1
             else set()
         )
+        # Per-entry sparse weights are split over "neurons" too: each device then gathers,
+        # scatters and accumulates the gradient of its own entries only (XLA sums the
+        # partial currents across devices).
+        self._entry_sizes: set[int] = set()
+        for proj in learner.net.projections if neuron_shards > 1 else ():
+            if not isinstance(proj.op, (CSR, Sparse)) or getattr(proj.op, "groups", None):
+                continue
+            nnz = int(np.prod(proj.op.weight_shape(0, 0)))
+            if nnz % neuron_shards == 0:
+                self._entry_sizes.add(nnz)
+            elif nnz >= 64 * neuron_shards:
+                warnings.warn(
+                    f"weight `{proj.name}` has {nnz} entries, not a multiple of "
+                    f"neuron_shards={neuron_shards}: it stays whole on every device. Build "
+                    f"its op with `pad_to={neuron_shards}` (CSR.from_edges, "
+                    "connectome_network) to split it.",
+                    TraxonWarning,
+                    stacklevel=3,
+                )
         self._run = jax.jit(self._run_impl)
         self._step = jax.jit(self._step_impl)
 
@@ -91,6 +117,9 @@ class DataParallel:
             if shape[i] in self._neuron_sizes:
                 axes[i] = "neurons"
                 break
+        else:
+            if not batched and len(shape) == 1 and shape[0] in self._entry_sizes:
+                axes[0] = "neurons"  # per-entry sparse weights (and their gradients, moments)
         return PartitionSpec(*axes)
 
     def shardings(self, batch_size: int) -> Any:

@@ -726,11 +726,17 @@ class CSR(_Indexed):
         base: Any = None,
         groups: Any = None,
         n_groups: int | None = None,
+        pad_to: int = 1,
     ) -> CSR:
         """A CSR op from equal-length integer arrays of presynaptic and postsynaptic ids.
 
         ``base`` and ``groups`` are per edge, in the order given (they are permuted with the
         edges). Repeated ``(pre, post)`` pairs are kept as separate entries (their weights add).
+
+        ``pad_to`` appends inert entries (``base`` 0, from the last presynaptic to the last
+        postsynaptic neuron) until the number of entries is a multiple of it, so that
+        :func:`traxon.parallel.data_parallel` can split the per-entry weights evenly over
+        that many devices. They never carry current or gradient.
 
         Example:
             >>> from traxon.core import CSR
@@ -742,6 +748,16 @@ class CSR(_Indexed):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{label}` must be a positive integer; got {value!r}.")
         pre_a, post_a = _edge_list(pre, post)
+        if isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)) or pad_to < 1:
+            raise ValueError(f"`pad_to` must be a positive integer; got {pad_to!r}.")
+        n_pad = -pre_a.size % int(pad_to)
+        if n_pad:
+            inert = np.concatenate([np.ones(pre_a.size, np.float32), np.zeros(n_pad, np.float32)])
+            base = inert if base is None else np.concatenate([np.asarray(base), inert[-n_pad:]])
+            if groups is not None:
+                groups = np.concatenate([np.asarray(groups), np.zeros(n_pad, np.int64)])
+            pre_a = np.concatenate([pre_a, np.full(n_pad, int(n_in) - 1, pre_a.dtype)])
+            post_a = np.concatenate([post_a, np.full(n_pad, int(n_out) - 1, post_a.dtype)])
         order = CSR.edge_order(pre_a, post_a)
         op_pre = _Indexed()
         op_pre._check_index(pre_a, int(n_in), "pre", "CSR.from_edges")
