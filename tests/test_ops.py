@@ -270,6 +270,18 @@ def test_random_constructors_draw_distinct_partners_reproducibly():
     assert all(len(set(row)) == 4 for row in c.post_index.array.tolist())
 
 
+def test_fixed_out_degree_with_inferred_n_out_is_sized_by_the_network_not_mutated():
+    # n_out inferred from the largest index (2) is smaller than the target population (5):
+    # the network uses a sized copy; the user's op is left as it was.
+    op = FixedOutDegree(post_index=np.array([[0, 2], [1, 2]]))
+    assert op.n_out == 3
+    net = Network({"x": 2}, {"h": Population(LIF(), 5)}, [Projection("x", "h", op)])
+    assert op.n_out == 3 and net.projections[0].op.n_out == 5
+    params = {p.name: draw(p.op, p.n_in, p.n_out) for p in net.projections}
+    res = net.simulate(params, net.init_state(1), jnp.ones((2, 1, 2)))
+    assert res.record["h"]["spike"].shape == (2, 1, 5)
+
+
 def test_ops_are_rank_promotion_clean_inside_a_network():
     # conftest sets jax_numpy_rank_promotion="raise": every op must broadcast explicitly.
     net = Network(

@@ -419,7 +419,7 @@ class Network:
                     signal=signal,
                     target=proj.target,
                     channel=table_c[ch_key].id,
-                    op=proj.op,
+                    op=proj.op.sized(n_in, n_out),
                     delay=proj.delay,
                     n_in=n_in,
                     n_out=n_out,

@@ -68,6 +68,11 @@ class WeightOp(Module):
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
         """Raise if this op cannot connect ``n_in`` to ``n_out`` neurons."""
 
+    def sized(self, n_in: int, n_out: int) -> WeightOp:
+        """This op as used between ``n_in`` and ``n_out`` neurons (after :meth:`check_sizes`):
+        itself, or a copy that knows a size it could not infer. Never mutates ``self``."""
+        return self
+
 
 def _edge_list(pre: Any, post: Any, integer: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``pre`` and ``post`` as NumPy arrays, checked to be 1-D, of equal length and (with
@@ -512,7 +517,10 @@ class FixedOutDegree(_Indexed):
         self._check_index(self._idx, n_out, "post_index", where)
         if self.n_out is not None and self.n_out > n_out:
             raise ValueError(f"`n_out` of {where} is {self.n_out}; the target has {n_out}.")
-        object.__setattr__(self, "n_out", n_out)
+
+    def sized(self, n_in: int, n_out: int) -> FixedOutDegree:
+        # n_out inferred from the largest index may be smaller than the target population.
+        return self if self.n_out == n_out else self.replace(n_out=n_out)
 
     def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
         return tuple(self._idx.shape)
