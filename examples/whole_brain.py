@@ -14,6 +14,16 @@ Run::
     python examples/whole_brain.py --quick    # smoke test
     python examples/whole_brain.py --full     # 139,255 neurons, 1.5e7 connections, 80 regions
     python examples/whole_brain.py --edges connections.csv   # a FlyWire table (needs regions)
+
+Across devices and processes (``traxon.parallel.data_parallel``; every process runs the same
+command with its own ``--process-id`` and trains on its slice of each batch)::
+
+    python examples/whole_brain.py --data-parallel --neuron-shards 2     # this host's devices
+    # two processes (here both on this machine; on a cluster, one per host):
+    python examples/whole_brain.py --quick --coordinator localhost:1234 \
+        --num-processes 2 --process-id 0 &
+    python examples/whole_brain.py --quick --coordinator localhost:1234 \
+        --num-processes 2 --process-id 1
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import argparse
 import math
 import time
 
+import jax
+import numpy as np
 import optax
 
 import traxon
@@ -35,8 +47,28 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--full", action="store_true", help="full fly-brain size")
     parser.add_argument("--edges", default=None, help="a FlyWire-style edge table to load")
     parser.add_argument("--rounds", type=int, default=None, help="training rounds")
+    parser.add_argument(
+        "--data-parallel", action="store_true", help="split each batch over all devices"
+    )
+    parser.add_argument(
+        "--neuron-shards", type=int, default=1, help="devices that split the neurons"
+    )
+    parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--process-id", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.coordinator:
+        # Collectives between CPU processes (GPUs use NCCL whatever this says). Set before
+        # anything starts JAX's backend, as is `initialize`.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+        args.data_parallel = True
 
+    say = print if jax.process_index() == 0 else (lambda *a, **k: None)  # process 0 reports
     if args.edges:
         connectome = load_edges(args.edges, min_count=5)
     elif args.full:
@@ -45,34 +77,67 @@ def main(argv: list[str] | None = None) -> float:
         connectome = synthetic_connectome(300, 6_000, 4, seed=0)
     else:
         connectome = synthetic_connectome(2_000, 200_000, 16, seed=0)
-    print(
+    say(
         f"connectome: {connectome.n_neurons:,} neurons, {connectome.n_connections:,} "
         f"connections, {connectome.n_synapses:,} synapses, {connectome.n_regions} regions"
     )
     rounds = args.rounds or (2 if args.quick else 10 if args.full else 15)
     steps, window, batch = (100, 25, 2) if args.quick else (300, 50, 2 if args.full else 4)
-    net = connectome_network(connectome, n_inputs=16, rate_window=window)
+    parallel = args.data_parallel or args.neuron_shards > 1
+    if parallel:
+        batch *= len(jax.devices()) // args.neuron_shards  # at least one sample per shard
+    net = connectome_network(connectome, n_inputs=16, rate_window=window, pad_to=args.neuron_shards)
     task = RegionRates(n_regions=connectome.n_regions, n_in=16, n_steps=steps, window=window)
     algo = traxon.trace.es_d_rtrl(decay=math.exp(-1.0 / 20.0))  # the membrane leak
     learner = traxon.online_learner(net, algo, optax.adam(2e-2), loss=region_rate_loss())
 
     test = task.sample(12345, batch, split="test")
     first = learner.evaluate(learner.init_state(batch), test.x, test.y, test.mask)["loss"]
-    print(f"before training: region-rate loss {first:.3f}")
+    say(f"before training: region-rate loss {first:.3f}")
     loss = first
+    if parallel:
+        dp = traxon.parallel.data_parallel(learner, neuron_shards=args.neuron_shards)
+        say(
+            f"{jax.process_count()} process(es), {len(jax.devices())} devices: "
+            f"{dp.data_shards} split the batch of {batch}, {dp.neuron_shards} the neurons"
+        )
+        ls = dp.init(batch_size=batch)
+        # Every process draws the same global batch and trains on its own slice of it.
+        per = batch // jax.process_count()
+        mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
     for i, train in enumerate(task.stream(seed=0, batch_size=batch)):
         if i >= rounds:
             break
         start = time.perf_counter()
-        summary = learner.fit([train])[0]
-        loss = learner.evaluate(learner.state, test.x, test.y, test.mask)["loss"]
-        print(
-            f"round {i + 1:2d}: train loss {summary['loss']:.3f}, test loss {loss:.3f}, "
-            f"mean rate {1000 * summary['rate/brain']:.1f} Hz, "
+        if parallel:
+            ls, metrics = dp.train_sequence(ls, train.x[:, mine], train.y[:, mine])
+            weights = _gather(ls.params)
+            per_step, w = _gather((metrics["loss"], metrics["weight"]))
+            train_loss = float(np.sum(per_step * w) / max(float(np.sum(w)), 1.0))
+            rate = float(np.mean(_gather(metrics["rates"]["brain"])))
+        else:
+            summary = learner.fit([train])[0]
+            weights, train_loss = learner.state.params, summary["loss"]
+            rate = summary["rate/brain"]
+        loss = learner.evaluate(weights, test.x, test.y, test.mask)["loss"]
+        say(
+            f"round {i + 1:2d}: train loss {train_loss:.3f}, test loss {loss:.3f}, "
+            f"mean rate {1000 * rate:.1f} Hz, "
             f"{1000 * (time.perf_counter() - start) / steps:.1f} ms/step"
         )
-    print(f"test loss {first:.3f} -> {loss:.3f}")
+    say(f"test loss {first:.3f} -> {loss:.3f}")
+    if args.coordinator:
+        jax.distributed.shutdown()
     return loss
+
+
+def _gather(tree: object) -> object:
+    """The whole of every (possibly sharded, possibly multi-process) array, on the host."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ derivatives against autodiff of that dense matrix; the tracers over CSR weights 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import jax
@@ -735,3 +736,49 @@ def test_data_parallel_warns_when_sparse_weights_cannot_be_split():
     dp = data_parallel(padded, jax.devices()[:4], neuron_shards=4)  # no warning
     spec = dp.shardings(batch_size=4).params["brain->brain"].spec
     assert spec[0] == "neurons"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("neuron_shards", [2])
+def test_two_processes_with_jax_distributed_equal_one_device(tmp_path, neuron_shards):
+    """Multi-host on one machine: two processes joined by ``jax.distributed`` (2 CPU devices
+    each, gloo collectives), each feeding its half of the batch, train like one device."""
+    import socket
+    import subprocess
+    import sys
+
+    import optax
+
+    import traxon
+    from traxon.connectome import connectome_network, synthetic_connectome
+    from traxon.tasks import RegionRates, region_rate_loss
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "result.npz"
+    worker = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(pid), "2", str(port), str(out), str(neuron_shards)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in range(2)
+    ]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    got = np.load(out)
+
+    c = synthetic_connectome(n_neurons=64, n_connections=600, n_regions=4, seed=0)
+    net = connectome_network(c, n_inputs=8, rate_window=10)
+    b = RegionRates(n_regions=4, n_in=8, n_steps=10, window=5).sample(0, 4)
+    learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2), loss=region_rate_loss())
+    ref, metrics = jax.jit(learner.run)(learner.init(batch_size=4), b.x, b.y, b.mask)
+    for k, v in ref.params.items():
+        np.testing.assert_allclose(got[k], np.asarray(v), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["loss"], np.asarray(metrics["loss"]), rtol=1e-5, atol=1e-6)

@@ -106,6 +106,7 @@ class DataParallel:
                     stacklevel=3,
                 )
         self._run = jax.jit(self._run_impl)
+        self._sequence = jax.jit(self._sequence_impl)
         self._step = jax.jit(self._step_impl)
 
     # ------------------------------------------------------------------------------
@@ -180,28 +181,43 @@ class DataParallel:
         new, metrics = self.learner.run(ls, xs, ys, masks)
         return self._constrain(new), metrics
 
+    def _sequence_impl(self, ls: LearnerState, xs: Any, ys: Any, masks: Any) -> Any:
+        ls = self._constrain(self.learner.reset_sequence(self._constrain(ls)))
+        new, metrics = self.learner.run(ls, xs, ys, masks)
+        new = self.learner.end_sequence(new)
+        return self._constrain(new), metrics
+
     def _step_impl(self, ls: LearnerState, x: Any, y: Any, mask: Any) -> Any:
         ls = self._constrain(ls)
         new, metrics = self.learner.step_fn(ls, x, y, mask)
         return self._constrain(new), metrics
 
-    def run(self, ls: LearnerState, xs: Any, ys: Any, masks: Any = None) -> Any:
-        """``T`` learning steps, sharded: ``xs`` ``(T, B, n_in)``; see
-        :meth:`OnlineLearner.run`. Returns ``(state, metrics)``."""
+    def _sharded_sequence(self, ls: LearnerState, xs: Any, ys: Any, masks: Any) -> tuple:
         batch = self.learner.net.batch_size(ls.net_state)
         self._check_batch(batch)
-        steps = int(np.shape(xs)[0]) if not isinstance(xs, dict) else None
         if masks is None:
-            t = steps if steps is not None else int(np.shape(next(iter(xs.values())))[0])
-            masks = np.ones((t, batch), np.float32)
-        xs, ys, masks = (self.shard_batch(a) for a in (xs, ys, masks))
-        return self._run(ls, xs, ys, masks)
+            first = xs if not isinstance(xs, dict) else next(iter(xs.values()))
+            local = int(np.shape(first)[1])  # this process's slice of the batch
+            masks = np.ones((int(np.shape(first)[0]), local), np.float32)
+        return tuple(self.shard_batch(a) for a in (xs, ys, masks))
+
+    def run(self, ls: LearnerState, xs: Any, ys: Any, masks: Any = None) -> Any:
+        """``T`` learning steps, sharded: ``xs`` ``(T, B, n_in)``; see
+        :meth:`OnlineLearner.run`. Returns ``(state, metrics)``. With several processes
+        each passes its own slice of the batch."""
+        return self._run(ls, *self._sharded_sequence(ls, xs, ys, masks))
+
+    def train_sequence(self, ls: LearnerState, xs: Any, ys: Any, masks: Any = None) -> Any:
+        """One training sequence, sharded, as :meth:`OnlineLearner.fit` runs each batch:
+        reset the neurons and traces, run the ``T`` steps, apply what the window left
+        accumulated. Returns ``(state, metrics)``."""
+        return self._sequence(ls, *self._sharded_sequence(ls, xs, ys, masks))
 
     def step(self, ls: LearnerState, x: Any, y: Any, mask: Any = None) -> Any:
         """One learning step, sharded: ``x`` ``(B, n_in)``. Returns ``(state, metrics)``."""
-        batch = self.learner.net.batch_size(ls.net_state)
         if mask is None:
-            mask = np.ones((batch,), np.float32)
+            first = x if not isinstance(x, dict) else next(iter(x.values()))
+            mask = np.ones((int(np.shape(first)[0]),), np.float32)  # this process's slice
         x, y, mask = (self.shard_batch(a, batch_axis=0) for a in (x, y, mask))
         return self._step(ls, x, y, mask)
 
