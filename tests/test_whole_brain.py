@@ -708,6 +708,19 @@ def test_data_parallel_learner_equals_one_device(neuron_shards):
     )
     ls2, _ = dp.step(ls, b.x[0], b.y[0])
     assert int(ls2.updates) == 11
+    if neuron_shards == 1:  # a whole sequence as fit runs it: reset, run, apply
+        seq, _ = dp.train_sequence(ls2, b.x, b.y, b.mask)
+        one = jax.jit(
+            lambda s: learner.end_sequence(
+                learner.run(learner.reset_sequence(s), b.x, b.y, b.mask)[0]
+            )
+        )
+        want = one(jax.device_get(ls2))
+        for k in want.params:
+            np.testing.assert_allclose(
+                np.asarray(seq.params[k]), np.asarray(want.params[k]), rtol=1e-5, atol=1e-6
+            )
+        assert seq.net_state["brain"]["V"].sharding.spec[0] == "data"
     with pytest.raises(ValueError, match="batch_size"):
         data_parallel(learner, jax.devices()[:4]).init(batch_size=3)
     with pytest.raises(ValueError, match="neuron_shards"):
