@@ -744,7 +744,7 @@ class AdaptedNetwork(Network):
                 "the module has no states: call brainstate.nn.init_all_states(module, "
                 "batch_size) before adapting it."
             )
-        self.paths = self._shortest_paths(module)
+        self.paths, self.owners = self._shortest_paths(module)
         self.attached = {id(s): s for s in states.values()}
         self.attach_batch = self._batch_of(states)
         self.batched_states = [
@@ -802,11 +802,13 @@ class AdaptedNetwork(Network):
 
     # ------------------------------------------------------------------------------
     @staticmethod
-    def _shortest_paths(module: Any) -> dict[int, str]:
+    def _shortest_paths(module: Any) -> tuple[dict[int, str], dict[int, Any]]:
         """The shortest attribute path to every state (modules may be reachable along
-        several paths; the shortest reads best, e.g. ``neu.V`` rather than ``inp.post.V``)."""
+        several paths; the shortest reads best, e.g. ``neu.V`` rather than ``inp.post.V``),
+        and the module that holds each state along that path."""
         bs = _bs()
         best: dict[int, str] = {}
+        owners: dict[int, Any] = {}
         seen = {id(module)}
         queue: list[tuple[tuple[str, ...], Any]] = [((), module)]
         while queue:
@@ -820,12 +822,14 @@ class AdaptedNetwork(Network):
                     full = (*path, attr) if key == attr else (*path, attr, label)
                     if isinstance(child, bs.State):
                         best.setdefault(id(child), ".".join(full))
+                        owners.setdefault(id(child), obj)
                     elif isinstance(child, bs.nn.Module) and id(child) not in seen:
                         seen.add(id(child))
                         queue.append((full, child))
         for path, state in module.states().items():
             best.setdefault(id(state), ".".join(str(p) for p in path))
-        return best
+        best_owners = {k: owners[k] for k in best if k in owners}
+        return best, best_owners
 
     @staticmethod
     def _batch_of(states: Any) -> int:
@@ -841,13 +845,21 @@ class AdaptedNetwork(Network):
         )
 
     def owner_name(self, leaves: Sequence[_Leaf]) -> str:
+        """A population's name: the common module path of its states, else the path of
+        its neuron (the module with ``get_spike``, e.g. ``neu`` for a LIF whose synapse
+        state lives in ``inp.syn``), else of its first state's module."""
         parts = [lf.path.split(".")[:-1] for lf in leaves]
         common: list[str] = []
         for items in zip(*parts, strict=False):
             if len(set(items)) != 1:
                 break
             common.append(items[0])
-        return ".".join(common) or leaves[0].path.rsplit(".", 1)[0]
+        if common:
+            return ".".join(common)
+        for lf in leaves:
+            if hasattr(self.owners.get(id(lf.state)), "get_spike"):
+                return lf.path.rsplit(".", 1)[0]
+        return leaves[0].path.rsplit(".", 1)[0]
 
     def analysis(self, batch: int) -> Analysis:
         """The step traced at ``batch`` (cached); its structure must not depend on it."""
