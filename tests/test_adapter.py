@@ -314,6 +314,52 @@ def test_sequences_start_from_the_modules_reset_state_not_its_last_run():
     np.testing.assert_allclose(np.asarray(state["neu"]["V"]), rest)
 
 
+class ReplacingLIF(bps.LIF):
+    """A neuron whose ``reset_state`` makes new State objects (it calls ``init_state``)."""
+
+    def reset_state(self, batch_size=None, **kwargs):
+        self.init_state(batch_size, **kwargs)
+
+
+class Replacing(brainstate.nn.Module):
+    def __init__(self, n=8):
+        super().__init__()
+        self.neu = ReplacingLIF(
+            n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
+        )
+        self.inp = bps.AlignPostProj(
+            comm=linear(N_IN, n, 30.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+def test_a_reset_state_that_replaces_states_leaves_the_module_as_it_was():
+    """Attaching reads where ``reset_state`` puts the module even when that reset makes new
+    State objects; the module keeps its original objects and values, and the learner runs."""
+    module = build(Replacing)
+    xs, ts, _ = data(steps=10)
+    brainstate.transform.for_loop(module.update, xs)
+    V = module.neu.V
+    before = np.asarray(u.get_mantissa(V.value))
+    learner = traxon.online_learner(module, "es_d_rtrl", optax.adam(1e-2), input_size=N_IN)
+    assert module.neu.V is V
+    assert id(V) in {id(s) for s in module.states().values()}
+    np.testing.assert_array_equal(np.asarray(u.get_mantissa(V.value)), before)
+    start = learner.net.init_state(B)["neu"]["V"]
+    brainstate.nn.reset_all_states(module, B)
+    rest = np.asarray(u.get_mantissa(module.neu.V.value))
+    assert not np.allclose(before, rest)
+    np.testing.assert_allclose(np.asarray(start), rest)
+    for t in range(2):
+        metrics = learner.step(xs[t], ts[t])
+    assert np.isfinite(metrics["loss"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cls", [Single, Adaptive])
 def test_adapted_d_rtrl_equals_brainstate_bptt_on_one_population(x64, cls):

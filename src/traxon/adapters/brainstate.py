@@ -744,7 +744,7 @@ class AdaptedNetwork(Network):
                 "the module has no states: call brainstate.nn.init_all_states(module, "
                 "batch_size) before adapting it."
             )
-        self.paths, self.owners = self._shortest_paths(module)
+        self.paths, self.owners, self._slots = self._shortest_paths(module)
         self.attached = {id(s): s for s in states.values()}
         self.attach_batch = self._batch_of(states)
         self.batched_states = [
@@ -767,8 +767,9 @@ class AdaptedNetwork(Network):
         ``reset_state`` sets (not what it holds now, which may be the end of an earlier run).
 
         The module is reset, read and given its current values back, so attaching changes
-        nothing. States its ``reset_state`` replaces instead of writing to, or a reset that
-        fails, fall back to the current values (the weights keep theirs in any case).
+        nothing. A ``reset_state`` that makes new State objects instead of writing to them is
+        read by path, and the original objects are put back where they were. A reset that
+        fails falls back to the current values (the weights keep theirs in any case).
         """
         import brainstate
 
@@ -782,12 +783,27 @@ class AdaptedNetwork(Network):
         saved = {id(s): s.value for s in states.values()}
         try:
             brainstate.nn.reset_all_states(module, self.attach_batch)
-            after = {id(s) for s in module.states().values()}
-            if after != set(saved):
-                return current  # the reset replaced states: their old objects are detached
-            fresh = read()
+            after = dict(module.states().items())
+            if {id(s) for s in after.values()} == set(saved):
+                fresh = read()
+            else:
+                # The reset made new State objects (e.g. it calls init_state): read their
+                # values by path, then put the original objects back where they were.
+                by_path = {
+                    ".".join(str(k) for k in p): [
+                        jnp.asarray(_mantissa(v)) for v in _leaves(s.value)
+                    ]
+                    for p, s in after.items()
+                }
+                fresh = {
+                    id(s): by_path[".".join(str(k) for k in p)]
+                    for p, s in states.items()
+                    if ".".join(str(k) for k in p) in by_path
+                }
+                self._reattach(states)
         except Exception:  # a module whose reset_state needs other arguments
             fresh = current
+            self._reattach(states)
         finally:
             for s in states.values():
                 s.value = saved[id(s)]
@@ -800,15 +816,28 @@ class AdaptedNetwork(Network):
             start[key] = new if same else values
         return start
 
+    def _reattach(self, states: Any) -> None:
+        """Put every original State object back into the slots it was found in (a reset
+        that replaced them re-pointed the module to new objects)."""
+        for s in states.values():
+            for owner, attr, key in self._slots.get(id(s), ()):
+                if key is None:
+                    if getattr(owner, attr, None) is not s:
+                        setattr(owner, attr, s)
+                else:
+                    getattr(owner, attr)[key] = s
+
     # ------------------------------------------------------------------------------
     @staticmethod
-    def _shortest_paths(module: Any) -> tuple[dict[int, str], dict[int, Any]]:
+    def _shortest_paths(module: Any) -> tuple[dict[int, str], dict[int, Any], dict[int, list]]:
         """The shortest attribute path to every state (modules may be reachable along
         several paths; the shortest reads best, e.g. ``neu.V`` rather than ``inp.post.V``),
-        and the module that holds each state along that path."""
+        the module that holds each state along that path, and every ``(module, attribute,
+        dict key or None)`` slot that refers to each state."""
         bs = _bs()
         best: dict[int, str] = {}
         owners: dict[int, Any] = {}
+        slots: dict[int, list[tuple[Any, str, Any]]] = {}
         seen = {id(module)}
         queue: list[tuple[tuple[str, ...], Any]] = [((), module)]
         while queue:
@@ -823,13 +852,14 @@ class AdaptedNetwork(Network):
                     if isinstance(child, bs.State):
                         best.setdefault(id(child), ".".join(full))
                         owners.setdefault(id(child), obj)
+                        where = key if isinstance(value, dict) else None
+                        slots.setdefault(id(child), []).append((obj, attr, where))
                     elif isinstance(child, bs.nn.Module) and id(child) not in seen:
                         seen.add(id(child))
                         queue.append((full, child))
         for path, state in module.states().items():
             best.setdefault(id(state), ".".join(str(p) for p in path))
-        best_owners = {k: owners[k] for k in best if k in owners}
-        return best, best_owners
+        return best, owners, slots
 
     @staticmethod
     def _batch_of(states: Any) -> int:
