@@ -58,9 +58,9 @@ def linear(n_in, n_out, scale=1.0):
 class Single(brainstate.nn.Module):
     """One LIF population with Expon AlignPost input and a leaky readout."""
 
-    def __init__(self, n=8, scale=30.0, tau_out=20.0):
+    def __init__(self, n=8, scale=30.0, tau_out=20.0, lif=bps.LIF):
         super().__init__()
-        self.neu = bps.LIF(
+        self.neu = lif(
             n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
         )
         self.inp = bps.AlignPostProj(
@@ -321,27 +321,10 @@ class ReplacingLIF(bps.LIF):
         self.init_state(batch_size, **kwargs)
 
 
-class Replacing(brainstate.nn.Module):
-    def __init__(self, n=8):
-        super().__init__()
-        self.neu = ReplacingLIF(
-            n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
-        )
-        self.inp = bps.AlignPostProj(
-            comm=linear(N_IN, n, 30.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
-        )
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        self.inp(x)
-        self.neu()
-        return self.out(self.neu.get_spike())
-
-
 def test_a_reset_state_that_replaces_states_leaves_the_module_as_it_was():
     """Attaching reads where ``reset_state`` puts the module even when that reset makes new
     State objects; the module keeps its original objects and values, and the learner runs."""
-    module = build(Replacing)
+    module = build(Single, lif=ReplacingLIF)
     xs, ts, _ = data(steps=10)
     brainstate.transform.for_loop(module.update, xs)
     V = module.neu.V
