@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--process-id", type=int, default=0)
     args = parser.parse_args(argv)
     if args.coordinator:
-        # Collectives between CPU processes (GPUs use NCCL whatever this says). Set before
-        # anything starts JAX's backend, as is `initialize`.
+        # Collectives between CPU processes (GPUs use NCCL regardless). Like `initialize`,
+        # this must come before anything starts JAX's backend.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=args.coordinator,
