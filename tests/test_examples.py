@@ -90,6 +90,26 @@ def test_example_runs_quick(script: Path, tmp_path: Path, quick_env: dict[str, s
 
 
 @pytest.mark.slow
+def test_whole_brain_example_across_devices(tmp_path: Path, quick_env: dict[str, str]) -> None:
+    """The example's device-parallel path (4 CPU devices from tests/conftest.py: the batch
+    over 2, the neurons and connection weights over 2)."""
+    if "xla_force_host_platform_device_count=4" not in quick_env.get("XLA_FLAGS", ""):
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
+    script = ROOT / "examples" / "whole_brain.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--neuron-shards", "2"],
+        cwd=tmp_path,
+        env=quick_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "4 devices: 2 split the batch of 4, 2 the neurons" in proc.stdout, proc.stdout
+    assert "test loss" in proc.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_quick(
     path: Path, tmp_path: Path, quick_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
