@@ -48,6 +48,24 @@ def quick_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+def run_example(
+    script: Path, cwd: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess:
+    """Run an example script; fail with the end of its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
+    return proc
+
+
 def test_examples_are_found() -> None:
     names = {p.name for p in EXAMPLES}
     assert {"quickstart.py", "evidence_accumulation.py", "spiking_digits.py"} <= names
@@ -74,17 +92,7 @@ def test_example_has_docstring_quick_flag_and_readme_entry(script: Path) -> None
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs_quick(script: Path, tmp_path: Path, quick_env: dict[str, str]) -> None:
     needs_extra(script)
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick"],
-        cwd=tmp_path,
-        env=quick_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (
-        f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    )
+    proc = run_example(script, tmp_path, quick_env, "--quick")
     # Each says what it shows: test accuracy (classification) or test loss (regression).
     assert "accuracy" in proc.stdout or "test loss" in proc.stdout, proc.stdout[-2000:]
 
@@ -96,15 +104,7 @@ def test_whole_brain_example_across_devices(tmp_path: Path, quick_env: dict[str,
     if "xla_force_host_platform_device_count=4" not in quick_env.get("XLA_FLAGS", ""):
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
     script = ROOT / "examples" / "whole_brain.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--neuron-shards", "2"],
-        cwd=tmp_path,
-        env=quick_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    proc = run_example(script, tmp_path, quick_env, "--quick", "--neuron-shards", "2")
     assert "4 devices: 2 split the batch of 4, 2 the neurons" in proc.stdout, proc.stdout
     assert "test loss" in proc.stdout
 
