@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -39,3 +42,16 @@ def float64() -> Iterator[None]:
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+def run_checked(
+    args: list[Any], timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run ``python *args`` (``cwd``/``env`` in ``kwargs``); fail with the ends of its output
+    unless it exits with 0."""
+    cmd = [sys.executable, *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd[1:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
+    return proc

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_checked
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 FIELDS = ("algorithm", "N", "T", "B", "per_step_ms", "compiled_bytes", "ratio_vs_forward")
 # Algorithms each script must report.
 EXPECTED = {
@@ -42,18 +41,9 @@ PEERS = {"simulate": ("brainpy.state",), "trace_cost": ("braintrace", "brainpy.s
 
 
 def run_smoke(script: str) -> list[dict]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+    env = dict(os.environ)  # XLA_FLAGS as tests/conftest.py set them
     env.setdefault("JAX_PLATFORMS", "cpu")
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / f"{script}.py"), "--smoke"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_checked([BENCH / f"{script}.py", "--smoke"], timeout=600, cwd=ROOT, env=env)
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 

@@ -12,17 +12,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_checked
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 BLOCK = re.compile(r"(<!-- test: skip -->\n+)?^```python\n(.*?)^```", re.S | re.M)
 PAGES = sorted(p.name for p in DOCS.glob("*.md"))
 # Pages written by scripts: errors.md (its snippets raise; make_errors.py checks them), the
@@ -31,19 +29,10 @@ GENERATED = {"errors.md", "benchmarks.md", "algorithms_generated.md"}
 
 
 @pytest.fixture(scope="session")
-def docs_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of the subprocesses: fast XLA compiles, one compilation cache per session
-    (shared with tests/test_examples.py), the source tree first on the path."""
-    cache = tmp_path_factory.getbasetemp() / "jax_cache"
-    cache.mkdir(exist_ok=True)
-    out = dict(os.environ)
-    out["XLA_FLAGS"] = f"{out.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-    out["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-    out["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    out["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    out["MPLBACKEND"] = "Agg"
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), out.get("PYTHONPATH")]))
-    return out
+def docs_env(subprocess_env: dict[str, str]) -> dict[str, str]:
+    """Environment of the subprocesses (tests/conftest.py; its compilation cache is shared
+    with tests/test_examples.py)."""
+    return subprocess_env
 
 
 def fragments() -> set[str]:
@@ -64,16 +53,8 @@ def blocks(page: str) -> list[tuple[bool, str]]:
 def test_docs_build_without_warnings(tmp_path: Path, docs_env: dict[str, str]) -> None:
     pytest.importorskip("sphinx")
     pytest.importorskip("myst_parser")
-    sphinx = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
-    proc = subprocess.run(
-        [*sphinx, str(DOCS), str(tmp_path / "out")],
-        cwd=ROOT,
-        env=docs_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"sphinx failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    sphinx = ["-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+    run_checked([*sphinx, DOCS, tmp_path / "out"], timeout=600, cwd=ROOT, env=docs_env)
     for page in set(PAGES) - fragments():
         assert (tmp_path / "out" / page.replace(".md", ".html")).exists(), page
 
@@ -133,15 +114,7 @@ def test_code_on_pages_runs(tmp_path: Path, docs_env: dict[str, str]) -> None:
         "page_learner.py",
         "page_brainstate.py",
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN_PAGES, *map(str, scripts)],
-        cwd=tmp_path,
-        env=docs_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_checked(["-c", RUN_PAGES, *scripts], timeout=600, cwd=tmp_path, env=docs_env)
 
 
 def test_quickstart_on_the_page_is_the_example() -> None:
@@ -157,15 +130,7 @@ def test_quickstart_on_the_page_is_the_example() -> None:
 
 @pytest.mark.slow
 def test_errors_page_is_current(docs_env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(DOCS / "make_errors.py"), "--check"],
-        cwd=ROOT,
-        env=docs_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    run_checked([DOCS / "make_errors.py", "--check"], cwd=ROOT, env=docs_env)
 
 
 def test_errors_page_covers_the_messages_of_the_library() -> None:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_checked
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 NOTEBOOKS = sorted((ROOT / "examples" / "notebooks").glob("*.ipynb"))
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 # Scripts and notebooks that need an optional extra: skipped when it is not installed.
 NEEDS = {"brainpy_state_online": "brainpy.state"}
 
@@ -32,38 +32,9 @@ def needs_extra(path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def quick_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of the example runs: quick settings, fast compiles, a shared cache."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-    # one cache for the session (tests/test_docs.py uses the same folder)
-    cache = tmp_path_factory.getbasetemp() / "jax_cache"
-    cache.mkdir(exist_ok=True)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    env["MPLBACKEND"] = "Agg"
-    env["TRAXON_QUICK"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    return env
-
-
-def run_example(
-    script: Path, cwd: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess:
-    """Run an example script; fail with the end of its output if it fails."""
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (
-        f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    )
-    return proc
+def quick_env(subprocess_env: dict[str, str]) -> dict[str, str]:
+    """Environment of the example runs (tests/conftest.py) with the quick settings."""
+    return {**subprocess_env, "TRAXON_QUICK": "1"}
 
 
 def test_examples_are_found() -> None:
@@ -92,7 +63,7 @@ def test_example_has_docstring_quick_flag_and_readme_entry(script: Path) -> None
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
 def test_example_runs_quick(script: Path, tmp_path: Path, quick_env: dict[str, str]) -> None:
     needs_extra(script)
-    proc = run_example(script, tmp_path, quick_env, "--quick")
+    proc = run_checked([script, "--quick"], cwd=tmp_path, env=quick_env)
     # Each says what it shows: test accuracy (classification) or test loss (regression).
     assert "accuracy" in proc.stdout or "test loss" in proc.stdout, proc.stdout[-2000:]
 
@@ -104,7 +75,7 @@ def test_whole_brain_example_across_devices(tmp_path: Path, quick_env: dict[str,
     if "xla_force_host_platform_device_count=4" not in quick_env.get("XLA_FLAGS", ""):
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
     script = ROOT / "examples" / "whole_brain.py"
-    proc = run_example(script, tmp_path, quick_env, "--quick", "--neuron-shards", "2")
+    proc = run_checked([script, "--quick", "--neuron-shards", "2"], cwd=tmp_path, env=quick_env)
     assert "4 devices: 2 split the batch of 4, 2 the neurons" in proc.stdout, proc.stdout
     assert "test loss" in proc.stdout
 
@@ -137,13 +108,7 @@ def test_notebook_executes_quick(
 def test_notebooks_are_stored_without_outputs_and_match_their_generator(tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     build = ROOT / "examples" / "notebooks" / "build.py"
-    proc = subprocess.run(
-        [sys.executable, str(build), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_checked([build, "--out", tmp_path], timeout=120)
     for path in NOTEBOOKS:
         fresh = tmp_path / path.name
         assert fresh.exists(), f"{path.name} is not produced by build.py"
