@@ -244,6 +244,24 @@ def time_round_robin(
     return out
 
 
+def brainpy_lif(n: int, tau_ms: float) -> Any:
+    """The brainpy.state LIF both peer networks use (the traxon networks' LIF: R = 1,
+    V_th = 1, V_reset = V_rest = 0, starting at 0)."""
+    import brainpy.state as bps
+    import braintools
+    import brainunit as u
+
+    return bps.LIF(
+        n,
+        R=1.0,
+        tau=tau_ms * u.ms,
+        V_th=1.0,
+        V_reset=0.0,
+        V_rest=0.0,
+        V_initializer=braintools.init.ZeroInit(),
+    )
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _common import (
+    brainpy_lif,
     compile_jax,
     emit,
     emit_machine,
@@ -100,15 +101,7 @@ def build_brainpy(v0: np.ndarray, scalar_weights: bool, batch: int) -> tuple[obj
     class EINet(brainstate.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.neu = bps.LIF(
-                N,
-                R=1.0,
-                tau=TAU_M * u.ms,
-                V_th=1.0,
-                V_reset=0.0,
-                V_rest=0.0,
-                V_initializer=braintools.init.ZeroInit(),
-            )
+            self.neu = brainpy_lif(N, TAU_M)
             w_e = W_E if scalar_weights else np.full((N_E, conn_num), W_E, np.float32)
             w_i = -W_I if scalar_weights else np.full((N_I, conn_num), -W_I, np.float32)
             syn = bps.Expon.desc(N, tau=TAU_S * u.ms, g_initializer=braintools.init.ZeroInit())

@@ -85,6 +85,7 @@ import numpy as np
 from _common import (
     GB,
     base_parser,
+    brainpy_lif,
     compile_jax,
     emit,
     emit_machine,
@@ -267,15 +268,7 @@ def _peer_model(pb: Problem) -> Any:
     class PeerRSNN(brainstate.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.neu = bps.LIF(
-                N,
-                R=1.0,
-                tau=TAU_M * u.ms,
-                V_th=1.0,
-                V_reset=0.0,
-                V_rest=0.0,
-                V_initializer=braintools.init.ZeroInit(),
-            )
+            self.neu = brainpy_lif(N, TAU_M)
             self.syn = bps.AlignPostProj(
                 comm=braintrace.nn.Linear(N_IN + N, N, w_init=w_comm, b_init=None),
                 syn=bps.Expon(N, tau=TAU_S * u.ms, g_initializer=braintools.init.ZeroInit()),
