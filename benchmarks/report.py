@@ -476,6 +476,12 @@ def _row(rows: list[dict], **match: Any) -> dict | None:
     return None
 
 
+def _timed(rows: list[dict], **match: Any) -> dict | None:
+    """The matching row if it was timed (not skipped, no error), else ``None``."""
+    r = _row(rows, **match)
+    return r if r and r.get("per_step_ms") else None
+
+
 def findings(results: dict[str, list[dict]]) -> list[str]:
     """Short statements computed from the results (every number is read from them)."""
     out: list[str] = []
@@ -493,37 +499,37 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
     for N in sorted({r["N"] for r in tc}):
         T0 = min(r.get("T_requested", r["T"]) for r in tc if r["N"] == N)
         sel = [r for r in tc if r["N"] == N and r.get("T_requested", r["T"]) == T0]
-        es = _row(sel, algorithm="es_d_rtrl", variant="tracer")
-        es1 = _row(sel, algorithm="es_d_rtrl", variant="tracer_decay0.95")
-        lrn = _row(sel, algorithm="es_d_rtrl", variant="learner_sgd")
-        lrn1 = _row(sel, algorithm="es_d_rtrl", variant="learner_sgd_decay0.95")
+        es = _timed(sel, algorithm="es_d_rtrl", variant="tracer")
+        es1 = _timed(sel, algorithm="es_d_rtrl", variant="tracer_decay0.95")
+        lrn = _timed(sel, algorithm="es_d_rtrl", variant="learner_sgd")
+        lrn1 = _timed(sel, algorithm="es_d_rtrl", variant="learner_sgd_decay0.95")
         dr = _row(sel, algorithm="d_rtrl", variant="tracer")
-        bp = _row(sel, algorithm="bptt", variant="tracer")
+        bp = _timed(sel, algorithm="bptt", variant="tracer")
         parts = []
-        if es and es.get("per_step_ms"):
+        if es:
             parts.append(
                 f"es_d_rtrl {fmt(es['ratio_vs_forward'])}x forward and "
                 f"{fmt(es.get('ratio_vs_peer'))}x braintrace pp_prop"
             )
-        if es1 and es1.get("per_step_ms"):
+        if es1:
             parts.append(
                 f"with one decay group {fmt(es1['ratio_vs_forward'])}x forward, "
                 f"{fmt(es1.get('ratio_vs_peer'))}x pp_prop"
             )
-        if lrn and lrn.get("per_step_ms") and es and es.get("per_step_ms"):
+        if lrn and es:
             over = lrn["per_step_ms"] / es["per_step_ms"]
             parts.append(
                 f"a full learner step with an SGD update {fmt(lrn['ratio_vs_forward'])}x "
                 f"forward ({fmt(over)}x the tracer step, {fmt(lrn.get('ratio_vs_peer'))}x "
                 "braintrace pp_prop with an SGD update every step)"
             )
-        floor = _row(sel, algorithm="sgd_floor", variant="forward_outer_update")
-        if floor and floor.get("per_step_ms"):
+        floor = _timed(sel, algorithm="sgd_floor", variant="forward_outer_update")
+        if floor:
             parts.append(
                 f"the bare per-step update alone (forward + one outer-product SGD update per "
                 f"weight, no traces) {fmt(floor['ratio_vs_forward'])}x forward"
             )
-        if lrn1 and lrn1.get("per_step_ms"):
+        if lrn1:
             parts.append(
                 f"the learner with one decay group {fmt(lrn1['ratio_vs_forward'])}x forward, "
                 f"{fmt(lrn1.get('ratio_vs_peer'))}x the peer's"
@@ -535,7 +541,7 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
             )
         elif dr and dr.get("skipped"):
             parts.append("d_rtrl not run (" + dr["skipped"].split(":")[0] + ")")
-        if bp and bp.get("per_step_ms"):
+        if bp:
             parts.append(f"BPTT {fmt(bp['ratio_vs_forward'])}x forward")
         if parts:
             out.append(
@@ -597,8 +603,7 @@ def targets(results: dict[str, list[dict]]) -> list[str]:
 
     def get(N: int, alg: str, var: str) -> dict | None:
         sel = [r for r in tc if r["N"] == N and r.get("T_requested", r["T"]) == 100]
-        r = _row(sel, algorithm=alg, variant=var)
-        return r if r and r.get("per_step_ms") else None
+        return _timed(sel, algorithm=alg, variant=var)
 
     def ms(r: dict) -> str:
         return f"{fmt(r['per_step_ms'])} ms (min {fmt(r.get('per_step_ms_min'))})"
