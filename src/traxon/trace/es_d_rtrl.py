@@ -127,11 +127,11 @@ def _summed_outer(op: Any, W: jax.Array, terms: list[tuple[jax.Array, jax.Array]
     return out
 
 
-def _contract(a: jax.Array, b: jax.Array, mask: np.ndarray) -> jax.Array:
-    """``sum_s mask[s] a[..., s] b[..., s]`` over the few state variables the (static 0/1)
-    mask selects, written out: an element-wise fusion rather than a reduction kernel."""
+def _contract(a: jax.Array, b: jax.Array, which: tuple[int, ...]) -> jax.Array:
+    """``sum_{s in which} a[..., s] b[..., s]`` over a few state variables, written out: an
+    element-wise fusion rather than a reduction kernel."""
     out = None
-    for s in np.flatnonzero(mask):
+    for s in which:
         term = a[..., s] * b[..., s]
         out = term if out is None else out + term
     assert out is not None  # every decay group selects at least one variable
@@ -212,7 +212,7 @@ class es_d_rtrl(Algorithm):
         kappa = readout_decay(net)
 
         # Static layout: decay groups of every projection and the traces they share.
-        groups: dict[str, list[tuple[float, str, np.ndarray]]] = {}
+        groups: dict[str, list[tuple[float, str, tuple[int, ...]]]] = {}
         pre_keys: dict[str, tuple[str, str, float]] = {}
         for p in projs:
             plan = net.populations[p.target]
@@ -225,7 +225,8 @@ class es_d_rtrl(Algorithm):
             for a in sorted(set(alphas.tolist())):
                 key = f"{p.source}/{p.signal}/{a!r}"
                 pre_keys[key] = (p.source, p.signal, a)
-                groups[p.name].append((a, key, (alphas == a).astype(np.float64)))
+                which = tuple(int(i) for i in np.flatnonzero(alphas == a))
+                groups[p.name].append((a, key, which))
         filtered = {p.name for p in projs if kappa > 0 and p.target != READOUT}
         exact_filtered = {
             p.name: sigs.get(p.target, ()) for p in exact if kappa > 0 and p.target != READOUT
@@ -308,13 +309,13 @@ class es_d_rtrl(Algorithm):
                 # Pairs (pre, post) whose batch-summed outer products make this step's
                 # gradient: summed in one outer product over the concatenated batch.
                 terms: list[tuple[jax.Array, jax.Array]] = []
-                for _, key, mask in groups[p.name]:
+                for _, key, which in groups[p.name]:
                     if p.name in filtered:
                         a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
                         pre_k[key] = a_hat
                         post_sig: Any = None
                         for s in sigs.get(p.target, ()):
-                            w = _contract(q.g[p.target][s], eps, mask)
+                            w = _contract(q.g[p.target][s], eps, which)
                             kk = k_key(p, key, s)
                             b_hat = kappa * ts.post_k[kk] + w
                             post_k[kk] = b_hat
@@ -327,7 +328,7 @@ class es_d_rtrl(Algorithm):
                         if post_sig is not None:
                             terms.append((a_hat, norm * post_sig))
                     else:
-                        v = _contract(q.delta[p.target], eps, mask)
+                        v = _contract(q.delta[p.target], eps, which)
                         terms.append((pre[key], corr[key] * v))
                 contrib = _summed_outer(p.op, W, terms)
                 grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
