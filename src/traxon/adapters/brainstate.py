@@ -744,7 +744,7 @@ class AdaptedNetwork(Network):
                 "the module has no states: call brainstate.nn.init_all_states(module, "
                 "batch_size) before adapting it."
             )
-        self.paths, self.owners, self._slots = self._shortest_paths(module)
+        self.paths, self._slots = self._shortest_paths(module)
         self.attached = {id(s): s for s in states.values()}
         self.attach_batch = self._batch_of(states)
         self.batched_states = [
@@ -829,14 +829,13 @@ class AdaptedNetwork(Network):
 
     # ------------------------------------------------------------------------------
     @staticmethod
-    def _shortest_paths(module: Any) -> tuple[dict[int, str], dict[int, Any], dict[int, list]]:
+    def _shortest_paths(module: Any) -> tuple[dict[int, str], dict[int, list]]:
         """The shortest attribute path to every state (modules may be reachable along
         several paths; the shortest reads best, e.g. ``neu.V`` rather than ``inp.post.V``),
-        the module that holds each state along that path, and every ``(module, attribute,
-        dict key or None)`` slot that refers to each state."""
+        and every ``(module, attribute, dict key or None)`` slot that refers to each state,
+        the one on the shortest path first."""
         bs = _bs()
         best: dict[int, str] = {}
-        owners: dict[int, Any] = {}
         slots: dict[int, list[tuple[Any, str, Any]]] = {}
         seen = {id(module)}
         queue: list[tuple[tuple[str, ...], Any]] = [((), module)]
@@ -851,7 +850,6 @@ class AdaptedNetwork(Network):
                     full = (*path, attr) if key == attr else (*path, attr, label)
                     if isinstance(child, bs.State):
                         best.setdefault(id(child), ".".join(full))
-                        owners.setdefault(id(child), obj)
                         where = key if isinstance(value, dict) else None
                         slots.setdefault(id(child), []).append((obj, attr, where))
                     elif isinstance(child, bs.nn.Module) and id(child) not in seen:
@@ -859,7 +857,7 @@ class AdaptedNetwork(Network):
                         queue.append((full, child))
         for path, state in module.states().items():
             best.setdefault(id(state), ".".join(str(p) for p in path))
-        return best, owners, slots
+        return best, slots
 
     @staticmethod
     def _batch_of(states: Any) -> int:
@@ -887,7 +885,8 @@ class AdaptedNetwork(Network):
         if common:
             return ".".join(common)
         for lf in leaves:
-            if hasattr(self.owners.get(id(lf.state)), "get_spike"):
+            slots = self._slots.get(id(lf.state))
+            if slots and hasattr(slots[0][0], "get_spike"):  # the module holding it
                 return lf.path.rsplit(".", 1)[0]
         return leaves[0].path.rsplit(".", 1)[0]
 
