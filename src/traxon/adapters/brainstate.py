@@ -773,33 +773,18 @@ class AdaptedNetwork(Network):
         """
         import brainstate
 
-        def read() -> dict[int, list[jax.Array]]:
-            return {
-                id(s): [jnp.asarray(_mantissa(v)) for v in _leaves(s.value)]
-                for s in states.values()
-            }
+        def read(s: Any) -> list[jax.Array]:
+            return [jnp.asarray(_mantissa(v)) for v in _leaves(s.value)]
 
-        current = read()
+        current = {id(s): read(s) for s in states.values()}
         saved = {id(s): s.value for s in states.values()}
         try:
             brainstate.nn.reset_all_states(module, self.attach_batch)
-            after = dict(module.states().items())
-            if {id(s) for s in after.values()} == set(saved):
-                fresh = read()
-            else:
-                # The reset made new State objects (e.g. it calls init_state): read their
-                # values by path, then put the original objects back where they were.
-                by_path = {
-                    ".".join(str(k) for k in p): [
-                        jnp.asarray(_mantissa(v)) for v in _leaves(s.value)
-                    ]
-                    for p, s in after.items()
-                }
-                fresh = {
-                    id(s): by_path[".".join(str(k) for k in p)]
-                    for p, s in states.items()
-                    if ".".join(str(k) for k in p) in by_path
-                }
+            # Read by path: a reset may have made new State objects (e.g. it calls
+            # init_state); the original objects are then put back where they were.
+            after = module.states()
+            fresh = {id(s): read(after[p]) for p, s in states.items() if p in after}
+            if {id(s) for s in after.values()} != set(saved):
                 self._reattach(states)
         except Exception:  # a module whose reset_state needs other arguments
             fresh = current
