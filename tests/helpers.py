@@ -55,3 +55,19 @@ def run_checked(
         f"{' '.join(cmd[1:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     )
     return proc
+
+
+def small_brain() -> tuple[Any, Any]:
+    """The small connectome learner of the across-device tests (64 neurons, 600
+    connections, 4 regions, es_d_rtrl with Adam) and its batch of 4 ten-step sequences."""
+    import optax
+
+    import traxon
+    from traxon.connectome import connectome_network, synthetic_connectome
+    from traxon.tasks import RegionRates, region_rate_loss
+
+    c = synthetic_connectome(n_neurons=64, n_connections=600, n_regions=4, seed=0)
+    net = connectome_network(c, n_inputs=8, rate_window=10)
+    batch = RegionRates(n_regions=4, n_in=8, n_steps=10, window=5).sample(0, 4)
+    learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2), loss=region_rate_loss())
+    return learner, batch

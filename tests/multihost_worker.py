@@ -26,18 +26,12 @@ def main() -> None:
         coordinator_address=f"localhost:{port}", num_processes=n_proc, process_id=pid
     )
     import numpy as np
-    import optax
     from jax.experimental import multihost_utils
 
-    import traxon
-    from traxon.connectome import connectome_network, synthetic_connectome
+    from helpers import small_brain  # this folder is first on the path of a script
     from traxon.parallel import data_parallel
-    from traxon.tasks import RegionRates, region_rate_loss
 
-    c = synthetic_connectome(n_neurons=64, n_connections=600, n_regions=4, seed=0)
-    net = connectome_network(c, n_inputs=8, rate_window=10)
-    b = RegionRates(n_regions=4, n_in=8, n_steps=10, window=5).sample(0, 4)
-    learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2), loss=region_rate_loss())
+    learner, b = small_brain()
     dp = data_parallel(learner, neuron_shards=int(neuron_shards))
     ls = dp.init(batch_size=4)
     per = 4 // n_proc  # this process's slice of the global batch of 4

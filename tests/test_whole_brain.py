@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import rel_error
+from tests.helpers import rel_error, small_brain
 from traxon.core import (
     CSR,
     LIF,
@@ -670,23 +670,22 @@ def test_online_fit_of_region_rates_lowers_the_loss():
 # Across devices (4 fake CPU devices, tests/conftest.py)
 
 
-@pytest.mark.parametrize("neuron_shards", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_data_parallel_learner_equals_one_device(neuron_shards):
-    import optax
+@pytest.fixture(scope="module")
+def brain_reference():
+    """``tests.helpers.small_brain`` and its run on one device: ``(learner, batch, state,
+    metrics)``."""
+    learner, b = small_brain()
+    ref, metrics = jax.jit(learner.run)(learner.init(batch_size=4), b.x, b.y, b.mask)
+    return learner, b, ref, metrics
 
-    import traxon
-    from traxon.connectome import connectome_network, synthetic_connectome
+
+@pytest.mark.parametrize("neuron_shards", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_data_parallel_learner_equals_one_device(brain_reference, neuron_shards):
     from traxon.parallel import data_parallel
-    from traxon.tasks import RegionRates, region_rate_loss
 
     if len(jax.devices()) < 4:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
-    c = synthetic_connectome(n_neurons=64, n_connections=600, n_regions=4, seed=0)
-    net = connectome_network(c, n_inputs=8, rate_window=10)
-    task = RegionRates(n_regions=4, n_in=8, n_steps=10, window=5)
-    b = task.sample(0, 4)
-    learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2), loss=region_rate_loss())
-    ref, ref_metrics = jax.jit(learner.run)(learner.init(batch_size=4), b.x, b.y, b.mask)
+    learner, b, ref, ref_metrics = brain_reference
     dp = data_parallel(learner, jax.devices()[:4], neuron_shards=neuron_shards)
     ls = dp.init(batch_size=4)
     assert ls.net_state["brain"]["V"].sharding.spec[0] == "data"
@@ -753,18 +752,14 @@ def test_data_parallel_warns_when_sparse_weights_cannot_be_split():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("neuron_shards", [2])
-def test_two_processes_with_jax_distributed_equal_one_device(tmp_path, neuron_shards):
+def test_two_processes_with_jax_distributed_equal_one_device(
+    tmp_path, brain_reference, neuron_shards
+):
     """Multi-host on one machine: two processes joined by ``jax.distributed`` (2 CPU devices
     each, gloo collectives), each feeding its half of the batch, train like one device."""
     import socket
     import subprocess
     import sys
-
-    import optax
-
-    import traxon
-    from traxon.connectome import connectome_network, synthetic_connectome
-    from traxon.tasks import RegionRates, region_rate_loss
 
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -786,12 +781,7 @@ def test_two_processes_with_jax_distributed_equal_one_device(tmp_path, neuron_sh
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
     got = np.load(out)
-
-    c = synthetic_connectome(n_neurons=64, n_connections=600, n_regions=4, seed=0)
-    net = connectome_network(c, n_inputs=8, rate_window=10)
-    b = RegionRates(n_regions=4, n_in=8, n_steps=10, window=5).sample(0, 4)
-    learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2), loss=region_rate_loss())
-    ref, metrics = jax.jit(learner.run)(learner.init(batch_size=4), b.x, b.y, b.mask)
+    _, _, ref, metrics = brain_reference
     for k, v in ref.params.items():
         np.testing.assert_allclose(got[k], np.asarray(v), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["loss"], np.asarray(metrics["loss"]), rtol=1e-5, atol=1e-6)
