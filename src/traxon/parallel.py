@@ -105,6 +105,7 @@ class DataParallel:
                     TraxonWarning,
                     stacklevel=3,
                 )
+        self._shardings: dict[int, Any] = {}
         self._run = jax.jit(self._run_impl)
         self._sequence = jax.jit(self._sequence_impl)
         self._step = jax.jit(self._step_impl)
@@ -127,16 +128,19 @@ class DataParallel:
         """The :class:`~jax.sharding.NamedSharding` of every leaf of a learner state.
 
         A leaf is batched when its leading axis follows the batch size (found by comparing
-        the state's shapes for two batch sizes, without allocating anything).
+        the state's shapes for two batch sizes, without allocating anything; computed once
+        per batch size).
         """
-        a = jax.eval_shape(lambda: self.learner.init(batch_size=batch_size))
-        b = jax.eval_shape(lambda: self.learner.init(batch_size=batch_size + 1))
+        if batch_size not in self._shardings:
+            a = jax.eval_shape(lambda: self.learner.init(batch_size=batch_size))
+            b = jax.eval_shape(lambda: self.learner.init(batch_size=batch_size + 1))
 
-        def one(x: Any, y: Any) -> NamedSharding:
-            batched = bool(x.shape) and x.shape[0] != y.shape[0]
-            return NamedSharding(self.mesh, self._spec(tuple(x.shape), batched))
+            def one(x: Any, y: Any) -> NamedSharding:
+                batched = bool(x.shape) and x.shape[0] != y.shape[0]
+                return NamedSharding(self.mesh, self._spec(tuple(x.shape), batched))
 
-        return jax.tree_util.tree_map(one, a, b)
+            self._shardings[batch_size] = jax.tree_util.tree_map(one, a, b)
+        return self._shardings[batch_size]
 
     def _check_batch(self, batch_size: int) -> None:
         if batch_size % self.data_shards:
