@@ -5,13 +5,13 @@ bound to a network and a loss with ``.bind(net, loss_fn)`` to give a pure ``(ini
 :class:`Tracer`.
 """
 
-from traxon.trace._quantities import StepQuantities, step_quantities
+from traxon.trace._quantities import StepQuantities, state_decays, step_quantities
 from traxon.trace.base import ALGORITHMS, Algorithm, StepOutput, Tracer, get_algorithm
 from traxon.trace.bptt import bptt, bptt_gradient
 from traxon.trace.d_rtrl import d_rtrl
 from traxon.trace.dni import synthetic_gradients
 from traxon.trace.eprop import eprop
-from traxon.trace.es_d_rtrl import es_d_rtrl, state_decays
+from traxon.trace.es_d_rtrl import es_d_rtrl
 from traxon.trace.ostl import ostl
 from traxon.trace.rtrl import rtrl
 from traxon.trace.snap import snap

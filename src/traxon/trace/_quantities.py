@@ -172,7 +172,7 @@ def _blocks(
     return D, F
 
 
-def _signal_jacobian(
+def signal_jacobian(
     plan: PopulationPlan, state: Mapping[str, jax.Array], signals: tuple[str, ...]
 ) -> dict[str, jax.Array]:
     """``d sig / d h`` per neuron, ``(B, N, S)`` for each requested signal."""
@@ -237,7 +237,7 @@ def step_quantities(
     delta: dict[str, jax.Array] = {}
     for p, sigs in signals_for.items():
         plan = net.populations[p]
-        g[p] = _signal_jacobian(plan, new_state[p], sigs)
+        g[p] = signal_jacobian(plan, new_state[p], sigs)
         d = sum(lam[p][s][..., None] * g[p][s] for s in sigs)
         if spike_cost is not None and p in spike_cost:
             cost[p] = spike_cost[p].astype(dtype)
@@ -255,3 +255,55 @@ def step_quantities(
         cost=cost,
         delta=delta,
     )
+
+
+def state_decays(net: Network, plan: PopulationPlan) -> np.ndarray:
+    """Per-step decay of every traced variable of a population, in trace order."""
+    values: dict[str, float] = dict(plan.neuron.decays(net.dt))
+    for ch in plan.channels:
+        if ch.kind == "synapse":
+            for k, v in ch.synapse.decays(net.dt).items():  # type: ignore[union-attr]
+                values[f"{ch.id}.{k}"] = v
+    for tr in plan.pre_traces:
+        for k, v in tr.synapse.decays(net.dt).items():
+            values[f"{tr.id}.{k}"] = v
+    return np.asarray([values[k] for k in plan.traced], dtype=np.float64)
+
+
+def flat_state(net: Network) -> tuple[Any, Any]:
+    """``(split, merge)``: the traced state of every population as one ``(B, H)`` array.
+
+    ``split(state) -> (B, H)``; ``merge(h, like) -> state`` puts ``h`` back into a copy of
+    ``like`` (whose untraced variables are kept).
+
+    Example:
+        >>> import jax
+        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
+        >>> from traxon.trace._quantities import flat_state
+        >>> net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense())],
+        ...               readout=Readout("h", 2))
+        >>> split, merge = flat_state(net)
+        >>> split(net.init_state(5)).shape  # 4 membranes and 2 readout values
+        (5, 6)
+    """
+    pops = tuple(net.populations)
+
+    def split(state: Any) -> jax.Array:
+        parts = []
+        for k in pops:
+            h = stack(net.populations[k], state[k])
+            parts.append(h.reshape(h.shape[0], -1))
+        return jnp.concatenate(parts, axis=-1)
+
+    def merge(h: jax.Array, like: Any) -> Any:
+        out = {k: dict(v) for k, v in like.items()}
+        offset = 0
+        for k in pops:
+            plan = net.populations[k]
+            n = plan.size * len(plan.traced)
+            block = h[..., offset : offset + n].reshape((*h.shape[:-1], plan.size, -1))
+            offset += n
+            out[k] = unstack(plan, block, {a: like[k][a] for a in plan.aux})
+        return out
+
+    return split, merge

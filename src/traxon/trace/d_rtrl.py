@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network
+from traxon.trace._param_traces import batch_dot, init_param_traces, param_trace_terms
 from traxon.trace._quantities import step_quantities
 from traxon.trace.base import (
     Algorithm,
@@ -69,111 +70,6 @@ class DRTRLState(NamedTuple):
     E: dict[str, tuple[jax.Array, ...]]
     G: dict[str, dict[str, jax.Array]]
     grads: dict[str, jax.Array]
-
-
-def init_param_traces(
-    net: Network,
-    params: Mapping[str, jax.Array],
-    projs: Any,
-    filtered: Mapping[str, tuple[str, ...]],
-    batch: int,
-) -> tuple[dict, dict, dict]:
-    """Zero parameter-dimension traces ``E``, filtered traces ``G`` and per-sample sums."""
-    E: dict[str, tuple[jax.Array, ...]] = {}
-    G: dict[str, dict[str, jax.Array]] = {}
-    acc: dict[str, jax.Array] = {}
-    for p in projs:
-        S = len(net.populations[p.target].traced)
-        w = params[p.name]
-        shape = (batch, *w.shape)
-        E[p.name] = tuple(jnp.zeros(shape, w.dtype) for _ in range(S))
-        if p.name in filtered:
-            G[p.name] = {s: jnp.zeros(shape, w.dtype) for s in filtered[p.name]}
-        acc[p.name] = jnp.zeros(shape, w.dtype)
-    return E, G, acc
-
-
-def batch_dot(terms: Any) -> jax.Array:
-    r"""``sum_b sum_k f_k[b] * a_k[b]``: a batch-summed sum of products, as adds of slices.
-
-    ``terms`` is a sequence of pairs ``(f_k, a_k)`` that broadcast to ``(B, *shape)``. Inside
-    a ``lax.scan`` on CPU, XLA's ``reduce`` over a leading axis of a large array is an order
-    of magnitude slower than one pass over memory, a batched ``dot`` adds a transpose, and a
-    materialised ``(B, *shape)`` product costs one more pass; products of slices summed one
-    sample after another fuse into a single loop that reads each trace element once. (More
-    than 32 samples: the products are materialised and summed by pairwise halving.)
-    """
-    terms = list(terms)
-    batch = max(jnp.shape(a)[0] for _, a in terms)
-    if batch <= 32:
-        out: Any = 0.0
-        for b in range(batch):
-            for f, a in terms:
-                out = out + f[b if jnp.shape(f)[0] > 1 else 0] * a[b if jnp.shape(a)[0] > 1 else 0]
-        return out
-    x = sum(f * a for f, a in terms)
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        rest = x[2 * half :]
-        x = x[:half] + x[half : 2 * half]
-        if rest.shape[0]:
-            x = x.at[:1].add(rest)
-    return x[0]
-
-
-def param_trace_terms(
-    p: Any,
-    q: Any,
-    W: jax.Array,
-    E: tuple[jax.Array, ...],
-    G: Mapping[str, jax.Array] | None,
-    kappa: float,
-) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array] | None, list[tuple[jax.Array, jax.Array]]]:
-    """One D-RTRL step of one weight: new ``E``, new ``G`` and this step's gradient terms.
-
-    The gradient of this step is ``batch_dot(terms)`` (``sum_b sum_k f_k[b] * a_k[b]``); a
-    per-sample gradient is ``sum(f * a for f, a in terms)``.
-
-    ``G`` is ``None`` for the unfiltered rule (instantaneous readout, or the readout's own
-    weights); otherwise ``{signal: (B, *W.shape)}`` filtered with ``kappa``.
-    """
-    op = p.op
-    D = q.D[p.target]
-    F = q.F[p.target][p.channel]
-    pre = op.pre_factor(W, q.z[p.name])
-    S = len(E)
-    e = tuple(
-        sum((op.to_params(D[..., s, r]) * E[r] for r in range(S)), start=0.0)
-        + op.to_params(F[..., s]) * pre
-        for s in range(S)
-    )
-    if G is None:
-        delta = q.delta[p.target]
-        return e, None, [(op.to_params(delta[..., r]), e[r]) for r in range(S)]
-    new_g = {}
-    terms = []
-    for sig, old in G.items():
-        g = q.g[p.target][sig]
-        gs = sum(op.to_params(g[..., r]) * e[r] for r in range(S))
-        new_g[sig] = kappa * old + gs
-        if sig == "spike" and p.target in q.cost:
-            # Spike costs act on this step's spikes, not through the readout.
-            terms.append((op.to_params(q.cost[p.target]), gs))
-        terms.append((op.to_params(q.lam[p.target][sig]), new_g[sig]))
-    return e, new_g, terms
-
-
-def update_param_traces(
-    p: Any,
-    q: Any,
-    W: jax.Array,
-    E: tuple[jax.Array, ...],
-    G: Mapping[str, jax.Array] | None,
-    kappa: float,
-) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array] | None, jax.Array]:
-    """As :func:`param_trace_terms`, with this step's per-sample gradient ``(B, *W.shape)``."""
-    e, new_g, terms = param_trace_terms(p, q, W, E, G, kappa)
-    return e, new_g, sum((f * a for f, a in terms), start=jnp.zeros((), W.dtype))
 
 
 @register("d_rtrl")

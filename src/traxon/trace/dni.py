@@ -58,6 +58,8 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import Network, state_dtype
+from traxon.trace._quantities import flat_state
+from traxon.trace._window import cleared, record_step, step_costs, window_buffer
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -67,8 +69,6 @@ from traxon.trace.base import (
     register,
     trainable,
 )
-from traxon.trace.bptt import cleared, record_step, step_costs, window_buffer
-from traxon.trace.uoro import flat_state
 
 __all__ = ["SyntheticGradientState", "synthetic_gradients"]
 

@@ -58,9 +58,9 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network, state_dtype
+from traxon.trace._param_traces import bind_param_rule
 from traxon.trace._quantities import StepQuantities
 from traxon.trace.base import Algorithm, LossFn, Tracer, learning_signals, register
-from traxon.trace.ostl import bind_param_rule
 
 __all__ = ["eprop"]
 

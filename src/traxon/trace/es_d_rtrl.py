@@ -60,9 +60,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon.core.network import READOUT, Network, PopulationPlan, state_dtype
+from traxon.core.network import READOUT, Network, state_dtype
 from traxon.core.ops import CSR, Bias, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse
-from traxon.trace._quantities import step_quantities
+from traxon.trace._param_traces import batch_dot, init_param_traces, param_trace_terms
+from traxon.trace._quantities import state_decays, step_quantities
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -75,7 +76,6 @@ from traxon.trace.base import (
     register,
     trainable,
 )
-from traxon.trace.d_rtrl import batch_dot, init_param_traces, param_trace_terms
 
 __all__ = ["ESDRTRLState", "es_d_rtrl", "state_decays"]
 
@@ -136,19 +136,6 @@ def _contract(a: jax.Array, b: jax.Array, which: tuple[int, ...]) -> jax.Array:
         out = term if out is None else out + term
     assert out is not None  # every decay group selects at least one variable
     return out
-
-
-def state_decays(net: Network, plan: PopulationPlan) -> np.ndarray:
-    """Per-step decay of every traced variable of a population, in trace order."""
-    values: dict[str, float] = dict(plan.neuron.decays(net.dt))
-    for ch in plan.channels:
-        if ch.kind == "synapse":
-            for k, v in ch.synapse.decays(net.dt).items():  # type: ignore[union-attr]
-                values[f"{ch.id}.{k}"] = v
-    for tr in plan.pre_traces:
-        for k, v in tr.synapse.decays(net.dt).items():
-            values[f"{tr.id}.{k}"] = v
-    return np.asarray([values[k] for k in plan.traced], dtype=np.float64)
 
 
 def _correction(alpha: float, count: jax.Array, dtype: Any) -> jax.Array:

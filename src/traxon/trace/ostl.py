@@ -39,166 +39,22 @@ is the plain spatial signal of the paper.
   same population through :math:`\partial h_t / \partial h_{t-1}` (including a neuron's
   own self-connection; :func:`~traxon.trace.snap` keeps that one).
 
-This module also holds :func:`bind_param_rule`, the machinery the parameter-dimension rules
-(OSTL, e-prop, SnAp-1) share: it runs :func:`~traxon.trace.step_quantities`, lets a rule
-adjust the quantities (another learning signal, another Jacobian block), then updates the
-per-weight traces with :func:`traxon.trace.d_rtrl.update_param_traces`.
+The machinery it shares with e-prop and SnAp-1 (per-weight traces updated as in D-RTRL,
+a rule that only adjusts the step's quantities) lives in :mod:`traxon.trace._param_traces`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
-
-import jax
-import jax.numpy as jnp
-
-from traxon.core.network import READOUT, Network
-from traxon.trace._quantities import StepQuantities, step_quantities
+from traxon.core.network import Network
+from traxon.trace._param_traces import ParamTraceState, bind_param_rule
 from traxon.trace.base import (
     Algorithm,
     LossFn,
-    StepOutput,
     Tracer,
-    check_network,
-    learning_signals,
-    post_populations,
-    readout_decay,
     register,
-    trainable,
 )
-from traxon.trace.d_rtrl import init_param_traces, update_param_traces
 
-__all__ = ["ParamTraceState", "bind_param_rule", "ostl"]
-
-#: ``adjust(params, state, q, extra) -> q``: a rule's change to the step's quantities.
-Adjust = Callable[[Mapping[str, jax.Array], Any, StepQuantities, Any], StepQuantities]
-
-
-class ParamTraceState(NamedTuple):
-    """State of the parameter-dimension rules (:func:`ostl`, :func:`~traxon.trace.eprop`,
-    :func:`~traxon.trace.snap`).
-
-    Attributes:
-        E: ``{weight: (E_1, ..., E_S)}`` eligibility traces, one ``(B, *W.shape)`` array per
-            state variable of the postsynaptic population.
-        G: ``{weight: {signal: (B, *W.shape)}}`` readout-filtered traces (leaky readout).
-        grads: ``{weight: (B, *W.shape)}`` accumulated gradient, per sample (summed over the
-            batch when read).
-        extra: rule-specific constants (e-prop's random feedback matrices), else ``{}``.
-
-    Example:
-        >>> from traxon.trace.ostl import ParamTraceState
-        >>> ParamTraceState._fields
-        ('E', 'G', 'grads', 'extra')
-    """
-
-    E: dict[str, tuple[jax.Array, ...]]
-    G: dict[str, dict[str, jax.Array]]
-    grads: dict[str, jax.Array]
-    extra: dict[str, Any]
-
-
-def _merge(a: Mapping[str, tuple[str, ...]], b: Mapping[str, tuple[str, ...]]) -> dict:
-    out = {k: tuple(v) for k, v in a.items()}
-    for k, v in b.items():
-        out[k] = tuple(sorted(set(out.get(k, ())) | set(v)))
-    return out
-
-
-def bind_param_rule(
-    algorithm: Algorithm,
-    net: Network,
-    loss_fn: LossFn,
-    readout_filter: bool = True,
-    signals: Mapping[str, tuple[str, ...]] | None = None,
-    blocks: Mapping[str, tuple[str, ...]] | None = None,
-    init_extra: Callable[[Mapping[str, jax.Array], Any], dict[str, Any]] | None = None,
-    adjust: Adjust | None = None,
-) -> Tracer:
-    """A :class:`~traxon.trace.Tracer` with per-weight traces updated as in D-RTRL.
-
-    Arguments:
-        algorithm: the rule (its ``name`` names the tracer; checked with ``check_network``).
-        readout_filter: filter the hidden weights' traces with the readout's decay.
-        signals: extra ``{population: signals}`` whose learning signals are needed.
-        blocks: extra ``{population: channels}`` whose ``D`` and ``F`` are needed.
-        init_extra: ``(params, state) -> dict`` of constants kept in the state.
-        adjust: ``(params, state, q, extra) -> q``, applied before the traces are updated.
-
-    Returns:
-        The bound tracer; its state is a :class:`ParamTraceState`.
-
-    Example:
-        >>> import jax, traxon
-        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
-        >>> from traxon.learn import cross_entropy
-        >>> from traxon.trace.ostl import bind_param_rule
-        >>> net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
-        ...               readout=Readout("h", 2))
-        >>> tracer = bind_param_rule(traxon.trace.ostl(), net, cross_entropy.fn)
-        >>> params, state = net.init(jax.random.PRNGKey(0), 2)
-        >>> tracer.init(params, state).E["x->h"][0].shape
-        (2, 3, 4)
-    """
-    check_network(net, algorithm)
-    projs = trainable(net)
-    for p in projs:
-        if not getattr(p.op, "param_traces", True):
-            raise ValueError(
-                f"weight `{p.name}`: {algorithm.name} keeps one trace per weight entry and needs "
-                "to know which neuron each entry drives, which this weight op does not say. "
-                "Use algorithm='es_d_rtrl' (or 'bptt')."
-            )
-    posts = _merge(post_populations(net), blocks or {})
-    sigs = _merge(learning_signals(net), signals or {})
-    kappa = readout_decay(net)
-    filtered = {
-        p.name: sigs.get(p.target, ())
-        for p in projs
-        if readout_filter and kappa > 0 and p.target != READOUT
-    }
-
-    def init(
-        params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-    ) -> ParamTraceState:
-        E, G, acc = init_param_traces(net, params, projs, filtered, net.batch_size(state))
-        extra = init_extra(params, state) if init_extra is not None else {}
-        return ParamTraceState(E, G, acc, extra)
-
-    def step(
-        params: Mapping[str, jax.Array],
-        state: Any,
-        ts: ParamTraceState,
-        x: Mapping[str, jax.Array],
-        target: Any,
-        weight: jax.Array,
-        spike_cost: Mapping[str, jax.Array] | None = None,
-    ) -> tuple[Any, ParamTraceState, StepOutput]:
-        q = step_quantities(net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost)
-        if adjust is not None:
-            q = adjust(params, state, q, ts.extra)
-        E, G, grads = dict(ts.E), dict(ts.G), dict(ts.grads)
-        for p in projs:
-            W = params[p.name]
-            e, g, contrib = update_param_traces(p, q, W, ts.E[p.name], ts.G.get(p.name), kappa)
-            E[p.name] = e
-            if g is not None:
-                G[p.name] = g
-            grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
-        return q.new_state, ParamTraceState(E, G, grads, ts.extra), StepOutput(q.output, q.loss)
-
-    def gradients(params: Mapping[str, jax.Array], ts: ParamTraceState) -> dict[str, jax.Array]:
-        return {k: jnp.sum(g, axis=0) for k, g in ts.grads.items()}
-
-    def reset_gradients(ts: ParamTraceState) -> ParamTraceState:
-        return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
-
-    def reset_traces(params: Any, state: Any, ts: ParamTraceState) -> ParamTraceState:
-        zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.E, ts.G))
-        return ts._replace(E=zero[0], G=zero[1])
-
-    return Tracer(algorithm.name, init, step, gradients, reset_gradients, reset_traces)
+__all__ = ["ParamTraceState", "ostl"]
 
 
 @register("ostl")

@@ -58,9 +58,9 @@ import jax.numpy as jnp
 
 from traxon.core.network import Network
 from traxon.core.ops import WeightOp
-from traxon.trace._quantities import StepQuantities, _signal_jacobian
+from traxon.trace._param_traces import bind_param_rule
+from traxon.trace._quantities import StepQuantities, signal_jacobian
 from traxon.trace.base import Algorithm, LossFn, Tracer, post_populations, register
-from traxon.trace.ostl import bind_param_rule
 
 __all__ = ["self_weights", "snap"]
 
@@ -149,7 +149,7 @@ class snap(Algorithm):
             D = dict(q.D)
             for p in recurrent:
                 plan = net.populations[p.target]
-                g_prev = _signal_jacobian(plan, state[p.target], (p.signal,))[p.signal]
+                g_prev = signal_jacobian(plan, state[p.target], (p.signal,))[p.signal]
                 omega = self_weights(p.op, params[p.name], plan.size).astype(g_prev.dtype)
                 F = q.F[p.target][p.channel]  # (B, N, S)
                 D[p.target] = D[p.target] + (

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network, state_dtype
-from traxon.trace._quantities import step_quantities
+from traxon.trace._quantities import state_decays, step_quantities
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -65,7 +65,6 @@ from traxon.trace.base import (
     register,
     trainable,
 )
-from traxon.trace.es_d_rtrl import state_decays
 
 __all__ = ["ThreeFactorState", "three_factor"]
 

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from traxon.core.network import Network
-from traxon.trace._quantities import stack, unstack
+from traxon.trace._quantities import flat_state
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -55,7 +55,7 @@ from traxon.trace.base import (
     trainable,
 )
 
-__all__ = ["UOROState", "flat_state", "uoro"]
+__all__ = ["UOROState", "uoro"]
 
 EPS = 1e-7
 
@@ -79,45 +79,6 @@ class UOROState(NamedTuple):
     theta: jax.Array
     grads: jax.Array
     key: jax.Array
-
-
-def flat_state(net: Network) -> tuple[Any, Any]:
-    """``(split, merge)``: the traced state of every population as one ``(B, H)`` array.
-
-    ``split(state) -> (B, H)``; ``merge(h, like) -> state`` puts ``h`` back into a copy of
-    ``like`` (whose untraced variables are kept).
-
-    Example:
-        >>> import jax
-        >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
-        >>> from traxon.trace.uoro import flat_state
-        >>> net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense())],
-        ...               readout=Readout("h", 2))
-        >>> split, merge = flat_state(net)
-        >>> split(net.init_state(5)).shape  # 4 membranes and 2 readout values
-        (5, 6)
-    """
-    pops = tuple(net.populations)
-
-    def split(state: Any) -> jax.Array:
-        parts = []
-        for k in pops:
-            h = stack(net.populations[k], state[k])
-            parts.append(h.reshape(h.shape[0], -1))
-        return jnp.concatenate(parts, axis=-1)
-
-    def merge(h: jax.Array, like: Any) -> Any:
-        out = {k: dict(v) for k, v in like.items()}
-        offset = 0
-        for k in pops:
-            plan = net.populations[k]
-            n = plan.size * len(plan.traced)
-            block = h[..., offset : offset + n].reshape((*h.shape[:-1], plan.size, -1))
-            offset += n
-            out[k] = unstack(plan, block, {a: like[k][a] for a in plan.aux})
-        return out
-
-    return split, merge
 
 
 @register("uoro")
