@@ -23,7 +23,7 @@ over time, or other weights for other reductions.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,11 @@ from traxon.trace._quantities import check_elementwise, loss_reach, within_step_
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "GradientsFn",
+    "InitFn",
+    "ResetGradientsFn",
+    "ResetTracesFn",
+    "StepFn",
     "StepOutput",
     "Tracer",
     "get_algorithm",
@@ -50,15 +55,62 @@ class StepOutput(NamedTuple):
     loss: jax.Array
 
 
+Params = Mapping[str, jax.Array]
+
+
+class InitFn(Protocol):
+    """``init(params, state, target_example=None) -> tstate``: a rule's zero state."""
+
+    def __call__(self, params: Params, state: Any, /, target_example: Any = None) -> Any: ...
+
+
+class StepFn(Protocol):
+    """``step(params, state, tstate, x, target, weight, spike_cost=None)``: one network step.
+
+    Returns ``(new_state, new_tstate, StepOutput)``; the gradient of this step's weighted
+    loss (plus ``spike_cost``, ``{population: (B, N)}`` per spike) is added to ``tstate``.
+    """
+
+    def __call__(
+        self,
+        params: Params,
+        state: Any,
+        tstate: Any,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        /,
+        spike_cost: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[Any, Any, StepOutput]: ...
+
+
+class GradientsFn(Protocol):
+    """``gradients(params, tstate) -> {weight: gradient}``, the sum since the last reset."""
+
+    def __call__(self, params: Params, tstate: Any, /) -> dict[str, jax.Array]: ...
+
+
+class ResetGradientsFn(Protocol):
+    """``reset_gradients(tstate) -> tstate``: a new update window, traces kept."""
+
+    def __call__(self, tstate: Any, /) -> Any: ...
+
+
+class ResetTracesFn(Protocol):
+    """``reset_traces(params, state, tstate) -> tstate``: a new sequence from ``state``."""
+
+    def __call__(self, params: Params, state: Any, tstate: Any, /) -> Any: ...
+
+
 class Tracer(NamedTuple):
     """A learning rule bound to a network and a loss (see the module docstring)."""
 
     name: str
-    init: Callable[..., Any]
-    step: Callable[..., tuple[Any, Any, StepOutput]]
-    gradients: Callable[..., dict[str, jax.Array]]
-    reset_gradients: Callable[[Any], Any]
-    reset_traces: Callable[[Any, Any, Any], Any]
+    init: InitFn
+    step: StepFn
+    gradients: GradientsFn
+    reset_gradients: ResetGradientsFn
+    reset_traces: ResetTracesFn
 
 
 class Algorithm:
@@ -68,6 +120,12 @@ class Algorithm:
     #: True when gradients reach weights only through learning signals within a step
     #: (the online rules); False when they flow through time (BPTT, RTRL).
     online: bool = True
+    #: True when the rule keeps one trace per weight entry and so must know which neuron
+    #: each entry drives (D-RTRL); such a rule refuses weight ops that do not say.
+    per_entry_traces: bool = False
+    #: True when the rule buffers the steps of an update window and replays them (BPTT):
+    #: it needs the window's length when it is bound.
+    replays_window: bool = False
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         raise NotImplementedError
@@ -147,7 +205,7 @@ def check_network(net: Network, algorithm: Algorithm) -> None:
             check_elementwise(net, plan)
     exact = set(getattr(algorithm, "exact", ()))
     for p in trainable(net):
-        needs_traces = algorithm.name == "d_rtrl" or p.name in exact
+        needs_traces = algorithm.per_entry_traces or p.name in exact
         if needs_traces and not getattr(p.op, "param_traces", True):
             raise ValueError(
                 f"weight `{p.name}`: d_rtrl needs to know which neuron each entry of it "

@@ -140,6 +140,7 @@ class bptt(Algorithm):
 
     name = "bptt"
     online = False
+    replays_window = True
 
     def __init__(
         self, truncation: int | None = None, remat: bool = False, window: int | None = None

@@ -83,6 +83,7 @@ class d_rtrl(Algorithm):
     """
 
     name = "d_rtrl"
+    per_entry_traces = True
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
