@@ -53,8 +53,22 @@ class Population(Module):
     def __post_init__(self) -> None:
         if not isinstance(self.neuron, Neuron):
             raise TypeError(f"`neuron` must be a traxon Neuron; got {type(self.neuron).__name__}.")
-        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+        if not _is_count(self.size):
             raise ValueError(f"`size` must be a positive integer; got {self.size!r}.")
+        self.check_parameters()
+
+    def check_parameters(self, name: str | None = None) -> None:
+        """Raise unless every neuron parameter is one value or one per neuron (``size``)."""
+        where = f"population `{name}`" if name else "the population"
+        for path, leaf in jax.tree_util.tree_leaves_with_path(self.neuron):
+            shape = tuple(np.shape(leaf))
+            if shape in ((), (1,), (self.size,)):
+                continue
+            label = "neuron" + jax.tree_util.keystr(path)
+            raise ValueError(
+                f"{where} has {self.size} neurons, but `{label}` has shape {shape}; give one "
+                f"value or one per neuron, shape ({self.size},)."
+            )
 
 
 class Projection(Module):
@@ -95,8 +109,13 @@ class Projection(Module):
     def __post_init__(self) -> None:
         if self.align not in ("post", "pre"):
             raise ValueError(f"`align` must be 'post' or 'pre'; got {self.align!r}.")
-        if self.delay not in (0, 1):
+        if (
+            isinstance(self.delay, (bool, np.bool_))
+            or not isinstance(self.delay, (int, np.integer))
+            or self.delay not in (0, 1)
+        ):
             raise ValueError(f"`delay` must be 0 or 1; got {self.delay!r}.")
+        object.__setattr__(self, "delay", int(self.delay))
         if not isinstance(self.op, WeightOp):
             raise TypeError(f"`op` must be a traxon WeightOp; got {type(self.op).__name__}.")
         if self.synapse is not None and not isinstance(self.synapse, Synapse):
@@ -142,7 +161,7 @@ class Readout(Module):
         object.__setattr__(self, "sources", tuple(self.sources))
         if not self.sources:
             raise ValueError("`sources` must name at least one population.")
-        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
+        if not _is_count(self.size):
             raise ValueError(f"`size` must be a positive integer; got {self.size!r}.")
         if self.tau is not None and self.kappa is not None:
             raise ValueError("Give `tau` or `kappa` for the readout, not both.")
@@ -331,17 +350,24 @@ class Network:
         self.dt = float(to_float(dt, "ms", "dt"))
         check_positive(self.dt, "dt")
         self.inputs: dict[str, int] = (
-            {"x": int(inputs)} if isinstance(inputs, int) else dict(inputs)
+            {"x": inputs} if isinstance(inputs, (int, np.integer)) else dict(inputs)
         )
         for name, n in self.inputs.items():
-            if not isinstance(n, (int, np.integer)) or n < 1:
+            if not _is_count(n):
                 raise ValueError(f"input `{name}` must have a positive integer size; got {n!r}.")
+        self.inputs = {name: int(n) for name, n in self.inputs.items()}
+        if not isinstance(populations, Mapping):
+            raise TypeError(
+                "`populations` must map names to Population(neuron, size); got "
+                f"{type(populations).__name__}."
+            )
         pops = dict(populations)
         for name, pop in pops.items():
             if not isinstance(pop, Population):
                 raise TypeError(
                     f"population `{name}` must be a traxon Population; got {type(pop).__name__}."
                 )
+            pop.check_parameters(name)
         projs = list(projections)
         self.readout = readout
         if readout is not None:
@@ -354,6 +380,11 @@ class Network:
                 )
             if readout.bias:
                 projs.append(Projection(ONE, READOUT, Bias(), name=f"{READOUT}.bias"))
+        if not pops:
+            raise ValueError(
+                "the network has no population: `populations` is empty and there is no "
+                'readout. Give at least one, e.g. {"h": Population(LIF(), 100)}.'
+            )
         clash = set(self.inputs) & set(pops)
         if clash:
             raise ValueError(f"names used for both an input and a population: {sorted(clash)}.")
@@ -481,7 +512,7 @@ class Network:
 
     def init_state(self, batch_size: int, dtype: Any = None) -> dict[str, dict[str, jax.Array]]:
         """Resting state of every population (and AlignPre traces of inputs)."""
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if not _is_count(batch_size):
             raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
         dtype = _float_dtype(dtype)
         state = {k: p.init(int(batch_size), dtype) for k, p in self.populations.items()}
@@ -701,6 +732,11 @@ class Network:
 
         final, (outs, rec) = jax.lax.scan(body, state, xs)
         return SimulationResult(final, outs, rec)
+
+
+def _is_count(n: Any) -> bool:
+    """True for a positive integer (a bool is not a count)."""
+    return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and bool(n >= 1)
 
 
 def _float_dtype(dtype: Any) -> Any:

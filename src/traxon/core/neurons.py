@@ -21,13 +21,14 @@ element-wise transition the tracer relies on.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon._checks import check_in, check_positive, to_float
+from traxon._checks import TraxonWarning, check_in, check_positive, is_concrete, to_float
 from traxon._module import Module, static
 from traxon.core.surrogates import Surrogate, surrogate
 
@@ -141,6 +142,7 @@ class LIF(Neuron):
         check_positive(self.tau, "tau")
         check_positive(self.tau_ref, "tau_ref", allow_zero=True)
         _check_threshold(self.V_th, self.V_reset)
+        _warn_zero_resistance(self)
         if self.reset not in ("soft", "hard"):
             raise ValueError(f"`reset` must be 'soft' or 'hard'; got {self.reset!r}.")
         object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "triangle"))
@@ -222,6 +224,7 @@ class ALIF(Neuron):
         check_positive(self.tau_a, "tau_a")
         check_positive(self.beta, "beta", allow_zero=True)
         _check_threshold(self.V_th, self.V_reset)
+        _warn_zero_resistance(self)
         if self.reset not in ("soft", "hard"):
             raise ValueError(f"`reset` must be 'soft' or 'hard'; got {self.reset!r}.")
         object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "triangle"))
@@ -392,7 +395,43 @@ def _mean_decay(dt: float, tau: Any) -> float:
 def _convert(module: Module, **units: Any) -> None:
     for name, unit in units.items():
         value = getattr(module, name)
+        _check_numeric(value, name)
         object.__setattr__(module, name, to_float(value, unit, name))
+
+
+def _check_numeric(value: Any, name: str) -> None:
+    """Raise ``TypeError`` naming the parameter unless ``value`` is a number or an array of
+    real numbers (strings, booleans and objects would fail later, inside JAX)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"`{name}` must be a number (or one per neuron); got the string {value!r}.")
+    dtype = getattr(value, "dtype", None)
+    if dtype is None and isinstance(value, (list, tuple)):
+        try:
+            dtype = np.asarray(value).dtype
+        except ValueError as err:  # ragged nesting
+            raise TypeError(
+                f"`{name}` must be a number or a flat list of numbers; got {value!r}."
+            ) from err
+    if dtype is not None and np.dtype(dtype).kind not in "iuf":
+        raise TypeError(
+            f"`{name}` must be a number or an array of real numbers; got dtype {np.dtype(dtype)}."
+        )
+
+
+def _warn_zero_resistance(neuron: LIF | ALIF) -> None:
+    r = neuron.R
+    if not is_concrete(r):
+        return
+    zero = np.asarray(r) == 0
+    if not np.any(zero):
+        return
+    who = "`R` = 0" if zero.ndim == 0 else f"`R` = 0 for {int(zero.sum())} of its neurons"
+    warnings.warn(
+        f"{type(neuron).__name__} has {who}: the membrane ignores its input current, so no "
+        "gradient reaches the weights onto it (only Delta-synapse jumps still act). Give R > 0.",
+        TraxonWarning,
+        stacklevel=4,  # the caller of LIF(...): here, __post_init__, the dataclass __init__
+    )
 
 
 def _check_threshold(v_th: Any, v_reset: Any, reset_name: str = "V_reset") -> None:
