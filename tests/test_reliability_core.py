@@ -3,6 +3,14 @@ warning) naming the argument, before any work."""
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
 import numpy as np
 import pytest
 
@@ -65,3 +73,169 @@ def test_bool_sizes_are_refused():
     assert net.inputs == {"x": 3} and type(net.inputs["x"]) is int
     with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
         net.init_state(True)
+
+
+# -------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def tiny_network(tau=10.0):
+    return Network(
+        3,
+        {"h": Population(LIF(tau=tau), 4)},
+        [Projection("x", "h", Dense(3.0))],
+        readout=Readout("h", 2),
+    )
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A d_rtrl and an es_d_rtrl checkpoint of a tau = 10 network (batch 2)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for algorithm in ("d_rtrl", "es_d_rtrl"):
+        learner = traxon.online_learner(tiny_network(10.0), algorithm)
+        learner.init_state(2)
+        paths[algorithm] = Path(learner.save(folder / f"{algorithm}.npz"))
+    return paths
+
+
+@pytest.mark.parametrize("algorithm", ["d_rtrl", "es_d_rtrl"])
+def test_checkpoint_of_other_neuron_parameters_is_refused_saying_what_differs(saved, algorithm):
+    other = traxon.online_learner(tiny_network(30.0), algorithm)
+    with pytest.raises(traxon.CheckpointError, match=r"neuron\.tau: checkpoint 10\.0, here 30\.0"):
+        other.restore(saved[algorithm])
+    same = traxon.online_learner(tiny_network(10.0), algorithm)
+    same.restore(saved[algorithm])  # the same network restores
+
+
+def restore_error(path):
+    learner = traxon.online_learner(tiny_network(), "d_rtrl")
+    with pytest.raises(traxon.CheckpointError) as info:
+        learner.restore(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "pickle" not in message
+    return message
+
+
+def test_non_checkpoint_empty_and_truncated_files_raise_checkpoint_error(saved, tmp_path):
+    data = saved["d_rtrl"].read_bytes()
+    cases = {
+        "text.npz": (b"not a checkpoint", "not a NumPy .npz archive"),
+        "empty.npz": (b"", "empty"),
+        "half.npz": (data[: len(data) // 2], "truncated or damaged"),
+        "head.npz": (data[:200], "truncated or damaged"),
+    }
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        assert reason in restore_error(tmp_path / name)
+    np.savez(tmp_path / "plain.npz", a=np.ones(3))  # a NumPy archive of another program
+    assert "not a traxon checkpoint" in restore_error(tmp_path / "plain.npz")
+    assert issubclass(traxon.CheckpointError, ValueError)
+
+
+def test_bit_flips_are_detected(saved, tmp_path):
+    data = bytearray(saved["d_rtrl"].read_bytes())
+    rng = np.random.default_rng(0)
+    restored = 0
+    for k in rng.choice(len(data), 40, replace=False):
+        flipped = bytearray(data)
+        flipped[k] ^= 1 << int(rng.integers(8))
+        path = tmp_path / "flip.npz"
+        path.write_bytes(bytes(flipped))
+        learner = traxon.online_learner(tiny_network(), "d_rtrl")
+        try:
+            learner.restore(path)
+        except traxon.CheckpointError as err:
+            assert str(path) in str(err)
+            continue
+        restored += 1  # a flip in zip bookkeeping the contents do not depend on
+        like = traxon.online_learner(tiny_network(), "d_rtrl")
+        like.restore(saved["d_rtrl"])
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree_util.tree_leaves(learner.state),
+                jax.tree_util.tree_leaves(like.state),
+                strict=True,
+            )
+        )
+    assert restored < 20
+
+
+def test_checksum_catches_a_changed_leaf_in_a_sound_archive(saved, tmp_path):
+    with np.load(saved["d_rtrl"]) as data:
+        entries = {k: np.array(data[k]) for k in data.files}
+    entries["leaf0"] = entries["leaf0"] + 1  # a sound zip (its CRCs match), other numbers
+    np.savez(tmp_path / "edited.npz", **entries)
+    assert "checksum" in restore_error(tmp_path / "edited.npz")
+
+
+def test_checkpoint_under_another_extension_restores(saved, tmp_path):
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(saved["d_rtrl"].read_bytes())
+    learner = traxon.online_learner(tiny_network(), "d_rtrl")
+    learner.restore(path)  # the batch size is read from the file
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        learner.restore(tmp_path / "missing.ckpt")
+
+
+def test_saving_where_a_file_is_in_the_way_says_so(tmp_path):
+    (tmp_path / "notes").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"'.*notes' is a file, not a folder"):
+        traxon.save_checkpoint(tmp_path / "notes" / "ckpt.npz", {"w": np.ones(2)})
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        traxon.save_checkpoint(tmp_path / "folder.npz", {"w": np.ones(2)})
+
+
+def test_saving_in_an_unwritable_folder_says_so(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def refuse(path, flags, mode=0o777, **kwargs):
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)  # root ignores folder permissions: simulate
+    with pytest.raises(PermissionError, match=r"cannot write in the folder .*Permission denied"):
+        traxon.save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)})
+
+
+def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
+    from traxon.learn.checkpoint import _host_tag
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer killed mid-save: its process is gone
+    host = _host_tag()
+    dead = tmp_path / f".ckpt.npz.{host}-{gone.pid}-abcdefgh.tmp"
+    alive = tmp_path / f".other.npz.{host}-{os.getpid()}-abcdefgh.tmp"  # a save under way
+    remote_old = tmp_path / ".ckpt.npz.0123abcd-1-abcdefgh.tmp"  # another host, long ago
+    remote_new = tmp_path / ".ckpt.npz.0123abcd-2-abcdefgh.tmp"
+    unrelated = tmp_path / ".notes.tmp"
+    for p in (dead, alive, remote_old, remote_new, unrelated):
+        p.write_bytes(b"partial")
+    os.utime(remote_old, (0, 0))
+    traxon.save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)})
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["ckpt.npz", alive.name, remote_new.name, unrelated.name])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoint_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = traxon.save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_checkpoint_of_format_1_still_loads(tmp_path):
+    meta = {"format": 1, "keys": ["['w']"], "shapes": [[2]], "dtypes": ["float64"]}
+    meta["fingerprint"] = None
+    header = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", leaf0=np.arange(2.0), __traxon_meta__=header)
+    out = traxon.load_checkpoint(tmp_path / "old.npz", {"w": np.zeros(2)})
+    assert np.asarray(out["w"]).tolist() == [0.0, 1.0]

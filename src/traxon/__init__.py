@@ -19,6 +19,7 @@ from traxon.core import (
     Readout,
 )
 from traxon.learn import (
+    CheckpointError,
     LearnerState,
     OnlineLearner,
     load_checkpoint,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALIF",
     "LIF",
+    "CheckpointError",
     "Dense",
     "Expon",
     "LearnerState",

@@ -19,6 +19,7 @@ One step (:meth:`Network.step`) follows the model contract of ``docs/concepts.md
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon._checks import check_finite, check_positive, to_float
+from traxon._checks import check_finite, check_positive, is_concrete, to_float
 from traxon._module import Module, static
 from traxon.core.neurons import LeakyIntegrator, Neuron
 from traxon.core.ops import Bias, Dense, WeightOp
@@ -494,6 +495,60 @@ class Network:
         return tuple(order)
 
     # ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """A JSON description of this network's configuration, stable across processes:
+        inputs, ``dt``, every population's neuron model and parameters, synapse channels
+        and presynaptic traces, and every projection's endpoints, weight op (with its
+        settings), delay and trainability. Arrays of more than 16 values appear as their
+        shape, dtype and a SHA-256 prefix. Checkpoints record it, so a state is never
+        restored into a network with other dynamics.
+
+        Example:
+            >>> from traxon.core import LIF, Dense, Network, Population, Projection
+            >>> net = Network(2, {"h": Population(LIF(tau=10.0), 3)}, [Projection("x", "h")])
+            >>> d = net.describe()
+            >>> d["populations"]["h"]["neuron"]["type"], d["populations"]["h"]["neuron"]["tau"]
+            ('LIF', 10.0)
+            >>> d["projections"]["x->h"]["op"]
+            {'type': 'Dense', 'gain': 1.0, 'sign': None}
+        """
+        cached = self.__dict__.get("_description")
+        if cached is None:
+            cached = {
+                "dt": self.dt,
+                "inputs": dict(self.inputs),
+                "input_traces": {
+                    k: [[tr.id, _describe(tr.synapse)] for tr in v]
+                    for k, v in self.input_traces.items()
+                },
+                "populations": {
+                    k: {
+                        "size": p.size,
+                        "neuron": _describe(p.neuron),
+                        "channels": [
+                            [ch.id, ch.kind, _describe(ch.synapse), ch.reversal]
+                            for ch in p.channels
+                        ],
+                        "pre_traces": [[tr.id, _describe(tr.synapse)] for tr in p.pre_traces],
+                    }
+                    for k, p in self.populations.items()
+                },
+                "projections": {
+                    p.name: {
+                        "source": p.source,
+                        "signal": p.signal,
+                        "target": p.target,
+                        "channel": p.channel,
+                        "op": _describe(p.op),
+                        "delay": p.delay,
+                        "trainable": p.trainable,
+                    }
+                    for p in self.projections
+                },
+            }
+            self.__dict__["_description"] = cached
+        return cached
+
     @property
     def has_readout(self) -> bool:
         return READOUT in self.populations
@@ -732,6 +787,38 @@ class Network:
 
         final, (outs, rec) = jax.lax.scan(body, state, xs)
         return SimulationResult(final, outs, rec)
+
+
+def _describe(obj: Any) -> Any:
+    """A JSON value describing a configuration object (see :meth:`Network.describe`)."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if np.isfinite(value) else repr(value)
+    if isinstance(obj, Module) or (
+        dataclasses.is_dataclass(obj) and not isinstance(obj, type) and not isinstance(obj, Network)
+    ):
+        out: dict[str, Any] = {"type": type(obj).__name__}
+        for field in dataclasses.fields(obj):  # type: ignore[arg-type]
+            out[field.name] = _describe(getattr(obj, field.name))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_describe(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): _describe(v) for k, v in obj.items()}
+    array = getattr(obj, "array", obj)  # ops keep static arrays in a read-only wrapper
+    if isinstance(array, (np.ndarray, jax.Array)) and is_concrete(array):
+        a = np.asarray(array)
+        if a.size <= 16 and a.dtype.kind in "biuf":
+            return {"array": [_describe(v) for v in a.reshape(-1).tolist()], "shape": list(a.shape)}
+        digest = hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data).hexdigest()
+        return {"shape": list(a.shape), "dtype": str(a.dtype), "sha256": digest[:16]}
+    if callable(obj) and hasattr(obj, "__qualname__"):
+        return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
+    return f"<{type(obj).__qualname__}>"  # no repr: it may hold a memory address
 
 
 def _is_count(n: Any) -> bool:

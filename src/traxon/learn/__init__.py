@@ -1,11 +1,12 @@
 """Learning while the network runs: the online learner, losses and checkpoints."""
 
-from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
+from traxon.learn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from traxon.learn.learner import LearnerState, OnlineLearner, online_learner
 from traxon.learn.losses import LOSSES, Loss, cross_entropy, get_loss, mse
 
 __all__ = [
     "LOSSES",
+    "CheckpointError",
     "LearnerState",
     "Loss",
     "OnlineLearner",

@@ -604,6 +604,7 @@ class OnlineLearner:
             },
             "algorithm": self.algorithm.name,
             "loss": self.loss.name,
+            "network": net.describe(),
         }
 
     def save(self, path: str | os.PathLike) -> str:
@@ -636,17 +637,16 @@ def _distinct_buffers(tree: Any) -> Any:
 
 
 def _batch_from_checkpoint(path: str | os.PathLike) -> int:
-    import json
+    from traxon.learn.checkpoint import CheckpointError, checkpoint_path, read_checkpoint_header
 
-    p = str(path) if str(path).endswith(".npz") else str(path) + ".npz"
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no checkpoint at {p!r}.")
-    with np.load(p, allow_pickle=False) as data:
-        meta = json.loads(bytes(data["__traxon_meta__"]).decode())
+    meta = read_checkpoint_header(path)
     for key, shape in zip(meta["keys"], meta["shapes"], strict=True):
         if key.startswith(".net_state") and shape:
             return int(shape[0])
-    raise ValueError(f"checkpoint {p!r} holds no network state.")
+    raise CheckpointError(
+        f"cannot restore checkpoint '{checkpoint_path(path)}': it holds no network state "
+        "(a checkpoint of something other than an online learner?)."
+    )
 
 
 def _progress(total: int | None, enabled: bool) -> Any:
