@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import traxon
+from traxon.connectome import Connectome, load_edges
 from traxon.core import ALIF, LIF, Dense, Network, Population, Projection, Readout
 
 # -------------------------------------------------------------------------------------
@@ -239,3 +240,50 @@ def test_checkpoint_of_format_1_still_loads(tmp_path):
     np.savez(tmp_path / "old.npz", leaf0=np.arange(2.0), __traxon_meta__=header)
     out = traxon.load_checkpoint(tmp_path / "old.npz", {"w": np.zeros(2)})
     assert np.asarray(out["w"]).tolist() == [0.0, 1.0]
+
+
+# -------------------------------------------------------------------------------------
+# Connectome tables.
+
+
+def write_table(folder, name, text, encoding="utf-8"):
+    path = folder / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_min_count_without_a_count_column_is_refused(tmp_path):
+    path = write_table(tmp_path, "edges.csv", "pre_root_id,post_root_id\n1,2\n2,3\n")
+    with pytest.raises(ValueError, match=r"`min_count=5` needs a synapse count column"):
+        load_edges(path, min_count=5)
+    assert load_edges(path).n_connections == 2  # without min_count every row is kept
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    text = "pre_root_id,post_root_id,syn_count\n1,2,5\n2,1,7\n"
+    path = write_table(tmp_path, "edges.csv", text, encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    c = load_edges(path)
+    assert c.n_connections == 2 and c.count.tolist() == [5.0, 7.0]
+
+
+def test_ids_beyond_int64_are_kept_exactly(tmp_path):
+    big = 2**64 - 1
+    text = f"pre_root_id,post_root_id,syn_count\n{big},2,5\n2,{big - 1},6\n"
+    c = load_edges(write_table(tmp_path, "edges.csv", text))
+    assert c.ids.tolist() == [2, big - 1, big]
+    assert c.ids.dtype == np.uint64
+    # A mix of int64 and uint64 arrays never goes through float64.
+    c = Connectome.from_edges(np.array([big], np.uint64), np.array([3]))
+    assert c.ids.tolist() == [3, big]
+
+
+def test_ids_beyond_64_bits_name_the_column(tmp_path):
+    text = f"pre_root_id,post_root_id,syn_count\n1,{2**64},5\n"
+    with pytest.raises(
+        ValueError, match=r"column 'post_root_id' holds neuron id 18446744073709551616"
+    ):
+        load_edges(write_table(tmp_path, "a.csv", text))
+    text = f"pre_root_id,post_root_id,syn_count\n{2**64 - 1},-2,5\n"
+    with pytest.raises(ValueError, match="column 'post_root_id' holds negative neuron ids"):
+        load_edges(write_table(tmp_path, "b.csv", text))

@@ -60,7 +60,8 @@ class Connectome:
     """A connectome with neurons renumbered ``0 .. N-1``.
 
     Attributes:
-        ids: ``(N,)`` int64 original neuron ids (index ``i`` is neuron ``ids[i]``).
+        ids: ``(N,)`` int64 original neuron ids (index ``i`` is neuron ``ids[i]``); uint64
+            when an id exceeds the int64 range.
         pre, post: ``(E,)`` int32 neuron indices of each connection, sorted by ``pre`` then
             ``post`` (the layout of :class:`~traxon.core.CSR`); no repeated pairs.
         count: ``(E,)`` float32 synapse count of each connection.
@@ -165,6 +166,8 @@ class Connectome:
         for label, a in (("pre_ids", pre_a), ("post_ids", post_a)):
             if a.size and not np.issubdtype(a.dtype, np.integer):
                 raise ValueError(f"`{label}` must hold integer neuron ids; got dtype {a.dtype}.")
+        # One integer dtype for both (int64 and uint64 would concatenate to float64).
+        pre_a, post_a = _as_ids({"pre_ids": pre_a, "post_ids": post_a})
         rows = pre_a.size
         if rows == 0:
             raise ValueError("the edge list is empty: `pre_ids` has no rows.")
@@ -210,8 +213,9 @@ class Connectome:
         key = pre_i * n + post_i
         uniq, where = _unique(key, return_inverse=True)
         merged = np.bincount(where, weights=cnt, minlength=uniq.size)
+        wide = ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max
         return Connectome(
-            ids=ids.astype(np.int64),
+            ids=ids if wide else ids.astype(np.int64),
             pre=(uniq // n).astype(np.int32),
             post=(uniq % n).astype(np.int32),
             count=merged.astype(np.float32),
@@ -320,7 +324,8 @@ def _read_table(path: str) -> dict[str, np.ndarray]:
     import gzip
 
     opener: Any = gzip.open if lower.endswith(".gz") else open
-    with opener(path, "rt", newline="") as fh:
+    # utf-8-sig: spreadsheets export CSV with a byte-order mark before the first header.
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
         delimiter = "\t" if lower.endswith(".tsv") else ","
         reader = csv.reader(fh, delimiter=delimiter)
         try:
@@ -341,11 +346,42 @@ def _read_table(path: str) -> dict[str, np.ndarray]:
     return {h.strip(): np.asarray(c) for h, c in zip(header, cols, strict=True)}
 
 
-def _as_ids(values: np.ndarray, column: str) -> np.ndarray:
-    try:
-        return np.asarray(values).astype(np.int64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"column {column!r} must hold integer neuron ids.") from err
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _as_ids(columns: Mapping[str, Any]) -> list[np.ndarray]:
+    """The id columns as one integer dtype: int64, or uint64 when an id exceeds int64 (and
+    none is negative). Errors name the column and the offending id."""
+    out = []
+    for column, values in columns.items():
+        a = np.asarray(values)
+        if a.dtype.kind not in "iu":
+            try:
+                a = a.astype(np.int64)
+            except OverflowError:
+                try:
+                    a = a.astype(np.uint64)
+                except OverflowError as err:
+                    bad = next(v for v in a.tolist() if not 0 <= int(v) <= 2 * _INT64_MAX + 1)
+                    raise ValueError(
+                        f"column {column!r} holds neuron id {bad}, outside the 64-bit integer "
+                        f"range [{-_INT64_MAX - 1}, {2 * _INT64_MAX + 1}]."
+                    ) from err
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"column {column!r} must hold integer neuron ids.") from err
+        out.append(a)
+    wide = [a.dtype == np.uint64 and a.size and a.max() > _INT64_MAX for a in out]
+    if not any(wide):
+        return [a.astype(np.int64) for a in out]
+    names = list(columns)
+    for name, a in zip(names, out, strict=True):
+        if a.dtype.kind == "i" and a.size and a.min() < 0:
+            big = names[wide.index(True)]
+            raise ValueError(
+                f"column {name!r} holds negative neuron ids while column {big!r} holds ids "
+                f"beyond {_INT64_MAX}: no 64-bit integer type holds both."
+            )
+    return [a.astype(np.uint64) for a in out]
 
 
 def load_edges(
@@ -395,14 +431,21 @@ def load_edges(
     c_nt = _pick(columns, "nt", nt_col, False)
     c_region = _pick(columns, "region", region_col, False) if neuron_region is None else None
     assert c_pre is not None and c_post is not None  # required columns
-    pre = _as_ids(table[c_pre], c_pre)
-    post = _as_ids(table[c_post], c_post)
+    if c_pre == c_post:
+        raise ValueError(f"the pre and post columns must differ; both are {c_pre!r}.")
+    pre, post = _as_ids({c_pre: table[c_pre], c_post: table[c_post]})
     count = None
     if c_count is not None:
         try:
             count = np.asarray(table[c_count]).astype(np.float64)
         except ValueError as err:
             raise ValueError(f"column {c_count!r} must hold numeric synapse counts.") from err
+    elif min_count > 0:
+        raise ValueError(
+            f"`min_count={min_count}` needs a synapse count column, and the table has none "
+            f"(tried {list(COLUMN_NAMES['count'])}; its columns are {columns}). Name it with "
+            "`count_col=`, or leave `min_count` at 0 to keep every row."
+        )
     keep = slice(None)
     if min_count > 0 and count is not None:
         keep_mask = count >= min_count
