@@ -17,6 +17,7 @@ import pytest
 import traxon
 from traxon.connectome import Connectome, load_edges
 from traxon.core import ALIF, LIF, Dense, Network, Population, Projection, Readout
+from traxon.tasks import SpikingHeidelbergDigits, write_shd_file
 
 # -------------------------------------------------------------------------------------
 # Core: networks and neurons.
@@ -287,3 +288,25 @@ def test_ids_beyond_64_bits_name_the_column(tmp_path):
     text = f"pre_root_id,post_root_id,syn_count\n{2**64 - 1},-2,5\n"
     with pytest.raises(ValueError, match="column 'post_root_id' holds negative neuron ids"):
         load_edges(write_table(tmp_path, "b.csv", text))
+
+
+# -------------------------------------------------------------------------------------
+# SHD files.
+
+
+def test_unreadable_shd_files_name_the_file_and_the_reason(tmp_path):
+    pytest.importorskip("h5py")
+    good = write_shd_file(tmp_path / "good.h5", [[0.1, 0.5]] * 20, [[0, 3]] * 20, [0] * 20)
+    data = good.read_bytes()
+    cases = {
+        "text.h5": (b"hello, not HDF5", "not an HDF5 file"),
+        "empty.h5": (b"", "it is empty"),
+        "cut.h5": (data[: len(data) // 2], "truncated or damaged"),
+    }
+    for name, (content, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=reason) as info:
+            SpikingHeidelbergDigits(path, n_channels=4, n_steps=10)
+        assert str(path) in str(info.value) and "spikes/times" in str(info.value)
+    SpikingHeidelbergDigits(good, n_channels=4, n_steps=10)  # the intact file loads

@@ -14,6 +14,7 @@ their paths. :func:`write_shd_file` writes a file in the same format (handy for 
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,30 @@ def _import_h5py() -> Any:
             'Reading SHD files needs h5py (an optional extra): pip install "traxon[examples]"'
         ) from err
     return h5py
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _unreadable(path: Path, err: OSError) -> OSError | ValueError:
+    """The error for an SHD file h5py cannot read, naming the file and saying why."""
+    if not os.access(path, os.R_OK):
+        return PermissionError(errno.EACCES, f"cannot read SHD file '{path}' (permission denied)")
+    expected = (
+        "expected an HDF5 file with `spikes/times`, `spikes/units` and `labels` (the format "
+        "of Cramer et al. 2020, e.g. shd_train.h5)"
+    )
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        reason = "it is empty (an interrupted download?)"
+    elif head != _HDF5_SIGNATURE:
+        reason = f"it is not an HDF5 file (it starts with {head!r})"
+    else:
+        reason = (
+            f"it is truncated or damaged (h5py: {err or type(err).__name__}); download it again"
+        )
+    return ValueError(f"cannot read SHD file '{path}': {reason}; {expected}.")
 
 
 def write_shd_file(
@@ -142,8 +167,10 @@ class SpikingHeidelbergDigits(Task):
 
     Raises:
         FileNotFoundError: if a path does not exist.
-        ValueError: if a file lacks ``spikes/times``, ``spikes/units`` or ``labels``, or its
-            contents do not fit the arguments.
+        ValueError: if a file is not an HDF5 file (empty, text, truncated or damaged), lacks
+            ``spikes/times``, ``spikes/units`` or ``labels``, or its contents do not fit the
+            arguments; the message names the file.
+        PermissionError: if a file cannot be read.
         ImportError: if h5py is not installed (``pip install "traxon[examples]"``).
 
     Example:
@@ -227,16 +254,19 @@ class SpikingHeidelbergDigits(Task):
     def _load(self, h5py: Any, path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         """Read one file and precompute, per example, the flat ``step * n_in + input`` index
         of each kept spike."""
-        with h5py.File(path, "r") as f:
-            for key in _DATASETS:
-                if key not in f:
-                    raise ValueError(
-                        f"SHD file '{path}' has no dataset `{key}`; expected `spikes/times`, "
-                        f"`spikes/units` and `labels` (the format of Cramer et al. 2020)."
-                    )
-            times = f["spikes/times"][()]
-            units = f["spikes/units"][()]
-            labels = np.asarray(f["labels"][()]).reshape(-1)
+        try:
+            with h5py.File(path, "r") as f:
+                for key in _DATASETS:
+                    if key not in f:
+                        raise ValueError(
+                            f"SHD file '{path}' has no dataset `{key}`; expected `spikes/times`, "
+                            f"`spikes/units` and `labels` (the format of Cramer et al. 2020)."
+                        )
+                times = f["spikes/times"][()]
+                units = f["spikes/units"][()]
+                labels = np.asarray(f["labels"][()]).reshape(-1)
+        except OSError as err:  # h5py reports every unreadable file as a bare OSError
+            raise _unreadable(path, err) from err
         if not (len(times) == len(units) == labels.size):
             raise ValueError(
                 f"SHD file '{path}': `spikes/times`, `spikes/units` and `labels` must have one "
