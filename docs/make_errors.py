@@ -118,6 +118,13 @@ SECTIONS: list[tuple[str, str, str, list[tuple[str, str, str, str]]]] = [
                 "Pass one of the two.",
             ),
             (
+                "A neuron parameter that is not a number",
+                'LIF(tau="10")',
+                "A string (or an array of strings, booleans or objects) where a number or one "
+                "number per neuron is needed.",
+                "Pass a number (`tau=10.0`) or an array of numbers.",
+            ),
+            (
                 "Readout integrator without a time scale",
                 "LeakyIntegrator()",
                 "A `LeakyIntegrator` needs exactly one of `tau` (ms) or `kappa` (decay per step).",
@@ -317,6 +324,19 @@ SECTIONS: list[tuple[str, str, str, list[tuple[str, str, str, str]]]] = [
                 "Population(LIF(), 0)",
                 "Sizes are positive integers.",
                 "Pass the number of neurons.",
+            ),
+            (
+                "Per-neuron parameter of the wrong length",
+                "Population(LIF(tau=np.full(5, 10.0)), 4)",
+                "A neuron parameter given as an array has one value per neuron; this one has "
+                "another length than the population.",
+                "Give one value for all neurons, or an array of shape `(size,)`.",
+            ),
+            (
+                "A network without populations",
+                "Network(3, {}, [])",
+                "Nothing to simulate: no population and no readout.",
+                'Add a population, e.g. `{"h": Population(LIF(), 100)}`.',
             ),
             (
                 "Input of size zero",
@@ -754,7 +774,8 @@ with open(path, "rb") as f:
 with open("run/cut.npz", "wb") as f:
     f.write(head)  # a checkpoint cut short
 learner.restore("run/cut.npz")""",
-                "The file is not a NumPy archive written by traxon (or it was cut short).",
+                "The file is not a NumPy archive written by traxon (or it was cut short, or is "
+                "empty). Every such file raises `traxon.CheckpointError`, a `ValueError`.",
                 "Point to a file written by `save`; writes are atomic, so the previous "
                 "checkpoint survives a crash.",
             ),
@@ -763,9 +784,41 @@ learner.restore("run/cut.npz")""",
                 """\
 other = traxon.online_learner(net, "es_d_rtrl")
 other.restore(path)""",
-                "The checkpoint's fingerprint (network structure, weight shapes, algorithm, loss) "
-                "differs from this learner's; both are printed.",
+                "The checkpoint's fingerprint (network structure, neuron and synapse parameters, "
+                "weight ops, algorithm, loss) differs from this learner's; what differs is "
+                "listed, one line each.",
                 "Restore into a learner built like the one that saved it.",
+            ),
+            (
+                "A checkpoint of other neuron parameters",
+                """\
+slower = Network(3, {"h": Population(LIF(tau=30.0), 4)}, [Projection("x", "h", Dense(3.0))],
+                 readout=Readout("h", 2))
+traxon.online_learner(slower, "d_rtrl").restore(path)""",
+                "The same structure with other dynamics: the saved state and traces belong to "
+                "the old ones.",
+                "Build the network with the parameters it was saved with (or start afresh).",
+            ),
+            (
+                "A damaged checkpoint",
+                """\
+arrays = dict(np.load(path))
+arrays["leaf0"] = arrays["leaf0"] + 1  # other numbers in a sound archive
+np.savez("run/edited.npz", **arrays)
+learner.restore("run/edited.npz")""",
+                "The file was changed after it was written (a bit flip on disk, an incomplete "
+                "copy, an edit): the archive's own checks or the checkpoint's SHA-256 checksum "
+                "fail.",
+                "Restore an earlier copy.",
+            ),
+            (
+                "Saving where a file is in the way",
+                """\
+with open("run/notes", "w") as f:
+    f.write("a file, not a folder")
+learner.save("run/notes/ckpt.npz")""",
+                "A component of the path is a file, so the folder cannot be created.",
+                "Save somewhere else, or move the file.",
             ),
             (
                 "A pytree of another structure",
@@ -889,6 +942,34 @@ other.restore(path)""",
                 "The Spiking Heidelberg Digits are not bundled; the loader reads the HDF5 files "
                 "of Cramer et al. (2020).",
                 "Download `shd_train.h5` (and `shd_test.h5`) and pass their paths.",
+            ),
+            (
+                "SHD file that is not HDF5",
+                """\
+with open("download.h5", "w") as f:
+    f.write("404 Not Found")  # a failed download
+SpikingHeidelbergDigits(train_path="download.h5")""",
+                "The file is empty, text, truncated or damaged: h5py cannot open it.",
+                "Download the file again (`shd_train.h5.gz` unpacked with `gunzip`).",
+            ),
+            (
+                "A connectome table without synapse counts",
+                """\
+with open("edges.csv", "w") as f:
+    f.write("pre_root_id,post_root_id\\n1,2\\n")
+traxon.connectome.load_edges("edges.csv", min_count=5)""",
+                "`min_count` drops rows with fewer synapses, but the table has no count column "
+                "(none of the usual names).",
+                "Name the count column with `count_col=`, or drop `min_count`.",
+            ),
+            (
+                "Neuron ids beyond 64 bits",
+                """\
+with open("edges.csv", "w") as f:
+    f.write("pre_root_id,post_root_id\\n1,18446744073709551616\\n")
+traxon.connectome.load_edges("edges.csv")""",
+                "Ids are kept as 64-bit integers (int64, or uint64 when an id exceeds int64).",
+                "Renumber the neurons, or check that the column holds ids.",
             ),
         ],
     ),
