@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -181,6 +182,9 @@ def test_checkpoint_under_another_extension_restores(saved, tmp_path):
     learner.restore(path)  # the batch size is read from the file
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         learner.restore(tmp_path / "missing.ckpt")
+    (tmp_path / "run").mkdir()  # a folder beside the file that save("run") wrote
+    (tmp_path / "run.npz").write_bytes(saved["d_rtrl"].read_bytes())
+    learner.restore(tmp_path / "run")
 
 
 def test_saving_where_a_file_is_in_the_way_says_so(tmp_path):
@@ -212,16 +216,21 @@ def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
     gone.wait()  # a writer killed mid-save: its process is gone
     host = _host_tag()
     dead = tmp_path / f".ckpt.npz.{host}-{gone.pid}-abcdefgh.tmp"
+    just_now = tmp_path / f".ckpt.npz.{host}-{gone.pid}-ijklmnop.tmp"  # touched a moment ago
     alive = tmp_path / f".other.npz.{host}-{os.getpid()}-abcdefgh.tmp"  # a save under way
     remote_old = tmp_path / ".ckpt.npz.0123abcd-1-abcdefgh.tmp"  # another host, long ago
     remote_new = tmp_path / ".ckpt.npz.0123abcd-2-abcdefgh.tmp"
     unrelated = tmp_path / ".notes.tmp"
-    for p in (dead, alive, remote_old, remote_new, unrelated):
+    for p in (dead, just_now, alive, remote_old, remote_new, unrelated):
         p.write_bytes(b"partial")
+    minutes_ago = time.time() - 300
+    for p in (dead, alive, remote_new):
+        os.utime(p, (minutes_ago, minutes_ago))
     os.utime(remote_old, (0, 0))
     traxon.save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)})
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["ckpt.npz", alive.name, remote_new.name, unrelated.name])
+    kept = [just_now.name, alive.name, remote_new.name, unrelated.name]
+    assert left == sorted(["ckpt.npz", *kept])
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
@@ -310,3 +319,24 @@ def test_unreadable_shd_files_name_the_file_and_the_reason(tmp_path):
             SpikingHeidelbergDigits(path, n_channels=4, n_steps=10)
         assert str(path) in str(info.value) and "spikes/times" in str(info.value)
     SpikingHeidelbergDigits(good, n_channels=4, n_steps=10)  # the intact file loads
+
+
+def test_learner_checkpoint_of_format_1_restores_with_a_warning(saved, tmp_path):
+    with np.load(saved["d_rtrl"]) as data:
+        entries = {k: np.array(data[k]) for k in data.files}
+    meta = json.loads(bytes(entries["__traxon_meta__"]).decode())
+    meta["format"] = 1  # as an older traxon wrote it: no checksum, no network description
+    del meta["checksum"], meta["fingerprint"]["network"]
+    entries["__traxon_meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **entries)
+    learner = traxon.online_learner(tiny_network(), "d_rtrl")
+    with pytest.warns(
+        traxon.TraxonWarning, match=r"older traxon that did not record \['network'\]"
+    ):
+        learner.restore(tmp_path / "old.npz")
+    other = traxon.online_learner(tiny_network(), "es_d_rtrl")  # what it recorded is checked
+    with (
+        pytest.warns(traxon.TraxonWarning),
+        pytest.raises(traxon.CheckpointError, match="algorithm"),
+    ):
+        other.restore(tmp_path / "old.npz")

@@ -32,6 +32,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from traxon._checks import warn
+
 __all__ = ["CheckpointError", "checkpoint_path", "load_checkpoint", "save_checkpoint"]
 
 _META = "__traxon_meta__"
@@ -42,6 +44,7 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one: the 
 # Hidden temporary files: ".<target>.<host>-<pid>-<random>.tmp". The host and the writer's
 # process id tell the next save whether the writer is gone.
 _TMP = re.compile(r"^\.(?P<target>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-z]{8}\.tmp$")
+_QUIET_S = 60.0  # a writer that is gone has not touched its file for this long
 _STALE_AFTER_S = 3600.0  # a temporary file of another host (or a reused pid) is stale after
 
 
@@ -84,6 +87,8 @@ def _host_tag() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate the process there: never ask
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -94,8 +99,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _stale_temporaries(folder: Path) -> Iterator[Path]:
-    """Temporary files of this module in ``folder`` whose writer is gone: on this host, its
-    process has exited; on another host (a shared folder), the file is over an hour old."""
+    """Temporary files of this module in ``folder`` whose writer is gone: untouched for a
+    minute and written on this host by a process that has exited, or (another host sharing
+    the folder, a reused process id) untouched for an hour."""
     host, now = _host_tag(), time.time()
     try:
         entries = list(os.scandir(folder))
@@ -110,7 +116,8 @@ def _stale_temporaries(folder: Path) -> Iterator[Path]:
         except OSError:  # removed meanwhile
             continue
         same_host = match["host"] == host
-        if (same_host and not _pid_alive(int(match["pid"]))) or age > _STALE_AFTER_S:
+        dead = same_host and age > _QUIET_S and not _pid_alive(int(match["pid"]))
+        if dead or age > _STALE_AFTER_S:
             yield Path(entry.path)
 
 
@@ -233,11 +240,13 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
         'run.npz'
     """
     path = Path(path)
-    if path.exists():
-        return path
     with_npz = path.with_name(path.name + ".npz")
-    if path.suffix != ".npz" and with_npz.exists():
+    if path.is_file():
+        return path
+    if path.suffix != ".npz" and with_npz.is_file():
         return with_npz
+    if path.exists():
+        return path  # a folder, say: reading it says so
     also = f" (nor '{with_npz}')" if path.suffix != ".npz" else ""
     raise FileNotFoundError(f"no checkpoint at '{path}'{also}.")
 
@@ -407,6 +416,15 @@ def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None)
     if fingerprint is not None:
         wanted = json.loads(json.dumps(fingerprint))
         saved = meta.get("fingerprint")
+        if meta["format"] == 1 and isinstance(saved, dict) and isinstance(wanted, dict):
+            unrecorded = sorted(set(wanted) - set(saved))
+            if unrecorded:
+                warn(
+                    f"checkpoint '{path}' was written by an older traxon that did not record "
+                    f"{unrecorded}; only the rest of its fingerprint is checked. Save it again "
+                    "to record everything."
+                )
+                wanted = {k: v for k, v in wanted.items() if k in saved}
         if saved != wanted:
             diffs = list(_differences(saved, wanted))
             shown = "\n  ".join(diffs[:8])
