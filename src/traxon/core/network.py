@@ -18,6 +18,7 @@ One step (:meth:`Network.step`) follows the model contract of ``docs/concepts.md
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -547,7 +548,7 @@ class Network:
                 },
             }
             self.__dict__["_description"] = cached
-        return cached
+        return copy.deepcopy(cached)
 
     @property
     def has_readout(self) -> bool:
