@@ -17,7 +17,16 @@ import pytest
 
 import traxon
 from traxon.connectome import Connectome, load_edges
-from traxon.core import ALIF, LIF, Dense, Network, Population, Projection, Readout
+from traxon.core import (
+    ALIF,
+    LIF,
+    Dense,
+    LeakyIntegrator,
+    Network,
+    Population,
+    Projection,
+    Readout,
+)
 from traxon.tasks import SpikingHeidelbergDigits, write_shd_file
 
 # -------------------------------------------------------------------------------------
@@ -43,15 +52,19 @@ def test_zero_resistance_warns():
 def test_non_numeric_parameter_names_it(value):
     with pytest.raises(TypeError, match="`tau` must be a number"):
         LIF(tau=value)
+    with pytest.raises(TypeError, match="`tau` must be a number"):
+        LeakyIntegrator(tau=value)
+    with pytest.raises(TypeError, match="`beta` must be a number"):
+        ALIF(beta=value)
 
 
 def test_per_neuron_parameter_of_wrong_length_is_refused_at_construction():
-    with pytest.raises(ValueError, match=r"4 neurons, but `neuron.tau` has shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"4 LIF neurons has `neuron.tau` of shape \(5,\)"):
         Population(LIF(tau=np.full(5, 10.0)), 4)
     Population(LIF(tau=np.full(4, 10.0)), 4)  # one per neuron: fine
     pop = Population(LIF(tau=np.full(4, 10.0)), 4)
     object.__setattr__(pop, "size", 5)  # past the Population's own check
-    with pytest.raises(ValueError, match="population `h` has 5 neurons"):
+    with pytest.raises(ValueError, match="population `h` of 5 LIF neurons"):
         Network(3, {"h": pop}, [Projection("x", "h", Dense())])
 
 
@@ -194,6 +207,9 @@ def test_saving_where_a_file_is_in_the_way_says_so(tmp_path):
     (tmp_path / "folder.npz").mkdir()
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         traxon.save_checkpoint(tmp_path / "folder.npz", {"w": np.ones(2)})
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(NotADirectoryError, match=r"'.*link' is a broken symbolic link"):
+        traxon.save_checkpoint(tmp_path / "link" / "ckpt.npz", {"w": np.ones(2)})
 
 
 def test_saving_in_an_unwritable_folder_says_so(tmp_path, monkeypatch):

@@ -61,15 +61,16 @@ class Population(Module):
 
     def check_parameters(self, name: str | None = None) -> None:
         """Raise unless every neuron parameter is one value or one per neuron (``size``)."""
-        where = f"population `{name}`" if name else "the population"
+        kind = type(self.neuron).__name__
+        where = f"population `{name}`" if name else "a population"
         for path, leaf in jax.tree_util.tree_leaves_with_path(self.neuron):
             shape = tuple(np.shape(leaf))
             if shape in ((), (1,), (self.size,)):
                 continue
             label = "neuron" + jax.tree_util.keystr(path)
             raise ValueError(
-                f"{where} has {self.size} neurons, but `{label}` has shape {shape}; give one "
-                f"value or one per neuron, shape ({self.size},)."
+                f"{where} of {self.size} {kind} neurons has `{label}` of shape {shape}; give "
+                f"one value, or one per neuron: shape ({self.size},)."
             )
 
 

@@ -355,10 +355,10 @@ class LeakyIntegrator(Neuron):
                 f"got tau={self.tau!r}, kappa={self.kappa!r}."
             )
         if self.tau is not None:
-            object.__setattr__(self, "tau", to_float(self.tau, "ms", "tau"))
+            _convert(self, tau="ms")
             check_positive(self.tau, "tau")
         else:
-            object.__setattr__(self, "kappa", to_float(self.kappa, None, "kappa"))
+            _convert(self, kappa=None)
             check_in(self.kappa, "kappa", 0.0, 1.0)
 
     @property

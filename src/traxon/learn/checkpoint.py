@@ -132,6 +132,12 @@ def _prepare_folder(path: Path) -> None:
     """Create the target's folder, or raise an ``OSError`` that says what is in the way."""
     folder = path.parent
     for ancestor in (folder, *folder.parents):
+        if ancestor.is_symlink() and not ancestor.exists():
+            raise NotADirectoryError(
+                errno.ENOTDIR,
+                f"cannot save checkpoint '{path}': '{ancestor}' is a broken symbolic link "
+                f"(to '{os.readlink(ancestor)}')",
+            )
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise NotADirectoryError(
