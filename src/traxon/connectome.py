@@ -372,7 +372,7 @@ def _as_ids(columns: Mapping[str, Any]) -> list[np.ndarray]:
         out.append(a)
     wide = [a.dtype == np.uint64 and a.size and a.max() > _INT64_MAX for a in out]
     if not any(wide):
-        return [a.astype(np.int64) for a in out]
+        return [a.astype(np.int64, copy=False) for a in out]
     names = list(columns)
     for name, a in zip(names, out, strict=True):
         if a.dtype.kind == "i" and a.size and a.min() < 0:
@@ -381,7 +381,7 @@ def _as_ids(columns: Mapping[str, Any]) -> list[np.ndarray]:
                 f"column {name!r} holds negative neuron ids while column {big!r} holds ids "
                 f"beyond {_INT64_MAX}: no 64-bit integer type holds both."
             )
-    return [a.astype(np.uint64) for a in out]
+    return [a.astype(np.uint64, copy=False) for a in out]
 
 
 def load_edges(
