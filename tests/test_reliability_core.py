@@ -221,7 +221,7 @@ def test_saving_in_an_unwritable_folder_says_so(tmp_path, monkeypatch):
         return real_open(path, flags, mode, **kwargs)
 
     monkeypatch.setattr(os, "open", refuse)  # root ignores folder permissions: simulate
-    with pytest.raises(PermissionError, match=r"cannot write in the folder .*Permission denied"):
+    with pytest.raises(PermissionError, match=r"cannot write in the folder .*: Permission denied"):
         traxon.save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)})
 
 
@@ -356,3 +356,13 @@ def test_learner_checkpoint_of_format_1_restores_with_a_warning(saved, tmp_path)
         pytest.raises(traxon.CheckpointError, match="algorithm"),
     ):
         other.restore(tmp_path / "old.npz")
+
+
+def test_a_failed_write_names_the_checkpoint(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(OSError, match=r"cannot save checkpoint '.*ckpt.npz'.*No space left"):
+        traxon.save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)})
+    assert os.listdir(tmp_path) == []

@@ -128,6 +128,17 @@ def _clean_stale(folder: Path) -> None:
             stale.unlink()
 
 
+def _os_error(err: OSError, message: str) -> OSError:
+    """An error of the same type as ``err`` (``PermissionError``, ...) with ``message`` and
+    the system's reason."""
+    reason = err.strerror or str(err) or type(err).__name__
+    text = f"{message}: {reason}"
+    try:
+        return type(err)(err.errno, text) if err.errno is not None else type(err)(text)
+    except TypeError:  # a subclass with another constructor
+        return OSError(err.errno, text)
+
+
 def _prepare_folder(path: Path) -> None:
     """Create the target's folder, or raise an ``OSError`` that says what is in the way."""
     folder = path.parent
@@ -148,10 +159,8 @@ def _prepare_folder(path: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise type(err)(
-            err.errno,
-            f"cannot save checkpoint '{path}': cannot create the folder '{folder}' "
-            f"({err.strerror})",
+        raise _os_error(
+            err, f"cannot save checkpoint '{path}': cannot create the folder '{folder}'"
         ) from err
     if path.is_dir():
         raise IsADirectoryError(
@@ -170,10 +179,8 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
         except OSError as err:
-            raise type(err)(
-                err.errno,
-                f"cannot save checkpoint '{path}': cannot write in the folder "
-                f"'{path.parent}' ({err.strerror})",
+            raise _os_error(
+                err, f"cannot save checkpoint '{path}': cannot write in the folder '{path.parent}'"
             ) from err
     raise FileExistsError(errno.EEXIST, f"cannot save checkpoint '{path}': no free temporary name")
 
@@ -225,9 +232,13 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, fingerprint: Any = None)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):  # a full disk, a quota: say which save failed
+            raise _os_error(
+                err, f"cannot save checkpoint '{path}' (the previous one, if any, is intact)"
+            ) from err
         raise
     return path
 
