@@ -22,6 +22,7 @@ exponential average over about ``window`` steps of the region's mean spike count
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import jax
@@ -135,6 +136,13 @@ class RegionRates(Task):
             rates and optional ``(T_rec, n_in)`` stimulus rates; sequences are aligned
             crops of it.
         n_test: size of the fixed evaluation set.
+        burn_in: steps at the start of every sequence without a loss (the mask is 0 there):
+            the readout's average starts at 0 Hz and needs a few ``rate_window`` to settle.
+
+    Baselines: :meth:`baselines` scores trivial predictors (the training targets' mean
+    rate, each region's training mean) on a held-out batch in the units of
+    :func:`region_rate_loss`, and :meth:`explained_variance` turns a loss into the fraction
+    of the target's variance explained beyond each region's mean.
 
     Example:
         >>> from traxon.tasks import RegionRates
@@ -162,6 +170,7 @@ class RegionRates(Task):
         targets: Any = None,
         inputs: Any = None,
         n_test: int = 16,
+        burn_in: int = 0,
     ) -> None:
         self.n_in = check_int(n_in, "n_in", minimum=1)
         self.n_steps = check_int(n_steps, "n_steps", minimum=1)
@@ -169,6 +178,12 @@ class RegionRates(Task):
         if self.window > self.n_steps:
             raise ValueError(
                 f"`window` ({self.window}) must not exceed `n_steps` ({self.n_steps})."
+            )
+        self.burn_in = check_int(burn_in, "burn_in", minimum=0)
+        if self.burn_in + self.window > self.n_steps:
+            raise ValueError(
+                f"`burn_in` + `window` ({self.burn_in} + {self.window}) must not exceed "
+                f"`n_steps` ({self.n_steps}): no window would be scored."
             )
         self.dt = check_float(dt, "dt", minimum=0.0, strict=True)
         self.input_rate = check_float(input_rate, "input_rate", minimum=0.0)
@@ -212,10 +227,89 @@ class RegionRates(Task):
         self._map = rng.normal(size=(self.n_out, self.n_in)) * (2.0 / np.sqrt(self.n_in))
 
     def mask(self, batch_size: int) -> np.ndarray:
-        """``(T, B)`` float32: 1.0 at the last step of every window."""
+        """``(T, B)`` float32: 1.0 at the last step of every window after ``burn_in``."""
         m = np.zeros((self.n_steps, batch_size), np.float32)
-        m[self.window - 1 :: self.window] = 1.0
+        m[self.burn_in + self.window - 1 :: self.window] = 1.0
         return m
+
+    @staticmethod
+    def score(predictions: Any, batch: Batch, scale: float = 10.0) -> float:
+        """The loss of :func:`region_rate_loss` (``scale`` Hz) of ``predictions`` on
+        ``batch``, averaged over its masked steps as ``OnlineLearner.evaluate`` does.
+
+        Arguments:
+            predictions: rates (Hz) broadcastable to ``batch.y`` ``(T, B, R)``.
+            batch: a batch of this task (targets ``y``, ``mask``).
+
+        Example:
+            >>> import numpy as np
+            >>> from traxon.tasks import RegionRates
+            >>> b = RegionRates(n_regions=3, n_steps=100, window=50).sample(0, 2)
+            >>> RegionRates.score(b.y, b)
+            0.0
+        """
+        scale = check_float(scale, "scale", minimum=0.0, strict=True)
+        y = np.asarray(batch.y, np.float64)
+        pred = np.broadcast_to(np.asarray(predictions, np.float64), y.shape)
+        m = np.asarray(batch.mask, np.float64)
+        per_step = np.mean(np.square((pred - y) / scale), axis=-1)
+        return float(np.sum(per_step * m) / max(float(np.sum(m)), 1.0))
+
+    def baselines(
+        self, test: Batch, train: Batch | Sequence[Batch], scale: float = 10.0
+    ) -> dict[str, float]:
+        """Losses of trivial predictors on the held-out ``test`` batch, in the units of
+        :func:`region_rate_loss` (``scale`` Hz), fitted on the masked steps of ``train``.
+
+        Returns:
+            ``{"constant": ..., "region_mean": ...}``: the loss of predicting the training
+            targets' mean rate for every region at every step, and of predicting each
+            region's own training mean. A model that has learnt the stimulus-driven part
+            of the targets scores below both (see :meth:`explained_variance`).
+
+        Example:
+            >>> from traxon.tasks import RegionRates
+            >>> task = RegionRates(n_regions=4, n_steps=200, window=50)
+            >>> base = task.baselines(task.sample(0, 2, "test"), task.sample(0, 8))
+            >>> sorted(base)
+            ['constant', 'region_mean']
+        """
+        batches = [train] if isinstance(train, Batch) else list(train)
+        if not batches:
+            raise ValueError("`train` must hold at least one batch.")
+        total = np.zeros(self.n_out)
+        count = 0.0
+        for b in batches:
+            y = np.asarray(b.y, np.float64)
+            if y.ndim != 3 or y.shape[-1] != self.n_out:
+                raise ValueError(
+                    f"training targets must have shape (T, B, R={self.n_out}); got {y.shape}."
+                )
+            m = np.asarray(b.mask, np.float64)
+            total += np.einsum("tbr,tb->r", y, m)
+            count += float(np.sum(m))
+        if count == 0.0:
+            raise ValueError("`train` has no masked steps: no targets to average.")
+        region_mean = total / count
+        return {
+            "constant": self.score(np.mean(region_mean), test, scale),
+            "region_mean": self.score(region_mean, test, scale),
+        }
+
+    @staticmethod
+    def explained_variance(loss: float, region_mean_loss: float) -> float:
+        r"""The fraction of the target's variance explained beyond each region's mean:
+        :math:`1 - \text{loss} / \text{loss}_\text{region mean}` (1: perfect; 0: no better than
+        each region's mean; negative: worse).
+
+        Example:
+            >>> from traxon.tasks import RegionRates
+            >>> RegionRates.explained_variance(0.1, 0.4)
+            0.75
+        """
+        loss = check_float(loss, "loss", minimum=0.0)
+        base = check_float(region_mean_loss, "region_mean_loss", minimum=0.0, strict=True)
+        return 1.0 - loss / base
 
     def _draw(
         self, rng: np.random.Generator, batch_size: int, split: str
