@@ -17,7 +17,7 @@ Only public JAX APIs are used (``jax.make_jaxpr``, ``jax.extend.core``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -73,9 +73,10 @@ def _body(params: Mapping[str, Any]) -> Any:
 
 
 def flatten(
-    closed: Any,
+    closed: Any, opaque: Callable[[Any], bool] | None = None
 ) -> tuple[list[Node], list[int | Lit], list[int | Lit], dict[int, Any], dict[int, Any]]:
-    """Inline a ``ClosedJaxpr`` into nodes.
+    """Inline a ``ClosedJaxpr`` into nodes (a call equation for which ``opaque(eqn)`` is true
+    stays one node).
 
     Returns:
         ``(nodes, inputs, outputs, consts, avals)``: the nodes in execution order, the atoms
@@ -109,7 +110,11 @@ def flatten(
         for eqn in jaxpr.eqns:
             args = [read(a) for a in eqn.invars]
             body = _body(eqn.params)
-            if eqn.primitive.name in _INLINE and body is not None:
+            if (
+                eqn.primitive.name in _INLINE
+                and body is not None
+                and not (opaque is not None and opaque(eqn))
+            ):
                 inner = body.jaxpr if hasattr(body, "jaxpr") else body
                 inner_consts = body.consts if hasattr(body, "consts") else ()
                 outs = walk(inner, inner_consts, args)
@@ -224,7 +229,7 @@ class Graph:
         for node in self.nodes:
             if not any(o in needed for o in node.outs):
                 continue
-            if all(o in env for o in node.outs):
+            if all(o in env for o in node.outs if o in needed):
                 continue
             args = []
             for a in node.ins:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from traxon._module import static
+from traxon.adapters import _sparse
 from traxon.adapters._graph import Graph, Lit, Node, flatten
 from traxon.core.network import ONE, READOUT, Network, PopulationPlan, ProjectionPlan
 from traxon.core.neurons import Neuron
@@ -66,7 +67,7 @@ _ELEMENTWISE = {
     "integer_pow",
 }
 _LAYOUT = {"transpose", "reshape", "convert_element_type", "copy", "copy_p"}
-_FIXED_CONN = {"binary_fcnmv", "binary_fcnmm", "fcnmv", "fcnmm"}
+_FIXED_CONN = _sparse.KNOWN  # brainevent's fixed-number and CSR kernels, brainunit's CSR
 
 
 def _bs() -> Any:
@@ -162,7 +163,7 @@ class AdaptedOp(WeightOp):
         if self.kind == "bias":
             return jnp.broadcast_to(slope, (z.shape[0], *W.shape))
         assert info.fixed is not None
-        return z[:, :, None] * slope[None]
+        return info.fixed.pre_factor(z) * slope[None]
 
     def to_params(self, x: jax.Array) -> jax.Array:
         if self.kind == "dense":
@@ -171,21 +172,10 @@ class AdaptedOp(WeightOp):
             return x
         info = self._info(x.shape[0])
         assert info.fixed is not None
-        return x[:, info.fixed.indices]
+        return info.fixed.to_params(x)
 
 
-@dataclasses.dataclass(frozen=True)
-class _FixedConn:
-    """brainevent's fixed connectivity: presynaptic ``j`` reaches ``indices[j, :]``."""
-
-    indices: np.ndarray
-    n_out: int
-
-    def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        full = jnp.broadcast_to(jnp.reshape(W, (-1,))[0], self.indices.shape) if W.size == 1 else W
-        contrib = z[:, :, None] * full[None].astype(z.dtype)
-        out = jnp.zeros((z.shape[0], self.n_out), contrib.dtype)
-        return out.at[:, self.indices].add(contrib)
+_FixedConn = _sparse.SparseConn  # sparse connectivity as traxon's CSR op
 
 
 # --------------------------------------------------------------------------------------
@@ -260,7 +250,7 @@ class Analysis:
             states = list(sf.get_states(x, i0, t0))
             closed = sf.get_jaxpr(x, i0, t0)
             values = [s.value for s in states]
-        nodes, inputs, outputs, consts, avals = flatten(closed)
+        nodes, inputs, outputs, consts, avals = flatten(closed, opaque=_sparse.opaque_call)
         g = self.graph = Graph(nodes, inputs, outputs, consts, avals)
         self.x_id, self.i_id, self.t_id = (int(a) for a in inputs[:3])  # type: ignore[arg-type]
         leaves: list[_Leaf] = []
@@ -343,8 +333,10 @@ class Analysis:
     def _weight_op(self, node: Node, name: str, leaf: int, pin: int, din: list[int]) -> _Op:
         g, B = self.graph, self.batch
         kind = {"dot_general": "dense", "mul": "elementwise", "add": "bias"}.get(node.name)
-        if node.name in _FIXED_CONN:
+        if _sparse.is_sparse(node):
             kind = "fixed"
+        elif kind is None and _sparse.looks_sparse(node):
+            raise _sparse.unknown_kernel_error(node, name, self.params[name].path.rsplit(".", 1)[0])
         if kind is None:
             raise ValueError(
                 f"weight `{name}` enters the step through `{node.name}`, which traxon cannot "
@@ -398,15 +390,9 @@ class Analysis:
                 if not ok or g.shape(z_id) != g.shape(data_in):
                     kind = "dense_other"
             elif kind == "fixed":
-                p = node.params
-                idx = [a for a in node.ins if isinstance(a, int) and a in g.consts]
-                if not p.get("transpose", False) or len(idx) != 1:
-                    raise ValueError(
-                        f"weight `{name}` uses brainevent's {node.name} in a layout traxon does "
-                        "not know; use algorithm='bptt' for this module."
-                    )
-                indices = np.asarray(g.consts[idx[0]])
-                fixed = _FixedConn(indices, int(p["shape"][1]))
+                module = self.params[name].path.rsplit(".", 1)[0]
+                fixed = _sparse.read(g, node, pin, data_in, name, module)
+                _sparse.install(node, fixed)
         return _Op(name, node, leaf, kind, u_id, raw, layout, z_id, transform, elementwise, fixed)
 
     # ------------------------------------------------------------------------------
@@ -725,6 +711,7 @@ class AdaptedNetwork(Network):
         if input_size < 1:
             raise ValueError(f"`input_size` must be positive; got {input_size}.")
         self.module = module
+        _sparse.ensure_cpu_backend()  # brainevent's pure-JAX CPU kernels when numba is absent
         self.call = call or (lambda m, x: m.update(x))
         self.n_in = int(input_size)
         try:
@@ -957,7 +944,8 @@ class AdaptedNetwork(Network):
             value = _leaves(lf.state.value)
             leaf = dict(zip(_keys(lf.state.value), value, strict=True))[lf.key]
             arr = jnp.asarray(_mantissa(leaf))
-            out[name] = arr.astype(dtype) if dtype is not None else arr
+            arr = jnp.array(arr, dtype=dtype if dtype is not None else arr.dtype)  # not weak
+            out[name] = arr
         return out
 
     def initial_population(self, pop: str, batch: int, dtype: Any) -> dict[str, jax.Array]:

@@ -1,0 +1,389 @@
+"""brainevent / brainstate sparse connectivity in brainpy.state networks, through the adapter.
+
+The networks are written as brainpy.state's examples write them (an E/I network whose
+excitatory and inhibitory cells project through ``EventFixedProb``, as in brainevent's
+``examples/COBA_2005.py``; ``FixedNumConn``; ``SparseLinear``), unchanged for traxon. Each
+sparse weight is mapped onto traxon's CSR op; traxon's BPTT equals brainstate's own gradient.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+bps = pytest.importorskip("brainpy.state")
+brainstate = pytest.importorskip("brainstate")
+braintools = pytest.importorskip("braintools")
+brainevent = pytest.importorskip("brainevent")
+u = pytest.importorskip("brainunit")
+
+import traxon  # noqa: E402
+from tests.helpers import rel_error  # noqa: E402
+from tests.test_adapter import brainstate_bptt, match  # noqa: E402
+from traxon.adapters import adapt  # noqa: E402
+from traxon.adapters._sparse import SparseConn  # noqa: E402
+from traxon.core import CSR  # noqa: E402
+from traxon.diagnostics import compare  # noqa: E402
+from traxon.learn import cross_entropy  # noqa: E402
+from traxon.trace import bptt_gradient, get_algorithm  # noqa: E402
+
+N_IN, B, T = 5, 3, 30
+N_EXC, N_INH = 16, 4
+N = N_EXC + N_INH
+
+
+@pytest.fixture(autouse=True)
+def environment():
+    brainevent.config.set_backend("cpu", "jax_raw")  # the reference runs brainevent's kernels
+    brainstate.random.seed(0)
+    with brainstate.environ.context(dt=1.0 * u.ms):
+        yield
+
+
+def lif(n):
+    return bps.LIF(
+        n,
+        tau=20 * u.ms,
+        V_th=1 * u.mV,
+        V_reset=0 * u.mV,
+        V_rest=0 * u.mV,
+        spk_fun=braintools.surrogate.ReluGrad(alpha=0.3, width=1.0),
+    )
+
+
+def cuba(n, comm, post, tau=5.0):
+    return bps.AlignPostProj(
+        comm=comm, syn=bps.Expon.desc(n, tau=tau * u.ms), out=bps.CUBA.desc(scale=u.volt), post=post
+    )
+
+
+def dense_input(n, scale=40.0):
+    w = braintools.init.KaimingNormal(scale=scale, unit=u.mS)
+    return brainstate.nn.Linear(N_IN, n, w_init=w, b_init=None)
+
+
+def sparse_matrix(n_pre, n_post, mean, seed, prob=0.3):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_pre, n_post)) < prob
+    return jnp.asarray(mask * rng.normal(mean, 0.1 * abs(mean), (n_pre, n_post))) * u.mS
+
+
+def connections(kind):
+    """The E and I projections' ``comm`` of each network, as brainpy.state users write them."""
+    if kind == "event_fixed_prob":  # one weight per connection
+        return (
+            brainstate.nn.EventFixedProb(
+                N_EXC, N, conn_num=0.25, conn_weight=braintools.init.Normal(0.5 * u.mS, 0.05 * u.mS)
+            ),
+            brainstate.nn.EventFixedProb(
+                N_INH, N, conn_num=0.25, conn_weight=braintools.init.Constant(-1.0 * u.mS)
+            ),
+        )
+    if kind == "event_fixed_prob_homogeneous":  # one shared weight (COBA_2005.py's form)
+        return (
+            brainstate.nn.EventFixedProb(N_EXC, N, conn_num=0.25, conn_weight=0.5 * u.mS),
+            brainstate.nn.EventFixedProb(N_INH, N, conn_num=0.25, conn_weight=-1.0 * u.mS),
+        )
+    if kind == "fixed_num_conn":  # float spikes: brainevent's float kernel
+        return (
+            brainstate.nn.FixedNumConn(
+                N_EXC, N, conn_num=0.25, conn_weight=braintools.init.Normal(0.5 * u.mS, 0.05 * u.mS)
+            ),
+            brainstate.nn.FixedNumConn(N_INH, N, conn_num=0.25, conn_weight=-1.0 * u.mS),
+        )
+    if kind == "fixed_num_conn_csr":  # afferent_ratio < 1: brainevent.CSR
+        return (
+            brainstate.nn.FixedNumConn(
+                N_EXC,
+                N,
+                conn_num=0.25,
+                conn_weight=braintools.init.Normal(0.5 * u.mS, 0.05 * u.mS),
+                afferent_ratio=0.7,
+                seed=3,
+            ),
+            brainstate.nn.EventFixedProb(
+                N_INH,
+                N,
+                conn_num=0.25,
+                conn_weight=braintools.init.Constant(-1.0 * u.mS),
+                afferent_ratio=0.7,
+                seed=4,
+            ),
+        )
+    if kind in ("sparse_linear", "sparse_linear_brainunit"):
+        csr = u.sparse.CSR if kind == "sparse_linear_brainunit" else brainevent.CSR
+        return (
+            brainstate.nn.SparseLinear(csr.fromdense(sparse_matrix(N_EXC, N, 0.5, 1))),
+            brainstate.nn.SparseLinear(csr.fromdense(sparse_matrix(N_INH, N, -1.0, 2))),
+        )
+    raise KeyError(kind)
+
+
+class ExcInh(brainstate.nn.Module):
+    """An E/I network: the E cells and the I cells project onto all cells through sparse
+    connectivity (last step's spikes), a dense input, a leaky readout."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.neu = lif(N)
+        exc, inh = connections(kind)
+        self.E = cuba(N, exc, self.neu)
+        self.I = cuba(N, inh, self.neu, tau=10.0)
+        self.inp = cuba(N, dense_input(N), self.neu)
+        self.out = bps.LeakyRateReadout(N, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        spk = self.neu.get_spike()
+        self.E(spk[:, :N_EXC])
+        self.I(spk[:, N_EXC:])
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+KINDS = [
+    "event_fixed_prob",
+    "event_fixed_prob_homogeneous",
+    "fixed_num_conn",
+    "fixed_num_conn_csr",
+    "sparse_linear",
+    "sparse_linear_brainunit",
+]
+HOMOGENEOUS = {"event_fixed_prob_homogeneous": ["E", "I"], "fixed_num_conn": ["I"]}
+
+
+def build(kind, batch=B):
+    """The network of ``kind``; the same weights and connectivity at every build (brainstate's
+    generator draws the weights, NumPy's global one a FixedNumConn's indices)."""
+    brainstate.random.seed(0)
+    np.random.seed(0)
+    module = ExcInh(kind)
+    brainstate.nn.init_all_states(module, batch_size=batch)
+    return module
+
+
+def data(steps=T, batch=B, seed=1):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    xs = (jax.random.uniform(k1, (steps, batch, N_IN)) < 0.3).astype(jnp.float32)
+    ts = jax.random.randint(k2, (steps, batch), 0, 2)
+    return xs, ts, jnp.ones((steps, batch), jnp.float32) / batch
+
+
+def sparse_weights(net):
+    return {p.name.split(".")[0]: p for p in net.projections if p.op.kind == "fixed"}
+
+
+# -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sparse_layers_attach_as_traxon_csr(kind):
+    """Attached as written; each sparse weight is one traxon CSR op, event-driven in the
+    forward pass, with one trainable scalar for a homogeneous weight."""
+    net = adapt(build(kind), input_size=N_IN)
+    sparse = sparse_weights(net)
+    assert sorted(sparse) == ["E", "I"]
+    a = net.analysis(B)
+    for prefix, proj in sparse.items():
+        assert (proj.source, proj.delay, proj.target) == ("neu", 1, "neu")
+        conn = a.ops[proj.name].fixed
+        assert isinstance(conn, SparseConn) and isinstance(conn.op, CSR)
+        assert conn.op.max_active is not None and conn.op.max_active < conn.op.n_in
+        homogeneous = prefix in HOMOGENEOUS.get(kind, [])
+        assert conn.homogeneous == homogeneous
+        assert (net.weight_shapes[proj.name] == ()) == homogeneous
+        assert proj.op.param_traces == (not homogeneous)
+
+
+def test_sparse_forward_equals_the_module():
+    """The step evaluated through traxon's CSR ops (brainevent's CSR kernels replaced)
+    gives the module's own outputs."""
+    module = build("fixed_num_conn_csr")
+    xs, _, _ = data(steps=15)
+    net = adapt(module, input_size=N_IN)
+    params, state = net.init(None, B)
+    ours = net.simulate(params, state, xs).outputs
+    brainstate.nn.init_all_states(module, batch_size=B)
+    theirs = brainstate.transform.for_loop(lambda x: u.get_mantissa(module.update(x)), xs)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-6)
+
+
+def reference(kind, xs, ts, ws):
+    """brainstate's gradient over its own for_loop. brainunit's CSR gradient is wrong
+    upstream (see the test below), so that network's reference is the same network with
+    brainevent's CSR (same matrices, same entry order)."""
+    return brainstate_bptt(
+        build("sparse_linear" if kind == "sparse_linear_brainunit" else kind), xs, ts, ws
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_bptt_equals_brainstate_gradient(x64, kind):
+    with brainstate.environ.context(precision=64):
+        xs, ts, ws = data()
+        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
+        ref = reference(kind, xs, ts, ws)
+        module = build(kind)
+        net = adapt(module, input_size=N_IN)
+        params, state = net.init(None, B, dtype=jnp.float64)
+        spikes = net.simulate(params, state, xs).record["neu"]["spike"]
+        assert float(spikes.sum()) > 20, kind
+        ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
+    assert set(ours) == set(params)
+    for name, g in ours.items():
+        r = match(ref, name)
+        assert g.shape == r.shape, name
+        assert np.linalg.norm(r) > 0, name
+        assert rel_error(g, r) < 1e-6, (name, rel_error(g, r))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_online_rules_run_and_report_their_cosine(x64, kind, capsys):
+    with brainstate.environ.context(precision=64):
+        xs, ts, _ = data()
+        net = adapt(build(kind), input_size=N_IN)
+        rules = ["es_d_rtrl"] if kind in HOMOGENEOUS else ["es_d_rtrl", "d_rtrl"]
+        table = compare(net, xs.astype(jnp.float64), ts, algorithms=rules)
+        if kind in HOMOGENEOUS:
+            # A shared weight does not say which neuron each connection drives: d_rtrl
+            # refuses, and the rule it advises runs (above).
+            with pytest.raises(ValueError, match=r"d_rtrl needs to know.*es_d_rtrl"):
+                get_algorithm("d_rtrl").bind(net, cross_entropy.fn)
+    rows = table.rows
+    assert {r["algorithm"] for r in rows} == set(rules)
+    for r in rows:
+        assert np.isfinite(r["cosine"]), r
+    sparse = [r for r in rows if r["weight"].split(".")[0] in ("E", "I")]
+    assert len(sparse) == 2 * len(rules)
+    with capsys.disabled():
+        print(
+            f"\n{kind}: "
+            + ", ".join(f"{r['algorithm']} {r['weight']} {r['cosine']:.3f}" for r in rows)
+        )
+
+
+@pytest.mark.parametrize("kind", ["event_fixed_prob_homogeneous", "fixed_num_conn_csr"])
+def test_no_recompilation_on_the_second_step(kind):
+    module = build(kind, batch=2)
+    learner = traxon.online_learner(module, "es_d_rtrl", input_size=N_IN)
+    x = np.ones((2, N_IN), np.float32)
+    learner.step(x, np.array([0, 1]))
+    size = learner._step_jit._cache_size()
+    learner.step(x, np.array([1, 0]))
+    learner.step(x, np.array([1, 1]))
+    assert learner._step_jit._cache_size() == size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind,algorithm",
+    [
+        ("event_fixed_prob", "d_rtrl"),
+        ("event_fixed_prob_homogeneous", "es_d_rtrl"),
+        ("fixed_num_conn", "es_d_rtrl"),
+        ("sparse_linear", "d_rtrl"),
+    ],
+)
+def test_short_training_lowers_the_loss(kind, algorithm):
+    module = build(kind, batch=8)
+    learner = traxon.online_learner(
+        module, algorithm, optax.adam(1e-2), update_every=10, input_size=N_IN
+    )
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 8)
+    rates = np.where(label[:, None] == np.repeat([0, 1], [3, 2])[None], 0.4, 0.02)
+    losses = []
+    for _ in range(200):
+        x = (rng.random((8, N_IN)) < rates).astype(np.float32)
+        losses.append(learner.step(x, label)["loss"])
+    first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+    assert last < first * 0.8, (kind, first, last)
+    # The module holds the trained sparse weights, units restored.
+    w = module.E.comm.weight.value
+    w = w["weight"] if isinstance(w, dict) else w
+    assert u.get_unit(w) == u.mS
+    name = next(p.name for p in learner.net.projections if p.name.startswith("E."))
+    np.testing.assert_allclose(u.get_mantissa(w), np.asarray(learner.params[name]), rtol=1e-6)
+
+
+# -------------------------------------------------------------------------------------
+
+
+def test_brainunit_csr_gradient_is_wrong_upstream():
+    """brainstate's gradient through a ``brainunit.sparse.CSR`` (``csr_matmat``) permutes the
+    entries; traxon's is the true one. When this fails, upstream is fixed: compare the
+    ``sparse_linear_brainunit`` network to brainstate directly."""
+    rng = np.random.default_rng(0)
+    dense = (rng.random((4, 6)) < 0.4) * rng.normal(size=(4, 6))
+    csr = u.sparse.CSR.fromdense(jnp.asarray(dense))
+    x = jnp.asarray(rng.random((2, 4)))
+    c = jnp.asarray(rng.normal(size=(2, 6)))
+    theirs = jax.grad(lambda d: jnp.sum(c * (x @ csr.with_data(d))))(csr.data)
+    rows = np.repeat(np.arange(4), np.diff(np.asarray(csr.indptr)))
+    true = np.sum(np.asarray(x)[:, rows] * np.asarray(c)[:, np.asarray(csr.indices)], axis=0)
+    assert not np.allclose(np.asarray(theirs), true)
+    op = CSR(indptr=np.asarray(csr.indptr), post=np.asarray(csr.indices), n_out=6)
+    ours = jax.grad(lambda d: jnp.sum(c * op.apply(d, x)))(jnp.asarray(csr.data))
+    np.testing.assert_allclose(np.asarray(ours), true, rtol=1e-5)
+
+
+class JitConn(brainstate.nn.Module):
+    """A just-in-time connectivity layer (brainevent's JITC kernels), which traxon does not map."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.shape = (n_in, n_out)
+        self.weight = brainstate.ParamState(jnp.asarray(0.5) * u.mS)
+
+    def update(self, x):
+        conn = brainevent.JITCScalarR((self.weight.value, 0.3, 7), shape=self.shape)
+        return x @ conn
+
+
+class JitNet(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.neu = lif(N)
+        self.rec = cuba(N, JitConn(N, N), self.neu)
+        self.inp = cuba(N, dense_input(N), self.neu)
+        self.out = bps.LeakyRateReadout(N, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.rec(self.neu.get_spike())
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+def test_an_unknown_sparse_kernel_is_named_with_its_module():
+    module = JitNet()
+    brainstate.nn.init_all_states(module, batch_size=B)
+    with pytest.raises(
+        ValueError, match=r"weight `rec\.comm\.weight` \(module `rec\.comm`\).*jits"
+    ):
+        adapt(module, input_size=N_IN)
+
+
+def test_brainevent_cpu_backend_is_chosen_only_when_numba_is_absent(monkeypatch):
+    import importlib.util
+
+    from traxon.adapters import _sparse
+
+    numba = importlib.util.find_spec("numba") is not None
+    chosen = []
+    monkeypatch.setattr(brainevent.config, "get_backend", lambda platform: None)
+    monkeypatch.setattr(
+        brainevent.config, "set_backend", lambda platform, b: chosen.append((platform, b))
+    )
+    _sparse.ensure_cpu_backend()
+    assert chosen == ([] if numba else [("cpu", "jax_raw")])
+    # A backend the user chose is kept.
+    chosen.clear()
+    monkeypatch.setattr(brainevent.config, "get_backend", lambda platform: "numba")
+    _sparse.ensure_cpu_backend()
+    assert chosen == []
