@@ -159,7 +159,7 @@ def build(kind, batch=B):
     """The network of ``kind``; the same weights and connectivity at every build (brainstate's
     generator draws the weights, NumPy's global one a FixedNumConn's indices)."""
     brainstate.random.seed(0)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002  (FixedNumConn draws its indices from the global one)
     module = ExcInh(kind)
     brainstate.nn.init_all_states(module, batch_size=batch)
     return module
