@@ -1,21 +1,30 @@
 """The command line: ``python -m traxon train --task evidence --algorithm es_d_rtrl``.
 
 Trains a built-in task online with a progress bar, evaluates on the task's held-out set,
-writes a learning-curve and a spike-raster PNG (and a checkpoint, the history and the
-summary) to ``--out``, and prints a JSON summary as its last line.
+writes a learning-curve and a spike-raster PNG (and the last and the best checkpoint, the
+history and the summary) to ``--out``, and prints a JSON summary as its last line.
+
+Exit status: 0 when the run finished and everything was written; 130 when it was stopped
+with Ctrl-C (what was done is written first, and ``--resume`` continues it); 1 when a file
+could not be written (the summary is printed all the same); 2 for a bad argument.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
+
+_TASKS = ["evidence", "dms", "digits", "shd"]
 
 
 def _parse_value(text: str) -> Any:
@@ -25,35 +34,161 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+# ------------------------------------------------------------------------------------
+# Argument types: a bad value is an argparse error (exit 2) before anything is done.
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number; got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds (or inf for no limit); got {text!r}"
+        )
+    return value
+
+
+def _accuracy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` for options whose default is a value, not for ``None``
+    (those say in their help what they fall back to) nor for flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _algorithms() -> list[str]:
+    from traxon.trace import ALGORITHMS
+
+    return sorted(ALGORITHMS)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="traxon", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a built-in task online")
-    train.add_argument("--task", default="evidence", choices=["evidence", "dms", "digits", "shd"])
-    train.add_argument(
-        "--algorithm", default=None, help="d_rtrl, es_d_rtrl, bptt or rtrl (default: per task)"
+    parser = argparse.ArgumentParser(
+        prog="traxon", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
     )
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    train.add_argument("--iterations", type=int, default=None, help="sequences to train on")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser(
+        "train",
+        help="train a built-in task online",
+        description="Train a built-in task online with its recipe (traxon.recipes); every "
+        "setting left out is the recipe's. Ctrl-C stops after the current sequence and "
+        "writes what was done (exit 130); --resume continues it.",
+        formatter_class=_HelpFormatter,
+    )
+    algorithms = _algorithms()
+    train.add_argument("--task", default="evidence", choices=_TASKS, help="the task to learn")
+    train.add_argument(
+        "--algorithm",
+        default=None,
+        choices=algorithms,
+        metavar="ALGORITHM",
+        help="the learning rule, one of: " + ", ".join(algorithms) + " (default: the task's "
+        "recipe: d_rtrl for evidence and dms, es_d_rtrl for digits and shd)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="sequences per batch (default: the recipe's, 32)",
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="peak Adam learning rate (default: the recipe's)",
+    )
+    train.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        help="batches of sequences to train on in all, counting those of a resumed run "
+        "(default: the recipe's)",
+    )
     train.add_argument(
         "--time-budget",
-        type=float,
+        type=_seconds,
         default=300.0,
-        help="stop training after this many seconds (default 300)",
+        help="stop training after this many seconds, counting those of a resumed run "
+        "(inf: no limit)",
     )
     train.add_argument(
         "--target-accuracy",
-        type=float,
+        type=_accuracy,
         default=None,
         help="stop as soon as the test accuracy reaches this value",
     )
-    train.add_argument("--eval-every", type=int, default=25, help="sequences between evaluations")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", type=Path, default=None, help="output folder (default runs/...)")
-    train.add_argument("--quick", action="store_true", help="a short task version (smoke test)")
+    train.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=25,
+        help="batches between evaluations on the test set (each one that improves on the "
+        "best so far is saved as best.npz)",
+    )
+    train.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the weights and of the training stream"
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/TASK-ALGORITHM-TIME, or the folder of --resume)",
+    )
+    train.add_argument(
+        "--quick", action="store_true", help="a short task version (a smoke test of seconds)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="continue a run: its output folder or its checkpoint.npz (the learner, the "
+        "history beside it, and the training stream where it stopped)",
+    )
     train.add_argument(
         "--task-option",
         action="append",
@@ -82,26 +217,126 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _resume_paths(resume: Path) -> tuple[Path, Path]:
+    """The checkpoint and the history of ``--resume`` (a folder or a checkpoint file)."""
+    checkpoint = resume / "checkpoint.npz" if resume.is_dir() else resume
+    return checkpoint, checkpoint.parent / "history.json"
+
+
+# ------------------------------------------------------------------------------------
+# Ctrl-C: the first one stops after the current sequence, a second one at once; either
+# way what was done is written.
+
+
+class _Interrupt:
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\ntraxon: stopping after this sequence (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+class _Progress:
+    """A tqdm bar over what limits the run: the seconds of the time budget (the count of
+    sequences in the postfix), or the sequences when there is no budget."""
+
+    def __init__(self, desc: str, budget: float, done: int, total: int, spent: float) -> None:
+        from tqdm.auto import tqdm
+
+        self.budget = math.isfinite(budget)
+        self.total = total
+        if self.budget:
+            self.bar = tqdm(
+                total=round(budget, 1),
+                initial=round(min(spent, budget), 1),
+                unit="s",
+                file=sys.stderr,
+                desc=desc,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of the "
+                "time budget [{elapsed}<{remaining}{postfix}]",
+            )
+        else:
+            self.bar = tqdm(total=total, initial=done, unit="seq", file=sys.stderr, desc=desc)
+
+    def update(self, done: int, spent: float, post: dict[str, str]) -> None:
+        if self.budget:
+            assert self.bar.total is not None
+            self.bar.update(round(min(spent, self.bar.total) - self.bar.n, 1))
+            post = {"seq": f"{done}/{self.total}", **post}
+        else:
+            self.bar.update(done - self.bar.n)
+        self.bar.set_postfix(post, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _warn(message: str) -> None:
+    print(f"traxon: {message}", file=sys.stderr, flush=True)
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the ``train`` command; returns the summary it prints."""
+    """Run the ``train`` command; returns the summary it prints (``interrupted`` and
+    ``errors`` say whether it was stopped and which files could not be written)."""
+    import itertools
+
     import jax
     import numpy as np
-    import optax
 
     from traxon.learn import online_learner
     from traxon.recipes import recipe
 
     start = time.perf_counter()
     r = recipe(args.task, args.algorithm, quick=args.quick, **_task_options(args))
-    batch = args.batch_size or r.batch_size
-    lr = args.lr or r.learning_rate
-    iterations = args.iterations or r.iterations
-    out = args.out or Path("runs") / f"{args.task}-{r.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
+    batch = r.batch_size if args.batch_size is None else args.batch_size
+    lr = r.learning_rate if args.lr is None else args.lr
+    iterations = r.iterations if args.iterations is None else args.iterations
+
+    history: list[dict[str, float]] = []
+    evaluations: list[tuple[int, float]] = []
+    spent = 0.0  # training seconds of earlier sessions of a resumed run
+    best, best_at = -math.inf, None
+    resume_checkpoint = None
+    if args.resume is not None:
+        resume_checkpoint, resume_history = _resume_paths(args.resume)
+        if resume_history.exists():
+            saved = json.loads(resume_history.read_text())
+            history = list(saved.get("train", []))
+            evaluations = [(int(i), float(a)) for i, a in saved.get("test", [])]
+            spent = float(saved.get("train_s", 0.0))
+            if saved.get("best_at") is not None:
+                best, best_at = float(saved["best_test_accuracy"]), int(saved["best_at"])
+    if args.out is not None:
+        out = args.out
+    elif resume_checkpoint is not None:
+        out = resume_checkpoint.parent
+    else:
+        out = Path("runs") / f"{args.task}-{r.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     learner = online_learner(
         r.network,
         r.algorithm,
-        optax.adam(lr),
+        r.optimizer(lr),
         "cross_entropy",
         update_every=r.update_every,
         sequence_length=r.task.n_steps,
@@ -111,9 +346,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
     )
     learner.init_state(batch)
-    if args.resume is not None:
-        learner.restore(args.resume)
+    if resume_checkpoint is not None:
+        learner.restore(resume_checkpoint)
     test = list(r.task.epoch(256, split="test"))
+    errors: list[str] = []
 
     def evaluate() -> float:
         accs, weights = [], []
@@ -123,58 +359,113 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             weights.append(b.x.shape[1])
         return float(np.average(accs, weights=weights))
 
-    history: list[dict[str, float]] = []
-    evaluations: list[tuple[int, float]] = []
-    stream = r.task.stream(args.seed, batch, split="train")
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
+    def save(name: str) -> str | None:
+        path = out / name
+        try:
+            return learner.save(path)
+        except OSError as err:
+            errors.append(f"checkpoint {path}: {err}")
+            _warn(f"could not write the checkpoint {path}: {err}")
+            return None
 
-        bar = tqdm(total=iterations, unit="seq", file=sys.stderr, desc=f"{args.task}/{r.algorithm}")
+    # The stream is a pure function of the seed: a resumed run skips what it has seen.
+    stream = itertools.islice(r.task.stream(args.seed, batch, split="train"), len(history), None)
+    progress = None
+    if not args.no_progress:
+        progress = _Progress(
+            f"{args.task}/{r.algorithm}", args.time_budget, len(history), iterations, spent
+        )
     train_start = time.perf_counter()
-    best = 0.0
+    stopped_by = "iterations"
+    best_path = out / "best.npz" if best_at is not None else None
+    if len(history) >= iterations or spent >= args.time_budget:
+        stopped_by = "already complete"
+    interrupt = _Interrupt()
     try:
-        for i in range(iterations):
-            history += learner.fit(stream, n_batches=1)
-            jax.block_until_ready(learner.state.params)
-            elapsed = time.perf_counter() - train_start
-            last = i + 1 == iterations or elapsed > args.time_budget
-            if (i + 1) % args.eval_every == 0 or last:
-                acc = evaluate()
-                best = max(best, acc)
-                evaluations.append((i + 1, acc))
-                if args.target_accuracy is not None and acc >= args.target_accuracy:
-                    last = True
-            if bar is not None:
-                post = {"loss": f"{history[-1]['loss']:.3f}"}
-                if evaluations:
-                    post["test_acc"] = f"{evaluations[-1][1]:.3f}"
-                bar.set_postfix(post)
-                bar.update(1)
-            if last:
-                break
+        with interrupt:
+            for i in range(len(history), iterations):
+                if spent >= args.time_budget:
+                    break
+                history += learner.fit(stream, n_batches=1)
+                jax.block_until_ready(learner.state.params)
+                elapsed = spent + time.perf_counter() - train_start
+                last = i + 1 == iterations
+                if elapsed > args.time_budget:
+                    last, stopped_by = True, "time_budget"
+                if (i + 1) % args.eval_every == 0 or last:
+                    acc = evaluate()
+                    evaluations.append((i + 1, acc))
+                    if acc > best:
+                        best, best_at = acc, i + 1
+                        if save("best.npz") is not None:
+                            best_path = out / "best.npz"
+                    if args.target_accuracy is not None and acc >= args.target_accuracy:
+                        last, stopped_by = True, "target_accuracy"
+                if progress is not None:
+                    post = {"loss": f"{history[-1]['loss']:.3f}"}
+                    if evaluations:
+                        post["test_acc"] = f"{evaluations[-1][1]:.3f}"
+                    progress.update(i + 1, elapsed, post)
+                if last:
+                    break
+                if interrupt.requested:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
     finally:
-        if bar is not None:
-            bar.close()
-    train_s = time.perf_counter() - train_start
-    learner.save(out / "checkpoint.npz")
-    _plots(learner, r, history, evaluations, out)
+        if progress is not None:
+            progress.close()
+    train_s = spent + time.perf_counter() - train_start
+    checkpoint = save("checkpoint.npz")
+    try:
+        _plots(learner, r, history, evaluations, out)
+    except OSError as err:
+        errors.append(f"plots in {out}: {err}")
+        _warn(f"could not write the plots in {out}: {err}")
     summary = {
         "task": args.task,
         "algorithm": r.algorithm,
         "test_accuracy": evaluations[-1][1] if evaluations else None,
-        "best_test_accuracy": best,
+        "tested_at": evaluations[-1][0] if evaluations else None,
+        "best_test_accuracy": best if best_at is not None else None,
+        "best_at": best_at,
         "steps": int(learner.state.step),
         "sequences": len(history),
         "batch_size": batch,
         "learning_rate": lr,
+        "stopped_by": stopped_by,
+        "interrupted": stopped_by == "interrupt",
         "train_s": round(train_s, 2),
         "wall_s": round(time.perf_counter() - start, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "out": str(out),
+        "checkpoint": checkpoint,
+        "best_checkpoint": str(best_path) if best_path is not None else None,
+        "resumed_from": str(resume_checkpoint) if resume_checkpoint is not None else None,
+        "errors": errors,
     }
-    (out / "history.json").write_text(json.dumps({"train": history, "test": evaluations}))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    record = {
+        "train": history,
+        "test": evaluations,
+        "train_s": train_s,
+        "best_test_accuracy": summary["best_test_accuracy"],
+        "best_at": best_at,
+    }
+    for name, text in (
+        ("history.json", json.dumps(record)),
+        ("summary.json", json.dumps(summary, indent=2)),
+    ):
+        try:
+            (out / name).write_text(text)
+        except OSError as err:
+            errors.append(f"{out / name}: {err}")
+            _warn(f"could not write {out / name}: {err}")
+    if summary["interrupted"]:
+        where = f" to {out}" if not errors else f" to {out} (but see the errors above)"
+        _warn(
+            f"interrupted after {len(history)} batches; checkpoint, history, plots and summary "
+            f"written{where}; continue with --resume {out}"
+        )
     return summary
 
 
@@ -187,9 +478,10 @@ def _plots(learner: Any, r: Any, history: list, evaluations: list, out: Path) ->
 
     from traxon.plot import learning_curve, raster
 
-    fig = learning_curve(history, evaluations=evaluations)
-    fig.savefig(out / "learning_curve.png", dpi=120)
-    plt.close(fig)
+    if history:
+        fig = learning_curve(history, evaluations=evaluations)
+        fig.savefig(out / "learning_curve.png", dpi=120)
+        plt.close(fig)
     b = r.task.sample(12345, 1, split="test")
     state = r.network.init_state(1, learner.state.params[next(iter(learner.state.params))].dtype)
     res = r.network.simulate(learner.state.params, state, jnp.asarray(b.x))
@@ -200,11 +492,22 @@ def _plots(learner: Any, r: Any, history: list, evaluations: list, out: Path) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m traxon`` and of the ``traxon`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of ``python -m traxon`` and of the ``traxon`` console script.
+
+    Returns the exit status: 0, 130 after Ctrl-C, 1 when a file could not be written."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "train":
+        if args.resume is not None:
+            checkpoint, _ = _resume_paths(args.resume)
+            if not checkpoint.is_file():
+                parser.error(f"argument --resume: no checkpoint at {str(checkpoint)!r}")
         summary = train(args)
         print(json.dumps(summary), flush=True)
+        if summary["interrupted"]:
+            return 130
+        if summary["errors"]:
+            return 1
     return 0
 
 
