@@ -174,3 +174,10 @@ def test_ctrl_c_writes_what_was_done_and_resume_continues(tmp_path, subprocess_e
     assert resumed["out"] == str(out) and resumed["sequences"] == done + 1
     assert resumed["steps"] > summary["steps"]
     assert len(json.loads((out / "history.json").read_text())["train"]) == done + 1
+
+    # A complete run is not trained further without larger limits, and says so.
+    assert main([*args, "--resume", str(out / "checkpoint.npz")]) == 0
+    captured = capsys.readouterr()
+    again = _summary(captured.out)
+    assert again["sequences"] == done + 1 and again["steps"] == resumed["steps"]
+    assert again["stopped_by"] == "already complete" and "is complete" in captured.err

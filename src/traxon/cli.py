@@ -380,6 +380,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     best_path = out / "best.npz" if best_at is not None else None
     if len(history) >= iterations or spent >= args.time_budget:
         stopped_by = "already complete"
+        _warn(
+            f"the run in {out} is complete ({len(history)} of --iterations {iterations} batches, "
+            f"{spent:.0f} s of --time-budget {args.time_budget:g} s); pass larger values to "
+            "train on"
+        )
     interrupt = _Interrupt()
     try:
         with interrupt:
