@@ -387,3 +387,40 @@ def test_brainevent_cpu_backend_is_chosen_only_when_numba_is_absent(monkeypatch)
     monkeypatch.setattr(brainevent.config, "get_backend", lambda platform: "numba")
     _sparse.ensure_cpu_backend()
     assert chosen == []
+
+
+@pytest.mark.parametrize("layer", ["event_fixed_prob", "sparse_linear_event"])
+def test_event_kernels_keep_brainevents_semantics(layer):
+    """Evaluated through traxon's CSR op, an event kernel gives brainevent's value for any
+    signal (negative and fractional values too) and brainevent's derivative in the signal."""
+    from traxon.adapters import _sparse
+    from traxon.adapters._graph import make_graph
+
+    if layer == "event_fixed_prob":
+        comm = brainstate.nn.EventFixedProb(
+            8, 6, conn_num=0.5, conn_weight=braintools.init.Normal(0.5 * u.mS, 0.1 * u.mS)
+        )
+        W = u.get_mantissa(comm.weight.value)
+        fixed = comm.conn
+
+        def product(w, z):
+            return u.get_mantissa(brainevent.EventArray(z) @ fixed.with_data(w * u.mS))
+    else:
+        csr = brainevent.CSR.fromdense(sparse_matrix(8, 6, 0.5, 3, prob=0.5))
+        W = u.get_mantissa(csr.data)
+
+        def product(w, z):
+            return u.get_mantissa(brainevent.EventArray(z) @ csr.with_data(w * u.mS))
+
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8)) * (np.arange(8) % 3 != 0))
+    g, _ = make_graph(product, W, z)
+    node = next(n for n in g.nodes if _sparse.is_sparse(n))
+    w_in, z_in = g.inputs[0], g.inputs[1]
+    data_in = next(i for i in node.input_ids() if i in g.descendants([z_in]))
+    _sparse.install(node, _sparse.read(g, node, w_in, data_in, "w", "comm"))
+    ours = g.evaluate({w_in: W, z_in: z}, g.outputs)[0][0]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(product(W, z)), rtol=1e-5)
+    dz = jnp.ones_like(z)
+    theirs_t = jax.jvp(lambda z: product(W, z), (z,), (dz,))[1]
+    ours_t = jax.jvp(lambda z: g.evaluate({w_in: W, z_in: z}, g.outputs)[0][0], (z,), (dz,))[1]
+    np.testing.assert_allclose(np.asarray(ours_t), np.asarray(theirs_t), rtol=1e-5)

@@ -17,9 +17,10 @@ a float signal); a ``FixedNumConn`` with ``afferent_ratio < 1`` and a
   in training. A homogeneous weight (one value shared by every connection) is one trainable
   scalar: the CSR op's single group.
 
-Event (binary) kernels count a presynaptic value as a spike when it is positive, and their
-derivative with respect to the signal is the float product's; :meth:`SparseConn.kernel`
-keeps both.
+Event (binary) kernels multiply each weight by an activity mask -- a value is active when
+positive (brainevent before 0.3) or non-zero (0.3 on), or by the value itself for brainevent's
+weighted events -- and their derivative with respect to the signal is the float product's;
+:meth:`SparseConn.kernel` keeps both.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ _LOOKS_SPARSE = re.compile(r"csr|csc|coo|bsr|fcn|ell_|jit[cnsu]|sparse|spmv|spmm
 # Event-driven forward: up to this fraction of presynaptic neurons active per sample takes
 # the gather path; beyond it the exact all-entries scatter is used (no event is dropped).
 _ACTIVE_FRACTION = 8
+
+
+def _active_when_nonzero() -> bool:
+    """brainevent 0.3 counts any non-zero value as an event; earlier releases a positive one."""
+    be = sys.modules.get("brainevent")
+    version = getattr(be, "__version_info__", None)
+    if not isinstance(version, tuple):
+        version = tuple(
+            int(p) for p in re.findall(r"\d+", str(getattr(be, "__version__", "0")))[:2]
+        )
+    return tuple(version[:2]) >= (0, 3)
 
 
 def kernel_name(node: Any) -> str:
@@ -138,7 +150,8 @@ class SparseConn:
     pre: np.ndarray
     post: np.ndarray
     homogeneous: bool
-    event: bool
+    event: bool  # the kernel multiplies by an activity mask
+    nonzero: bool  # active: non-zero (else positive)
     w_pos: int
     z_pos: int
     avals: tuple[Any, ...]
@@ -171,9 +184,10 @@ class SparseConn:
         vector = jnp.ndim(m) == 1
         z = jnp.reshape(m, (1, -1)) if vector else jnp.transpose(m)
         if not jnp.issubdtype(z.dtype, jnp.floating):
-            z = (z > 0).astype(out.dtype)
+            z = (z != 0).astype(out.dtype) if self.event else z.astype(out.dtype)
         elif self.event:
-            z = z + jax.lax.stop_gradient((z > 0).astype(z.dtype) - z)
+            active = (z != 0) if self.nonzero else (z > 0)
+            z = z + jax.lax.stop_gradient(active.astype(z.dtype) - z)
         y = self.op.apply(self.entries(W).astype(z.dtype), z)
         y = y[0] if vector else jnp.transpose(y)
         rest = [jnp.zeros(a.shape, a.dtype) for a in self.avals[1:]]
@@ -233,7 +247,7 @@ def read(g: Any, node: Any, pin: int, data_in: int, weight: str, module: str) ->
         row_of = np.repeat(np.arange(rows, dtype=np.int64), k)
         cols = indices.reshape(-1).astype(np.int64)
         kshape: tuple[int, ...] = (rows, k)
-        event = name in FIXED_NUM_EVENT
+        event = name in FIXED_NUM_EVENT and not node.params.get("weighted", False)
     elif name in CSR_EVENT | CSR_FLOAT:
         indices = _const(g, ins[1], "column indices", weight, module, name)
         indptr = _const(g, ins[2], "row pointers", weight, module, name)
@@ -247,7 +261,7 @@ def read(g: Any, node: Any, pin: int, data_in: int, weight: str, module: str) ->
         row_of = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
         cols = indices.astype(np.int64)
         kshape = (indices.size,)
-        event = name in CSR_EVENT
+        event = name in CSR_EVENT and not node.params.get("weighted", False)
     else:
         raise unknown_kernel_error(node, weight, module)
     if transpose:  # signal @ matrix: rows are presynaptic
@@ -280,6 +294,7 @@ def read(g: Any, node: Any, pin: int, data_in: int, weight: str, module: str) ->
         post=post.reshape(shape),
         homogeneous=homogeneous,
         event=event,
+        nonzero=_active_when_nonzero(),
         w_pos=w_pos,
         z_pos=z_pos,
         avals=tuple(g.avals[o] for o in node.outs),
