@@ -67,6 +67,13 @@ def test_resume_of_a_missing_checkpoint_is_refused(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_an_output_folder_that_cannot_be_made_is_named(tmp_path):
+    (tmp_path / "file").write_text("in the way")
+    out = tmp_path / "file" / "run"
+    with pytest.raises(SystemExit, match=r"cannot create the output folder .*file"):
+        main([*TINY, "--no-progress", "--out", str(out)])
+
+
 def test_help_describes_every_option_with_defaults_and_lists_every_algorithm(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--help"])

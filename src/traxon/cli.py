@@ -133,18 +133,21 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=_positive_int,
         default=None,
+        metavar="N",
         help="sequences per batch (default: the recipe's, 32)",
     )
     train.add_argument(
         "--lr",
         type=_positive_float,
         default=None,
+        metavar="RATE",
         help="peak Adam learning rate (default: the recipe's)",
     )
     train.add_argument(
         "--iterations",
         type=_positive_int,
         default=None,
+        metavar="N",
         help="batches of sequences to train on in all, counting those of a resumed run "
         "(default: the recipe's)",
     )
@@ -152,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         "--time-budget",
         type=_seconds,
         default=300.0,
+        metavar="SECONDS",
         help="stop training after this many seconds, counting those of a resumed run "
         "(inf: no limit)",
     )
@@ -159,22 +163,29 @@ def _parser() -> argparse.ArgumentParser:
         "--target-accuracy",
         type=_accuracy,
         default=None,
+        metavar="ACCURACY",
         help="stop as soon as the test accuracy reaches this value",
     )
     train.add_argument(
         "--eval-every",
         type=_positive_int,
         default=25,
+        metavar="N",
         help="batches between evaluations on the test set (each one that improves on the "
         "best so far is saved as best.npz)",
     )
     train.add_argument(
-        "--seed", type=_seed, default=0, help="seed of the weights and of the training stream"
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="N",
+        help="seed of the weights and of the training stream",
     )
     train.add_argument(
         "--out",
         type=Path,
         default=None,
+        metavar="DIR",
         help="output folder (default: runs/TASK-ALGORITHM-TIME, or the folder of --resume)",
     )
     train.add_argument(
@@ -196,8 +207,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="task constructor option, e.g. --task-option delay_ms=500 (repeatable)",
     )
-    train.add_argument("--data", type=Path, default=None, help="SHD: the training HDF5 file")
-    train.add_argument("--test-data", type=Path, default=None, help="SHD: the test HDF5 file")
+    train.add_argument(
+        "--data", type=Path, default=None, metavar="PATH", help="SHD: the training HDF5 file"
+    )
+    train.add_argument(
+        "--test-data", type=Path, default=None, metavar="PATH", help="SHD: the test HDF5 file"
+    )
     return parser
 
 
@@ -332,7 +347,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         out = resume_checkpoint.parent
     else:
         out = Path("runs") / f"{args.task}-{r.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"traxon: cannot create the output folder {out}: {err}") from None
     learner = online_learner(
         r.network,
         r.algorithm,
