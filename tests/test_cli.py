@@ -147,6 +147,28 @@ def test_full_disk_still_prints_the_summary(tmp_path, capsys, monkeypatch):
     assert (out / "history.json").is_file()
 
 
+def test_a_nonfinite_update_stops_training_and_keeps_what_was_done(tmp_path, capsys, monkeypatch):
+    fit = OnlineLearner.fit
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FloatingPointError("the loss or the gradient became NaN/Inf")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnlineLearner, "fit", failing)
+    out = tmp_path / "run"
+    code = main([*TINY, "--iterations", "3", "--no-progress", "--out", str(out)])
+    assert code == 1
+    captured = capsys.readouterr()
+    summary = _summary(captured.out)
+    assert summary["stopped_by"] == "nonfinite" and summary["sequences"] == 1
+    assert any("NaN/Inf" in e for e in summary["errors"]) and "NaN/Inf" in captured.err
+    assert summary["checkpoint"] == str(out / "checkpoint.npz")
+    assert (out / "checkpoint.npz").is_file()
+
+
 @pytest.mark.slow
 def test_ctrl_c_writes_what_was_done_and_resume_continues(tmp_path, subprocess_env, capsys):
     out = tmp_path / "run"

@@ -381,7 +381,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         path = out / name
         try:
             return learner.save(path)
-        except OSError as err:
+        except (OSError, ValueError, FloatingPointError) as err:
+            # a full disk, a quota; or a state the learner refuses to save
             errors.append(f"checkpoint {path}: {err}")
             _warn(f"could not write the checkpoint {path}: {err}")
             return None
@@ -435,6 +436,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         stopped_by = "interrupt"
+    except FloatingPointError as err:
+        # The learner refused a non-finite update and kept its last finite state: save that.
+        stopped_by = "nonfinite"
+        errors.append(f"training stopped: {err}")
+        _warn(f"training stopped after {len(history)} batches: {err}")
     finally:
         if progress is not None:
             progress.close()
