@@ -16,6 +16,15 @@ Lines (one JSON object each, the first is ``{"machine": ...}``):
   (presynaptic + postsynaptic traces: O(N)), ``grad_bytes`` (the gradient accumulator, one
   per weight), ``param_bytes``, ``compiled_bytes`` (XLA's estimate of the scan) and the loss
   of the first and last runs.
+* ``"kind": "learn"`` -- a child process per N trains the recipe of
+  ``examples/whole_brain.py`` (16 stimulus channels of 0-800 Hz drifting over 300 ms, a
+  100-step readout, the first 100 steps unscored, Adam with a cosine-decayed learning rate,
+  B = 4, sequences of 300 steps) for ``rounds`` sequences, and reports on a held-out batch
+  the trained network's ``loss`` beside the baselines: ``baseline_constant`` (the training
+  targets' mean rate), ``baseline_region_mean`` (each region's training mean),
+  ``untrained``, and ``explained_variance`` beyond each region's mean; where it fits
+  (small N), a second row ``"algorithm": "bptt"`` trains BPTT through each whole sequence
+  from the same initial weights on the same batches (the reference).
 * ``"kind": "trace_vs_N"`` -- trace bytes from ``jax.eval_shape`` of the tracer's ``init``
   for N from 1e3 to 1.4e5 (no arrays allocated); ``"kind": "trace_vs_T"`` -- XLA's compiled
   temp bytes of the learner's scan over T steps at fixed N (constant in T).
@@ -25,8 +34,10 @@ Lines (one JSON object each, the first is ``{"machine": ...}``):
 
 Run::
 
-    python benchmarks/whole_brain.py --quick   # < 60 s on an idle 2-core CPU
+    python benchmarks/whole_brain.py --quick   # a few minutes on an idle 2-core CPU
     python benchmarks/whole_brain.py           # full size: N = 139,255, 1.5e7 connections
+    python benchmarks/whole_brain.py --learn-only   # only the "learn" rows (N = 2,000 with
+                                                    # BPTT, then N = 139,255 for ~30 min)
 """
 
 from __future__ import annotations
@@ -149,18 +160,114 @@ def child(cfg: dict[str, Any]) -> None:
     print(json.dumps(out), flush=True)
 
 
+# The recipe of examples/whole_brain.py (docs/scaling.md).
+INPUT_RATE, SMOOTH_MS, LR, BPTT_LR = 400.0, 300.0, 2e-3, 1e-2
+
+
+def learn(cfg: dict[str, Any]) -> None:
+    """Train the recipe at size ``N`` and print its held-out loss beside the baselines."""
+    import math
+
+    import jax
+    import numpy as np
+    import optax
+
+    import traxon
+    from traxon.tasks import RegionRates, region_rate_loss
+
+    n, rounds, steps, batch = cfg["N"], cfg["rounds"], cfg["T"], cfg["B"]
+    window, rate_window, burn_in = cfg["window"], cfg["rate_window"], cfg["burn_in"]
+    from traxon.connectome import connectome_network, synthetic_connectome
+
+    t0 = time.perf_counter()
+    c = synthetic_connectome(n, cfg["connections"], cfg["regions"], seed=0)
+    net = connectome_network(c, n_inputs=N_IN, rate_window=rate_window)
+    build_s = time.perf_counter() - t0
+    task = RegionRates(
+        n_regions=c.n_regions,
+        n_in=N_IN,
+        n_steps=steps,
+        window=window,
+        input_rate=INPUT_RATE,
+        smooth_ms=SMOOTH_MS,
+        burn_in=burn_in,
+    )
+    algo = traxon.trace.es_d_rtrl(decay=math.exp(-1.0 / 20.0))
+    schedule = optax.cosine_decay_schedule(LR, rounds * steps, alpha=0.05)
+    learner = traxon.online_learner(net, algo, optax.adam(schedule), loss=region_rate_loss())
+    test = task.sample(12345, cfg["n_test"], split="test")
+    init = jax.tree_util.tree_map(np.asarray, learner.init_state(batch).params)
+    untrained = learner.evaluate(init, test.x, test.y, test.mask)["loss"]
+    seen = []
+    t0 = time.perf_counter()
+    for i, train in enumerate(task.stream(seed=0, batch_size=batch)):
+        if i >= rounds:
+            break
+        seen.append(train)
+        learner.fit([train])
+        log(f"learn N={n}: round {i + 1}/{rounds}, {time.perf_counter() - t0:.0f} s")
+    train_s = time.perf_counter() - t0
+    base = task.baselines(test, seen)
+    row = {
+        "kind": "learn",
+        "algorithm": "es_d_rtrl",
+        "N": n,
+        "connections": c.n_connections,
+        "regions": c.n_regions,
+        "T": steps,
+        "B": batch,
+        "rounds": rounds,
+        "test_sequences": cfg["n_test"],
+        "per_step_ms": 1e3 * train_s / (rounds * steps),
+        "train_s": train_s,
+        "build_s": build_s,
+        "loss": learner.evaluate(learner.state.params, test.x, test.y, test.mask)["loss"],
+        "baseline_constant": base["constant"],
+        "baseline_region_mean": base["region_mean"],
+        "untrained": untrained,
+        "rss_peak_bytes": vm_hwm(),
+    }
+    row["explained_variance"] = RegionRates.explained_variance(row["loss"], base["region_mean"])
+    print(json.dumps(row), flush=True)
+    if cfg.get("bptt"):
+        bptt = traxon.online_learner(
+            net,
+            "bptt",
+            optax.adam(optax.cosine_decay_schedule(BPTT_LR, rounds, alpha=0.05)),
+            loss=region_rate_loss(),
+            update_every="sequence",
+            sequence_length=steps,
+        )
+        bptt.init_state(batch, params=init)
+        t0 = time.perf_counter()
+        for train in seen:
+            bptt.fit([train])
+        train_s = time.perf_counter() - t0
+        loss = bptt.evaluate(bptt.state.params, test.x, test.y, test.mask)["loss"]
+        out = {**row, "algorithm": "bptt", "loss": loss, "train_s": train_s}
+        out["per_step_ms"] = 1e3 * train_s / (rounds * steps)
+        out["explained_variance"] = RegionRates.explained_variance(loss, base["region_mean"])
+        out["rss_peak_bytes"] = vm_hwm()
+        print(json.dumps(out), flush=True)
+
+
 def run_child(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    rows = run_child_rows(cfg, timeout)
+    return rows[-1]
+
+
+def run_child_rows(cfg: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"kind": "fit", "N": cfg["N"], "skipped": f"timed out after {timeout:.0f} s"}
+        kind = cfg.get("kind", "fit")
+        return [{"kind": kind, "N": cfg["N"], "skipped": f"timed out after {timeout:.0f} s"}]
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
         tail = res.stderr.strip().splitlines()[-3:]
-        return {"kind": "fit", "N": cfg["N"], "error": " | ".join(tail)}
-    row: dict[str, Any] = json.loads(lines[-1])
-    return row
+        return [{"kind": cfg.get("kind", "fit"), "N": cfg["N"], "error": " | ".join(tail)}]
+    return [json.loads(line) for line in lines]
 
 
 # ------------------------------------------------------------------------------------------
@@ -272,13 +379,54 @@ def main() -> None:
     )
     parser.add_argument("--budget-gb", type=float, default=16.0)
     parser.add_argument("--steps", type=int, default=None, help="T of the timed online runs")
+    parser.add_argument(
+        "--learn-only", action="store_true", help="only the learning runs (kind 'learn')"
+    )
+    parser.add_argument(
+        "--full-rounds",
+        type=int,
+        default=24,
+        help="training sequences of the full-size learning run (about 30 min here)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(json.loads(args.child))
+        cfg = json.loads(args.child)
+        (learn if cfg.get("kind") == "learn" else child)(cfg)
         return
     emit_machine("whole_brain.py", sys.argv[1:])
     budget = args.budget_gb * GB
+    # Learning runs: (N, connections, regions, sequences, B, test sequences, BPTT too).
+    small = (2_000, 200_000, 16)  # the size of examples/whole_brain.py
+    if args.smoke:
+        learns = [((300, 6_000, 4), 2, 2, 2, True)]
+    elif args.quick:
+        learns = [(small, 120, 4, 16, False)]
+    else:
+        learns = [
+            (small, 120, 4, 16, True),
+            ((FULL_N, 15_000_000, 80), args.full_rounds, 2, 4, False),
+        ]
+    for (n, conn, regions), rounds, b, n_test, with_bptt in learns:
+        cfg = {
+            "kind": "learn",
+            "N": n,
+            "connections": conn,
+            "regions": regions,
+            "rounds": rounds,
+            "B": b,
+            "n_test": n_test,
+            "bptt": with_bptt,
+        }
+        if args.smoke:
+            cfg.update(T=150, window=25, rate_window=25, burn_in=50)
+        else:
+            cfg.update(T=300, window=50, rate_window=100, burn_in=100)
+        log(f"learn N={n} ({rounds} sequences{', and bptt' if with_bptt else ''})")
+        for row in run_child_rows(cfg, timeout=4 * 3600):
+            emit(row)
+    if args.learn_only:
+        return
     if args.smoke:
         fit_sizes, steps, reps = [300], args.steps or 20, 1
         n_sizes = [300, 1_000]
