@@ -113,11 +113,16 @@ def connections(kind):
                 seed=4,
             ),
         )
-    if kind in ("sparse_linear", "sparse_linear_brainunit"):
-        csr = u.sparse.CSR if kind == "sparse_linear_brainunit" else brainevent.CSR
+    if kind.startswith("sparse_linear"):
+        fmt = {
+            "sparse_linear": brainevent.CSR,
+            "sparse_linear_csc": brainevent.CSC,
+            "sparse_linear_brainunit": u.sparse.CSR,
+            "sparse_linear_brainunit_coo": u.sparse.COO,
+        }[kind]
         return (
-            brainstate.nn.SparseLinear(csr.fromdense(sparse_matrix(N_EXC, N, 0.5, 1))),
-            brainstate.nn.SparseLinear(csr.fromdense(sparse_matrix(N_INH, N, -1.0, 2))),
+            brainstate.nn.SparseLinear(fmt.fromdense(sparse_matrix(N_EXC, N, 0.5, 1))),
+            brainstate.nn.SparseLinear(fmt.fromdense(sparse_matrix(N_INH, N, -1.0, 2))),
         )
     raise KeyError(kind)
 
@@ -150,8 +155,16 @@ KINDS = [
     "fixed_num_conn",
     "fixed_num_conn_csr",
     "sparse_linear",
+    "sparse_linear_csc",
     "sparse_linear_brainunit",
+    "sparse_linear_brainunit_coo",
 ]
+# brainunit's CSR and COO gradients are wrong upstream (test below): those networks' reference
+# is the same network with brainevent's CSR (same matrices, entries in the same order).
+REFERENCE = {
+    "sparse_linear_brainunit": "sparse_linear",
+    "sparse_linear_brainunit_coo": "sparse_linear",
+}
 HOMOGENEOUS = {"event_fixed_prob_homogeneous": ["E", "I"], "fixed_num_conn": ["I"]}
 
 
@@ -212,12 +225,8 @@ def test_sparse_forward_equals_the_module():
 
 
 def reference(kind, xs, ts, ws):
-    """brainstate's gradient over its own for_loop. brainunit's CSR gradient is wrong
-    upstream (see the test below), so that network's reference is the same network with
-    brainevent's CSR (same matrices, same entry order)."""
-    return brainstate_bptt(
-        build("sparse_linear" if kind == "sparse_linear_brainunit" else kind), xs, ts, ws
-    )
+    """brainstate's gradient over its own for_loop (see ``REFERENCE``)."""
+    return brainstate_bptt(build(REFERENCE.get(kind, kind)), xs, ts, ws)
 
 
 @pytest.mark.slow
@@ -314,21 +323,22 @@ def test_short_training_lowers_the_loss(kind, algorithm):
 # -------------------------------------------------------------------------------------
 
 
-def test_brainunit_csr_gradient_is_wrong_upstream():
-    """brainstate's gradient through a ``brainunit.sparse.CSR`` (``csr_matmat``) permutes the
-    entries; traxon's is the true one. When this fails, upstream is fixed: compare the
-    ``sparse_linear_brainunit`` network to brainstate directly."""
+@pytest.mark.parametrize("fmt", ["CSR", "COO"])
+def test_brainunit_sparse_gradient_is_wrong_upstream(fmt):
+    """The gradient of ``x @ m`` in the entries of a ``brainunit.sparse`` CSR or COO matrix
+    ``m`` (``csr_matmat``/``coo_matmat``, transposed) is wrong upstream; traxon's is the true
+    one. When this fails, upstream is fixed: drop those networks from ``REFERENCE``."""
     rng = np.random.default_rng(0)
     dense = (rng.random((4, 6)) < 0.4) * rng.normal(size=(4, 6))
-    csr = u.sparse.CSR.fromdense(jnp.asarray(dense))
+    m = getattr(u.sparse, fmt).fromdense(jnp.asarray(dense))
     x = jnp.asarray(rng.random((2, 4)))
     c = jnp.asarray(rng.normal(size=(2, 6)))
-    theirs = jax.grad(lambda d: jnp.sum(c * (x @ csr.with_data(d))))(csr.data)
-    rows = np.repeat(np.arange(4), np.diff(np.asarray(csr.indptr)))
-    true = np.sum(np.asarray(x)[:, rows] * np.asarray(c)[:, np.asarray(csr.indices)], axis=0)
+    theirs = jax.grad(lambda d: jnp.sum(c * (x @ m.with_data(d))))(m.data)
+    rows, cols = np.nonzero(dense)  # the entries in the matrix's (row-major) order
+    true = np.sum(np.asarray(x)[:, rows] * np.asarray(c)[:, cols], axis=0)
     assert not np.allclose(np.asarray(theirs), true)
-    op = CSR(indptr=np.asarray(csr.indptr), post=np.asarray(csr.indices), n_out=6)
-    ours = jax.grad(lambda d: jnp.sum(c * op.apply(d, x)))(jnp.asarray(csr.data))
+    op = CSR.from_edges(rows, cols, n_in=4, n_out=6)
+    ours = jax.grad(lambda d: jnp.sum(c * op.apply(d, x)))(jnp.asarray(dense[rows, cols]))
     np.testing.assert_allclose(np.asarray(ours), true, rtol=1e-5)
 
 

@@ -4,7 +4,8 @@ A ``brainstate.nn.EventFixedProb`` / ``FixedNumConn`` applies its weights throug
 brainevent's fixed-number kernels (``binary_fcnmm`` for spikes, a named ``fcnmm`` call for
 a float signal); a ``FixedNumConn`` with ``afferent_ratio < 1`` and a
 ``brainstate.nn.SparseLinear`` go through a CSR kernel (brainevent's ``binary_csrmm`` /
-``csrmm``, or ``csr_matmat`` for a ``brainunit.sparse.CSR``). This module
+``csrmm``, or ``csr_matmat`` for a ``brainunit.sparse.CSR``; a CSC goes through the same
+kernels untransposed; a ``brainunit.sparse.COO`` through ``coo_matmat``). This module
 
 * recognises those kernels by name (a set of names per family, so that renamings across
   brainevent releases are matched) and refuses an unknown sparse kernel with an error that
@@ -48,7 +49,8 @@ CSR_EVENT = frozenset({"binary_csrmv", "binary_csrmm", "csr_binary_csrmv", "csr_
 CSR_FLOAT = frozenset(
     {"csrmv", "csrmm", "csr_float_csrmv", "csr_float_csrmm", "csr_matvec", "csr_matmat"}
 )
-KNOWN = FIXED_NUM_EVENT | FIXED_NUM_FLOAT | CSR_EVENT | CSR_FLOAT
+COO_FLOAT = frozenset({"coo_matvec", "coo_matmat"})
+KNOWN = FIXED_NUM_EVENT | FIXED_NUM_FLOAT | CSR_EVENT | CSR_FLOAT | COO_FLOAT
 _CALLS = ("jit", "pjit", "closed_call")
 # Names that look like a sparse or event kernel (brainevent, brainunit, jax.experimental.sparse).
 _LOOKS_SPARSE = re.compile(r"csr|csc|coo|bsr|fcn|ell_|jit[cnsu]|sparse|spmv|spmm|binary_|event")
@@ -106,8 +108,8 @@ def unknown_kernel_error(node: Any, weight: str, module: str) -> ValueError:
         f"weight `{weight}` (module `{module}`) enters the step through the sparse kernel "
         f"`{kernel_name(node)}`, which traxon does not know. traxon maps the fixed-number and "
         "CSR kernels of brainstate.nn.EventFixedProb, FixedNumConn and SparseLinear "
-        "(binary_fcnmm, fcnmm, binary_csrmm, csrmm, brainunit's csr_matmat and their "
-        "matrix-vector forms): apply the weight with one of those layers, or report the "
+        "(binary_fcnmm, fcnmm, binary_csrmm, csrmm, brainunit's csr_matmat and coo_matmat, "
+        "and their matrix-vector forms): apply the weight with one of those layers, or report the "
         "brainevent version and the layer."
     )
 
@@ -262,6 +264,20 @@ def read(g: Any, node: Any, pin: int, data_in: int, weight: str, module: str) ->
         cols = indices.astype(np.int64)
         kshape = (indices.size,)
         event = name in CSR_EVENT and not node.params.get("weighted", False)
+    elif name in COO_FLOAT:
+        rows_ = _const(g, ins[1], "row indices", weight, module, name)
+        cols_ = _const(g, ins[2], "column indices", weight, module, name)
+        info = node.params.get("spinfo")
+        if w_pos != 0 or z_pos != 3 or info is None or rows_.shape != cols_.shape:
+            raise ValueError(
+                f"weight `{weight}` (module `{module}`) uses `{name}` in a layout traxon does "
+                "not know; it reads COO kernels of (data, row, col, signal)."
+            )
+        transpose = bool(node.params.get("transpose", False))
+        n_rows, n_cols = (int(s) for s in info.shape)
+        row_of, cols = rows_.astype(np.int64), cols_.astype(np.int64)
+        kshape = (rows_.size,)
+        event = False
     else:
         raise unknown_kernel_error(node, weight, module)
     if transpose:  # signal @ matrix: rows are presynaptic
