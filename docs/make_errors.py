@@ -714,6 +714,70 @@ x, y = jnp.ones((2, 3)), np.array([0, 1])
                 "Pass `(B,)` per step.",
             ),
             (
+                "Negative mask weights",
+                "learner.step(x, y, mask=np.array([1.0, -1.0]))",
+                "A mask entry is a loss weight; a negative one would make that sample's "
+                "gradient ascend.",
+                "Use weights >= 0 (0 leaves a sample out).",
+            ),
+            (
+                "Sequences of different lengths",
+                "learner.fit([(jnp.ones((5, 2, 3)), np.zeros((4, 2), int))])",
+                "`x`, `y` and `mask` of one batch have different numbers of steps (axis 0).",
+                "Pad or cut them to one length `T` (padding masked out with 0).",
+            ),
+            (
+                "An empty sequence",
+                "learner.fit([(jnp.ones((0, 2, 3)), np.zeros((0, 2), int))])",
+                "A sequence with no steps has nothing to learn or report.",
+                "Drop empty sequences.",
+            ),
+            (
+                "A batch that is not (x, y) or (x, y, mask)",
+                "learner.fit([(jnp.ones((5, 2, 3)),)])",
+                "Each item of `batches` is unpacked as `(x, y[, mask])`.",
+                "Give the targets too, or a `traxon.tasks.Batch`.",
+            ),
+            (
+                "One array instead of an iterable of batches",
+                "learner.fit(jnp.ones((5, 2, 3)))",
+                "`fit` iterates over batches; an array would be split along time.",
+                "Wrap one batch in a list: `fit([(x, y, mask)])`.",
+            ),
+            (
+                "Float class labels in the functional core",
+                "learner.run(learner.init(batch_size=2), jnp.ones((5, 2, 3)), "
+                "jnp.full((5, 2), 0.7))",
+                "Class targets are indices; a float would be truncated (0.7 to class 0).",
+                "Cast with `.astype(int)`.",
+            ),
+            (
+                "NaN in given weights",
+                """\
+bad = {**learner.params, "x->h": learner.params["x->h"].at[0, 1].set(jnp.nan)}
+learner.init_state(2, params=bad)""",
+                "A weight passed to `init`/`init_state` holds NaN or Inf.",
+                "Pass finite weights (an earlier state or checkpoint).",
+            ),
+            (
+                "Evaluating NaN/Inf weights",
+                """\
+bad = {**learner.params, "readout.bias": jnp.full((2,), jnp.inf)}
+learner.evaluate(bad, jnp.ones((5, 2, 3)), np.zeros((5, 2), int))""",
+                "Non-finite weights give no meaningful loss or accuracy.",
+                "Evaluate finite weights (an earlier state or checkpoint).",
+            ),
+            (
+                "The state would not fit in memory",
+                'traxon.online_learner(net, "d_rtrl", memory_limit=2000).init_state(4)',
+                "The learner estimates its state from shapes alone before allocating (twice the "
+                "state: a step holds the old and the new). The limit is `memory_limit`, else "
+                "`TRAXON_MEMORY_LIMIT` (bytes), else the accelerator's free memory, else 90% of "
+                "physical memory.",
+                "Take what the message says would fit (a smaller batch, `es_d_rtrl`), or raise "
+                "the limit if the estimate is too cautious.",
+            ),
+            (
                 "Regression targets of the wrong shape",
                 """\
 regress = traxon.online_learner(net, "d_rtrl", loss="mse")
@@ -742,8 +806,9 @@ def exploding(output, target):
 nan_learner = traxon.online_learner(net, "d_rtrl", loss=exploding)
 nan_learner.init_state(2)
 nan_learner.step(x, y)""",
-                "A loss or gradient was NaN/Inf (`on_nonfinite='raise'`). The learner's state is "
-                "left as it was before the call.",
+                "A loss, a gradient, the updated weights or the optimiser state was NaN/Inf "
+                "(`on_nonfinite='raise'`). Nothing of the call is applied: the learner's state "
+                "is the one before it.",
                 "Lower the learning rate, set `clip_norm`, or pass `on_nonfinite='skip'` to skip "
                 "such updates (counted in `state.skipped`).",
             ),
@@ -760,6 +825,18 @@ learner.init_state(batch_size=2)
 path = learner.save("run/ckpt.npz")
 """,
         [
+            (
+                "Saving a state that holds NaN/Inf",
+                """\
+broken = traxon.online_learner(net, "d_rtrl")
+ls = broken.init(batch_size=2)
+broken.state = ls._replace(params={**ls.params, "x->h": ls.params["x->h"] * jnp.nan})
+broken.save("run/broken.npz")""",
+                "Some weight, optimiser state or trace of the learner is NaN/Inf: the checkpoint "
+                "could not continue training.",
+                "Restore an earlier checkpoint; pass `allow_nonfinite=True` to keep it for "
+                "debugging.",
+            ),
             (
                 "No file",
                 'learner.restore("run/missing.npz")',

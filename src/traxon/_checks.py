@@ -17,10 +17,12 @@ import numpy as np
 
 __all__ = [
     "TraxonWarning",
+    "all_finite",
     "check_finite",
     "check_in",
     "check_positive",
     "check_shape",
+    "first_nonfinite",
     "is_concrete",
     "to_float",
     "warn",
@@ -113,19 +115,44 @@ def check_shape(x: Any, expected: tuple[int | None, ...], name: str) -> None:
         raise ValueError(f"`{name}` must have shape {want}; got {shape}.")
 
 
-def check_finite(x: Any, name: str) -> None:
-    """Raise ``ValueError`` if a concrete array contains NaN or Inf, saying where."""
-    if not is_concrete(x):
-        return
+def all_finite(tree: Any) -> jax.Array:
+    """A scalar bool: every floating element of every leaf of ``tree`` is finite.
+
+    Works under ``jit`` (one reduction XLA fuses with the code that made the values);
+    integer and boolean leaves are always finite and are not looked at.
+    """
+    checks = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    if not checks:
+        return jnp.ones((), bool)
+    return jnp.all(jnp.stack(checks))
+
+
+def first_nonfinite(x: Any, name: str) -> tuple[str, int, list[int]] | None:
+    """For a concrete pytree: ``(label, count, index)`` of the first leaf holding NaN/Inf
+    (``label`` is ``name`` followed by the leaf's path), or ``None`` when all are finite."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(x):
         arr = np.asarray(leaf)
         if not np.issubdtype(arr.dtype, np.inexact):
             continue
         bad = ~np.isfinite(arr)
         if np.any(bad):
-            where = np.argwhere(bad)[0].tolist()
-            label = name + jax.tree_util.keystr(path)
-            raise ValueError(
-                f"`{label}` contains {int(bad.sum())} NaN/Inf value(s); the first is at "
-                f"index {where}. Clean the input (or the state) before stepping."
-            )
+            return name + jax.tree_util.keystr(path), int(bad.sum()), np.argwhere(bad)[0].tolist()
+    return None
+
+
+def check_finite(
+    x: Any, name: str, fix: str = "Clean the input (or the state) before stepping."
+) -> None:
+    """Raise ``ValueError`` if a concrete array contains NaN or Inf, saying where."""
+    if not is_concrete(x):
+        return
+    found = first_nonfinite(x, name)
+    if found is not None:
+        label, count, where = found
+        raise ValueError(
+            f"`{label}` contains {count} NaN/Inf value(s); the first is at index {where}. {fix}"
+        )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -37,13 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from traxon._checks import check_finite
+from traxon._checks import all_finite, check_finite, first_nonfinite, is_concrete
 from traxon.core.network import READOUT, Network
 from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
 from traxon.learn.losses import Loss, get_loss
 from traxon.trace.base import Algorithm, get_algorithm
 
 __all__ = ["LearnerState", "OnlineLearner", "online_learner"]
+
+MEMORY_LIMIT_ENV = "TRAXON_MEMORY_LIMIT"
 
 
 class LearnerState(NamedTuple):
@@ -121,6 +124,7 @@ class OnlineLearner:
         seed: int = 0,
         dtype: Any = None,
         input_size: int | None = None,
+        memory_limit: float | None = None,
     ) -> None:
         if not isinstance(net, Network):
             net = _adapt_module(net, input_size)
@@ -152,6 +156,12 @@ class OnlineLearner:
             raise ValueError(f"`rate_reg` must be >= 0; got {rate_reg!r}.")
         if not rate_tau > 0:
             raise ValueError(f"`rate_tau` must be positive (ms); got {rate_tau!r}.")
+        if memory_limit is not None and not memory_limit > 0:
+            raise ValueError(
+                "`memory_limit` must be a positive number of bytes (or None); got "
+                f"{memory_limit!r}."
+            )
+        self.memory_limit = memory_limit
         self.rate_target = rate_target
         self.rate_reg = float(rate_reg)
         self.rate_decay = math.exp(-net.dt / float(rate_tau))
@@ -189,6 +199,8 @@ class OnlineLearner:
             opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
         self.optimizer = opt
         self._state: LearnerState | None = None
+        # The stateful shell reads, advances and commits `_state`: one thread at a time.
+        self._lock = threading.RLock()
         self._run_jit = jax.jit(self.run)
         self._step_jit = jax.jit(self.step_fn)
         self._end_jit = jax.jit(self.end_sequence)
@@ -215,6 +227,11 @@ class OnlineLearner:
             params = self.net.init_params(k_params, self.dtype)
         else:
             self.net.check_params(params)
+            check_finite(
+                params,
+                "params",
+                "Pass finite weights (a checkpoint or weights saved after a NaN update?).",
+            )
             # Copies: the caller's arrays must survive a donated learner state.
             params = {k: jnp.array(v, copy=True) for k, v in params.items()}
         dtype = next(iter(params.values())).dtype
@@ -240,6 +257,113 @@ class OnlineLearner:
         )
         return _distinct_buffers(ls)
 
+    def memory_estimate(self, batch_size: int) -> int:
+        """Bytes of one learner state of ``batch_size`` (weights, optimiser state, network
+        state, traces), from shapes alone (``jax.eval_shape``: nothing is allocated).
+
+        A step holds the old and the new state at once, so training needs at least twice this.
+        """
+        shapes = jax.eval_shape(
+            lambda key: self.init(key=key, batch_size=batch_size), jax.random.PRNGKey(0)
+        )
+        return sum(
+            math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+            for leaf in jax.tree_util.tree_leaves(shapes)
+        )
+
+    def _available_memory(self) -> tuple[float | None, str]:
+        """The memory a state may use, and where that number comes from."""
+        if self.memory_limit is not None:
+            return float(self.memory_limit), "memory_limit"
+        env = os.environ.get(MEMORY_LIMIT_ENV)
+        if env:
+            try:
+                value = float(env)
+            except ValueError:
+                value = math.nan
+            if not value > 0:
+                raise ValueError(
+                    f"the environment variable {MEMORY_LIMIT_ENV} must be a positive number "
+                    f"of bytes; got {env!r}."
+                )
+            return value, MEMORY_LIMIT_ENV
+        device = jax.devices()[0]
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # backends without memory statistics
+            stats = {}
+        if stats.get("bytes_limit"):
+            free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+            return float(free), f"free memory of {device.device_kind}"
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not available on this system
+            return None, ""
+        return 0.9 * total, "90% of physical memory"
+
+    def check_memory(self, batch_size: int) -> None:
+        """Raise ``MemoryError`` if a state of ``batch_size`` cannot fit, before allocating.
+
+        The limit is ``memory_limit`` (an argument of the learner), else the environment
+        variable ``TRAXON_MEMORY_LIMIT`` (bytes), else the accelerator's free memory, else
+        90% of physical memory.
+        """
+        if hasattr(self.net, "changed_params"):
+            # An adapted brainstate module: tracing its init would run the user's module on
+            # abstract values, which it may keep. Not checked.
+            return
+        limit, source = self._available_memory()
+        if limit is None or math.isinf(limit):
+            return
+        try:
+            state = self.memory_estimate(batch_size)
+        except Exception:  # an init that cannot run on shapes alone: no estimate, no check
+            return
+        need = 2 * state
+        if need <= limit:
+            return
+        hints = []
+        if batch_size > 1:
+            per_sample = max(state - self.memory_estimate(1), 0) / (batch_size - 1)
+            fixed = state - per_sample * batch_size
+            if per_sample > 0 and limit / 2 > fixed:
+                fits = int((limit / 2 - fixed) // per_sample)
+                if fits >= 1:
+                    hints.append(f"batch_size <= {fits}")
+        if self.algorithm.name != "es_d_rtrl":
+            try:
+                other = OnlineLearner(
+                    self.net,
+                    "es_d_rtrl",
+                    self.optimizer,
+                    self.loss,
+                    update_every=self.update_every,
+                    memory_limit=math.inf,
+                    dtype=self.dtype,
+                ).memory_estimate(batch_size)
+                hints.append(f"algorithm 'es_d_rtrl' (about {_gb(2 * other)})")
+            except Exception:  # no es_d_rtrl for this network: no hint
+                pass
+        hint = f" What would fit: {' or '.join(hints)}." if hints else ""
+        raise MemoryError(
+            f"{self.algorithm.name} at batch_size={batch_size} needs about {_gb(need)} "
+            f"(twice its state of {_gb(state)}: traces, network state, weights, optimiser "
+            f"state), more than the {_gb(limit)} available ({source}).{hint} To try anyway, "
+            f"raise the limit with memory_limit= or the {MEMORY_LIMIT_ENV} environment "
+            "variable (bytes; 'inf' turns the check off)."
+        )
+
+    def _check_label_dtype(self, y: Any) -> None:
+        """Classification targets must be integers: a float label would be truncated."""
+        if self.loss.kind == "classification":
+            dtype = jnp.result_type(y)
+            if not jnp.issubdtype(dtype, jnp.integer):
+                raise TypeError(
+                    f"`y` for {self.loss.name} must be integer class indices; got dtype "
+                    f"{dtype} (a float label such as 0.7 would be truncated to a class). "
+                    "Convert it with y.astype(int) if it holds whole numbers."
+                )
+
     def _trainable(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return {k: params[k] for k in self.trainable}
 
@@ -255,10 +379,12 @@ class OnlineLearner:
             n = jnp.maximum(ls.window, 1).astype(next(iter(grads.values())).dtype)
             grads = {k: g / n for k, g in grads.items()}
         norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(norm) & ~ls.window_nonfinite
         trainable = self._trainable(ls.params)
         updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
+        # An update is committed only when the loss, the gradient, the new weights and the
+        # new optimiser state are all finite (one fused reduction over the new values).
+        finite = all_finite((norm, new_trainable, opt_state)) & ~ls.window_nonfinite
         keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda a, b: jnp.where(finite, a, b), new, old
         )
@@ -289,6 +415,7 @@ class OnlineLearner:
             mask = jnp.ones((batch,))
         mask = jnp.asarray(mask)
         y = jnp.asarray(y)
+        self._check_label_dtype(y)
         weights = self._weights(mask)
         costs = None
         if self.rate_target is not None and self.rate_reg > 0:
@@ -358,6 +485,7 @@ class OnlineLearner:
         batch = next(iter(xs.values())).shape[1]
         if masks is None:
             masks = jnp.ones((T, batch))
+        self._check_label_dtype(ys)
 
         def body(carry: LearnerState, inp: Any) -> tuple[LearnerState, dict[str, Any]]:
             x, y, m = inp
@@ -369,15 +497,16 @@ class OnlineLearner:
         """Apply the accumulated gradient (if any), then reset neuron state and traces."""
         return self._finish(ls)[0]
 
-    def _finish(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array]:
-        """:meth:`end_sequence`, also returning the update's gradient norm and whether it ran."""
+    def _finish(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array, jax.Array]:
+        """:meth:`end_sequence`, also returning the update's gradient norm, whether it ran and
+        whether it was skipped as not finite."""
         due = ls.window > 0
-        ls, norm, _ = jax.lax.cond(due, self._update, self._no_update, ls)
+        ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
         batch = self.net.batch_size(ls.net_state)
         dtype = next(iter(ls.params.values())).dtype
         fresh = self.net.init_state(batch, dtype)
         trace_state = self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
-        return ls._replace(net_state=fresh, trace_state=trace_state), norm, due
+        return ls._replace(net_state=fresh, trace_state=trace_state), norm, due, bad
 
     def reset_sequence(self, ls: LearnerState) -> LearnerState:
         """Reset neuron state and traces without applying anything (weights kept)."""
@@ -402,14 +531,19 @@ class OnlineLearner:
         outputs = res.outputs
         loss = jax.vmap(self.loss.fn)(outputs, ys)
         m = masks.astype(loss.dtype)
-        out: dict[str, Any] = {"loss": jnp.sum(loss * m) / jnp.maximum(jnp.sum(m), 1.0)}
+        # An all-zero mask has nothing to report: NaN rather than 0.
+        total = jnp.sum(m)
+        out: dict[str, Any] = {"loss": _ratio(jnp.sum(loss * m), total)}
         if self.loss.kind == "classification":
             votes = jnp.sum(m[..., None] * jax.nn.softmax(outputs, -1), axis=0)
             last = jnp.argmax(jnp.cumsum(m, axis=0) * (m > 0), axis=0)
             labels = jnp.take_along_axis(ys, last[None], axis=0)[0]
-            out["accuracy"] = jnp.mean((jnp.argmax(votes, -1) == labels).astype(loss.dtype))
+            # Sequences without a masked step (padding) have no answer: they do not count.
+            real = (jnp.sum(m, axis=0) > 0).astype(loss.dtype)
+            right = (jnp.argmax(votes, -1) == labels).astype(loss.dtype)
+            out["accuracy"] = _ratio(jnp.sum(right * real), jnp.sum(real))
             hit = (jnp.argmax(outputs, -1) == ys).astype(loss.dtype)
-            out["step_accuracy"] = jnp.sum(hit * m) / jnp.maximum(jnp.sum(m), 1.0)
+            out["step_accuracy"] = _ratio(jnp.sum(hit * m), total)
         out["rates"] = {
             k: jnp.mean(v["spike"])
             for k, v in res.record.items()
@@ -427,10 +561,19 @@ class OnlineLearner:
         params = (
             params_or_state.params if isinstance(params_or_state, LearnerState) else params_or_state
         )
+        check_finite(
+            params,
+            "params",
+            "Evaluating NaN/Inf weights would report a meaningless accuracy; evaluate finite "
+            "weights (an earlier state or checkpoint).",
+        )
+        xs, ys, masks = _as_arrays(xs), _as_arrays(ys), _as_arrays(masks)
+        self._check_sequences(xs, ys, masks)
         xs = self.net.as_inputs(xs, leading=1)
         T, B = next(iter(xs.values())).shape[:2]
         if masks is None:
             masks = np.ones((T, B), np.float32)
+        self._check_mask(masks, (T, B))
         self.loss.check_target(ys, B, self.n_out, leading=1)
         out = self._eval_jit(params, xs, jnp.asarray(ys), jnp.asarray(masks))
         return jax.tree_util.tree_map(float, out)
@@ -447,7 +590,8 @@ class OnlineLearner:
 
     @state.setter
     def state(self, value: LearnerState) -> None:
-        self._state = value
+        with self._lock:
+            self._state = value
 
     @property
     def params(self) -> dict[str, jax.Array]:
@@ -457,11 +601,60 @@ class OnlineLearner:
     def init_state(
         self, batch_size: int, params: Mapping[str, jax.Array] | None = None, key: Any = None
     ) -> LearnerState:
-        """Create (or replace) the learner's own state."""
-        self._state = self.init(params=params, key=key, batch_size=batch_size)
-        return self._state
+        """Create (or replace) the learner's own state.
+
+        Raises ``MemoryError`` before allocating when the state would not fit (see
+        :meth:`memory_estimate`).
+        """
+        self.check_memory(batch_size)
+        state = self.init(params=params, key=key, batch_size=batch_size)
+        with self._lock:
+            self._state = state
+        return state
+
+    @staticmethod
+    def _check_sequences(x: Any, y: Any, mask: Any) -> None:
+        """Whole sequences: ``x``, ``y`` and ``mask`` share a positive length ``T``."""
+        lengths = {
+            name: np.shape(v)[0]
+            for name, v in (("x", x), ("y", y), ("mask", mask))
+            if v is not None and not isinstance(v, Mapping) and np.ndim(v) > 0
+        }
+        if isinstance(x, Mapping):
+            lengths.update({f"x[{k!r}]": np.shape(v)[0] for k, v in x.items() if np.ndim(v)})
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"`{k}` has {t}" for k, t in lengths.items())
+            raise ValueError(
+                "`x`, `y` and `mask` must have the same number of time steps T (axis 0); "
+                + shown
+                + "."
+            )
+        if 0 in lengths.values():
+            raise ValueError(
+                "the sequence has no time steps (T = 0 along axis 0 of `x`); there is nothing "
+                "to learn or report. Drop empty sequences before passing them."
+            )
+
+    @staticmethod
+    def _check_mask(mask: Any, want: tuple[int, ...]) -> None:
+        """``mask`` has shape ``want`` and finite, non-negative weights."""
+        if mask is None:
+            return
+        if tuple(np.shape(mask)) != want:
+            raise ValueError(f"`mask` must have shape {want}; got {tuple(np.shape(mask))}.")
+        if not is_concrete(mask):
+            return
+        arr = np.asarray(mask, np.float32)
+        check_finite(arr, "mask")
+        if np.any(arr < 0):
+            raise ValueError(
+                f"`mask` holds loss weights and must be >= 0; got {arr.min()} (smallest "
+                "element). A negative weight would turn that sample's gradient into ascent."
+            )
 
     def _check_step_input(self, x: Any, y: Any, mask: Any, leading: int) -> None:
+        if leading:
+            self._check_sequences(x, y, mask)
         xs = self.net.as_inputs(x, leading=leading)
         shape = next(iter(xs.values())).shape
         batch = shape[leading]
@@ -475,18 +668,17 @@ class OnlineLearner:
         self.loss.check_target(y, batch, self.n_out, leading=leading)
         if self._buffer is not None:
             pending = 0 if leading else (int(self._state.window) if self._state is not None else 0)
-            steps = shape[0] if leading else 1
-            if pending + steps > self._buffer:
+            held = pending + (shape[0] if leading else 1)
+            if isinstance(self.update_every, int):
+                # An update every k steps empties the buffer: it never holds more than k.
+                held = min(held, self.update_every)
+            if held > self._buffer:
                 raise ValueError(
                     f"bptt buffers at most {self._buffer} steps between updates; this call "
-                    f"would hold {pending + steps}. Call end() at the end of each sequence, or "
+                    f"would hold {held}. Call end() at the end of each sequence, or "
                     "set sequence_length to the longest sequence."
                 )
-        if mask is not None:
-            want_m = (*shape[:leading], batch)
-            if tuple(np.shape(mask)) != want_m:
-                raise ValueError(f"`mask` must have shape {want_m}; got {tuple(np.shape(mask))}.")
-            check_finite(jnp.asarray(mask, jnp.float32), "mask")
+        self._check_mask(mask, (*shape[:leading], batch))
 
     def _sync_module(self) -> None:
         """For an adapted brainstate module: raise if its weights were replaced; adopt
@@ -501,14 +693,20 @@ class OnlineLearner:
             params = {**self._state.params, **{k: current[k] for k in changed}}
             self._state = self._state._replace(params=params)
 
-    def _commit(self, new: LearnerState, metrics: Mapping[str, Any]) -> None:
-        bad = np.asarray(metrics["nonfinite"])
+    def _commit(self, new: LearnerState, metrics: Mapping[str, Any], end_bad: Any = False) -> None:
+        """Make ``new`` the learner's state, unless a NaN/Inf update must raise.
+
+        Non-finite updates were already left out of ``new`` inside the jitted step; with
+        ``on_nonfinite="raise"`` nothing is committed at all.
+        """
+        bad = np.append(np.asarray(metrics["nonfinite"]).ravel(), bool(end_bad))
         if self.on_nonfinite == "raise" and bad.any():
+            at = int(self.state.step) + min(int(np.argmax(bad)) + 1, bad.size - 1)
             raise FloatingPointError(
-                "the loss or the gradient became NaN/Inf "
-                f"(at step {int(self.state.step) + int(np.argmax(bad.ravel())) + 1}); the learner "
-                "state was left as it was before this call. Lower the learning rate, set "
-                "clip_norm, or pass on_nonfinite='skip' to skip such updates and count them."
+                "the loss, the gradient or the updated weights/optimiser state became NaN/Inf "
+                f"(at step {at}); nothing of this call was applied: the learner state is the "
+                "one before it. Lower the learning rate, set clip_norm (or a larger eps for "
+                "adam), or pass on_nonfinite='skip' to skip such updates and count them."
             )
         self._state = new
         if hasattr(self.net, "write_back"):
@@ -527,18 +725,22 @@ class OnlineLearner:
             >>> sorted(m)[:3]
             ['accuracy', 'grad_norm', 'loss']
         """
-        self._check_step_input(x, y, mask, leading=0)
-        self._sync_module()
-        if self._state is None:
-            batch = next(iter(self.net.as_inputs(x).values())).shape[0]
-            self.init_state(batch)
-        new, metrics = self._step_jit(self.state, x, y, mask)
-        self._commit(new, metrics)
+        x, y, mask = _as_arrays(x), _as_arrays(y), _as_arrays(mask)
+        with self._lock:
+            self._check_step_input(x, y, mask, leading=0)
+            self._sync_module()
+            if self._state is None:
+                batch = next(iter(self.net.as_inputs(x).values())).shape[0]
+                self.init_state(batch)
+            new, metrics = self._step_jit(self.state, x, y, mask)
+            self._commit(new, metrics)
         return jax.tree_util.tree_map(lambda v: float(v), metrics)
 
     def end(self) -> None:
         """Stateful :meth:`end_sequence`."""
-        self._state = self._end_jit(self.state)
+        with self._lock:
+            new, _, _, bad = self._finish_jit(self.state)
+            self._commit(new, {"nonfinite": np.zeros(0, bool)}, bad)
 
     def fit(
         self,
@@ -557,22 +759,38 @@ class OnlineLearner:
             progress: show a ``tqdm`` progress bar.
             callback: ``callback(i, summary)`` after each sequence.
         """
+        if isinstance(batches, (np.ndarray, jax.Array)) or not isinstance(batches, Iterable):
+            raise TypeError(
+                "`batches` must be an iterable of (x, y) or (x, y, mask) batches (or "
+                f"traxon.tasks.Batch); got {type(batches).__name__}"
+                + (f" of shape {tuple(np.shape(batches))}" if np.ndim(batches) else "")
+                + ". For one batch, pass [(x, y, mask)]."
+            )
         bar = _progress(n_batches, progress)
         history: list[dict[str, float]] = []
         try:
             for i, batch in enumerate(batches):
                 if n_batches is not None and i >= n_batches:
                     break
-                x, y, mask = batch[0], batch[1], batch[2] if len(batch) > 2 else None
-                self._check_step_input(x, y, mask, leading=1)
-                self._sync_module()
-                if self._state is None:
-                    self.init_state(np.shape(x)[1])
-                start = time.perf_counter()
-                new, metrics = self._run_jit(self._reset_jit(self.state), x, y, mask)
-                new, norm, due = jax.block_until_ready(self._finish_jit(new))
-                self._commit(new, metrics)
-                summary = _summarise(metrics, time.perf_counter() - start, norm, due)
+                if not isinstance(batch, (tuple, list)) or not 2 <= len(batch) <= 4:
+                    got = f"length {len(batch)}" if isinstance(batch, (tuple, list)) else "a "
+                    got += "" if isinstance(batch, (tuple, list)) else type(batch).__name__
+                    raise TypeError(
+                        f"each item of `batches` must be (x, y), (x, y, mask) or a "
+                        f"traxon.tasks.Batch; item {i} is {got}."
+                    )
+                x, y = _as_arrays(batch[0]), _as_arrays(batch[1])
+                mask = _as_arrays(batch[2]) if len(batch) > 2 else None
+                with self._lock:
+                    self._check_step_input(x, y, mask, leading=1)
+                    self._sync_module()
+                    if self._state is None:
+                        self.init_state(np.shape(x)[1])
+                    start = time.perf_counter()
+                    new, metrics = self._run_jit(self._reset_jit(self.state), x, y, mask)
+                    new, norm, due, end_bad = jax.block_until_ready(self._finish_jit(new))
+                    self._commit(new, metrics, end_bad)
+                summary = _summarise(metrics, time.perf_counter() - start, norm, due, end_bad)
                 history.append(summary)
                 if bar is not None:
                     bar.update(1)
@@ -607,18 +825,50 @@ class OnlineLearner:
             "network": net.describe(),
         }
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Save the learner's whole state (atomically, no pickle). Returns the path."""
-        return str(save_checkpoint(path, self.state, self.fingerprint()))
+    def save(self, path: str | os.PathLike, allow_nonfinite: bool = False) -> str:
+        """Save the learner's whole state (atomically, no pickle). Returns the path.
+
+        A state holding NaN/Inf (weights, optimiser state, traces) is refused unless
+        ``allow_nonfinite=True`` (to keep it for debugging).
+        """
+        with self._lock:
+            state = self.state
+        if not allow_nonfinite:
+            found = first_nonfinite(state, "state")
+            if found is not None:
+                label, count, where = found
+                raise ValueError(
+                    f"refusing to save a non-finite learner state: `{label}` holds {count} "
+                    f"NaN/Inf value(s), the first at index {where}. Restore an earlier "
+                    "checkpoint, or pass allow_nonfinite=True to save it anyway."
+                )
+        return str(save_checkpoint(path, state, self.fingerprint()))
 
     def restore(self, path: str | os.PathLike, batch_size: int | None = None) -> LearnerState:
         """Load a checkpoint written by :meth:`save`; training continues bit-identically."""
-        if self._state is None:
-            if batch_size is None:
-                batch_size = _batch_from_checkpoint(path)
-            self.init_state(batch_size)
-        self._state = load_checkpoint(path, self.state, self.fingerprint())
-        return self._state
+        with self._lock:
+            if self._state is None:
+                if batch_size is None:
+                    batch_size = _batch_from_checkpoint(path)
+                self.init_state(batch_size)
+            self._state = load_checkpoint(path, self.state, self.fingerprint())
+            return self._state
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den``, NaN when nothing was counted (``den == 0``)."""
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
+def _as_arrays(value: Any) -> Any:
+    """Python lists and tuples of numbers as NumPy arrays (other values unchanged)."""
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    return value
 
 
 def _distinct_buffers(tree: Any) -> Any:
@@ -660,10 +910,11 @@ def _progress(total: int | None, enabled: bool) -> Any:
 
 
 def _summarise(
-    metrics: Mapping[str, Any], seconds: float, end_norm: Any, end_update: Any
+    metrics: Mapping[str, Any], seconds: float, end_norm: Any, end_update: Any, end_bad: Any
 ) -> dict[str, float]:
     weight = np.asarray(metrics["weight"])
-    total = max(float(weight.sum()), 1.0)
+    # Nothing masked in: NaN, not a loss or accuracy of 0.
+    total = float(weight.sum()) if weight.sum() > 0 else math.nan
     out = {"loss": float(np.sum(np.asarray(metrics["loss"]) * weight) / total)}
     if "accuracy" in metrics:
         out["accuracy"] = float(np.sum(np.asarray(metrics["accuracy"]) * weight) / total)
@@ -673,11 +924,15 @@ def _summarise(
     if bool(end_update):
         norms = np.append(norms, float(end_norm))
     out["grad_norm"] = float(norms.mean()) if norms.size else math.nan
+    # Updates skipped as not finite (on_nonfinite="skip"): not a normal-looking summary.
+    out["nonfinite"] = float(np.sum(np.asarray(metrics["nonfinite"])) + bool(end_bad))
     out["seconds"] = seconds
     return out
 
 
-def _adapt_module(module: Any, input_size: int | None) -> Network:
+def _adapt_module(
+    module: Any, input_size: int | None, call: Any = None, input_unit: Any = None
+) -> Network:
     try:
         import brainstate
     except ImportError:  # pragma: no cover - brainstate is a core dependency
