@@ -204,6 +204,17 @@ def test_ctrl_c_writes_what_was_done_and_resume_continues(tmp_path, subprocess_e
     assert resumed["steps"] > summary["steps"]
     assert len(json.loads((out / "history.json").read_text())["train"]) == done + 1
 
+    # The same as a run that was never stopped: the learner and the stream pick up where
+    # they were.
+    fresh = tmp_path / "fresh"
+    assert main([*args, "--out", str(fresh)]) == 0
+    capsys.readouterr()
+    with np.load(out / "checkpoint.npz") as a, np.load(fresh / "checkpoint.npz") as b:
+        leaves = [k for k in a.files if k.startswith("leaf")]
+        assert leaves and sorted(leaves) == sorted(k for k in b.files if k.startswith("leaf"))
+        for k in leaves:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
     # A complete run is not trained further without larger limits, and says so.
     assert main([*args, "--resume", str(out / "checkpoint.npz")]) == 0
     captured = capsys.readouterr()

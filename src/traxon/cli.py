@@ -410,7 +410,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(len(history), iterations):
                 if spent >= args.time_budget:
                     break
-                history += learner.fit(stream, n_batches=1)
+                # One batch at a time, taken here: fit(stream, n_batches=1) would draw (and
+                # drop) one batch more than it trains on.
+                history += learner.fit([next(stream)])
                 jax.block_until_ready(learner.state.params)
                 elapsed = spent + time.perf_counter() - train_start
                 last = i + 1 == iterations
