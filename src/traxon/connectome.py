@@ -2,10 +2,13 @@ r"""Connectomes: FlyWire-style edge tables in, signed sparse traxon networks out
 
 A connectome is an edge table, one row per connected neuron pair (or per pair and
 neuropil): presynaptic id, postsynaptic id, synapse count and the predicted
-neurotransmitter of the presynaptic neuron. :func:`load_edges` reads one (CSV with the
-standard library; Feather/Parquet through pandas + pyarrow if installed) into a
-:class:`Connectome`; :func:`synthetic_connectome` generates one of full *Drosophila* size
-with heavy-tailed degrees; :func:`connectome_network` turns one into a
+neurotransmitter of the presynaptic neuron. Neuron ids are integers (FlyWire root ids) or
+names (``"AVAL"``). :func:`load_edges` reads one (CSV with the standard library;
+Feather/Parquet through pandas + pyarrow if installed), optionally with a node table, into
+a :class:`Connectome`; :func:`load_cect` reads the *C. elegans* connectomes shipped by the
+``cect`` package (chemical synapses, gap junctions as a separate symmetric table,
+transmitters and cell classes); :func:`synthetic_connectome` generates one of full
+*Drosophila* size with heavy-tailed degrees; :func:`connectome_network` turns one into a
 :class:`~traxon.core.Network`:
 
 * one population ``"brain"`` of LIF neurons with exponential AlignPost synapses;
@@ -13,7 +16,8 @@ with heavy-tailed degrees; :func:`connectome_network` turns one into a
   sign of each presynaptic neuron from its transmitter) and magnitude
   :math:`w_e = |W_e|\, c_e\, \sigma` from the synapse count :math:`c_e` (``base``), with a
   trainable scale :math:`W_e` per connection, or one per cell-type group (``groups``);
-* an input encoder ``"x->brain"`` (:class:`~traxon.core.Dense`, trainable);
+* an input encoder ``"x->brain"`` (:class:`~traxon.core.Dense`, trainable; or
+  :class:`~traxon.core.Sparse` onto chosen cells only, ``input_cells``);
 * a fixed readout ``"brain->readout"`` giving each region's mean firing rate (Hz),
   exponentially averaged over ``rate_window`` steps.
 
@@ -26,18 +30,25 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "CECT_DATASETS",
+    "CELL_CLASSES",
     "COLUMN_NAMES",
     "INHIBITORY",
+    "TRANSMITTERS",
     "Connectome",
+    "Edges",
     "connectome_network",
+    "load_cect",
     "load_edges",
     "synthetic_connectome",
 ]
@@ -48,11 +59,54 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "count": ("syn_count", "synapse_count", "n_synapses", "count", "weight"),
     "nt": ("nt_type", "neurotransmitter", "nt", "transmitter"),
     "region": ("neuropil", "region"),
+    "id": ("root_id", "id", "neuron", "name", "cell"),
+    "class": ("cell_class", "class", "super_class", "type"),
 }
-"""Accepted column names, tried in order (case-insensitive), per field of an edge table."""
+"""Accepted column names, tried in order (case-insensitive), per field of an edge table
+(``pre`` .. ``region``) or a node table (``id``, ``nt``, ``region``, ``class``)."""
 
-INHIBITORY: frozenset[str] = frozenset({"gaba", "glut"})
+TRANSMITTERS: dict[str, dict[str, frozenset[str]]] = {
+    "flywire": {
+        "inhibitory": frozenset({"gaba", "glut"}),
+        "excitatory": frozenset({"ach", "da", "ser", "oct"}),
+    },
+    "celegans": {
+        "inhibitory": frozenset({"gaba"}),
+        "excitatory": frozenset(
+            {"acetylcholine", "glutamate", "betaine", "dopamine", "serotonin", "tyramine"}
+            | {"octopamine"}
+        ),
+    },
+}
+"""Per dataset, the transmitter names (lowercase) treated as inhibitory by default and those
+known to be excitatory. Any other name is *unknown*: its neurons are excitatory and building
+the connectome warns (:class:`~traxon.TraxonWarning`). FlyWire's ``nt_type`` codes make GABA
+and glutamate inhibitory; in *C. elegans* only GABA is (glutamate acts on both excitatory and
+inhibitory receptors; pass ``inhibitory=`` to choose otherwise)."""
+
+INHIBITORY: frozenset[str] = TRANSMITTERS["flywire"]["inhibitory"]
 """Transmitters treated as inhibitory by default (FlyWire's ``nt_type`` codes, lowercase)."""
+
+CELL_CLASSES: tuple[str, ...] = ("sensory", "interneuron", "motor", "neuron", "muscle", "other")
+"""Cell classes of :func:`load_cect` (``"neuron"``: a neuron of none of the first three)."""
+
+_NEURON_CLASSES = frozenset({"sensory", "interneuron", "motor", "neuron"})
+
+SELF_LOOPS = ("warn", "keep", "drop")
+
+
+class Edges(NamedTuple):
+    """A table of connections between neurons ``0 .. N-1`` of a :class:`Connectome`.
+
+    Attributes:
+        pre, post: ``(E,)`` int32 neuron indices, sorted by ``pre`` then ``post``.
+        weight: ``(E,)`` float32 weight of each connection (synapse count, or the number of
+            serial sections for ``cect``'s datasets).
+    """
+
+    pre: np.ndarray
+    post: np.ndarray
+    weight: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,17 +114,27 @@ class Connectome:
     """A connectome with neurons renumbered ``0 .. N-1``.
 
     Attributes:
-        ids: ``(N,)`` int64 original neuron ids (index ``i`` is neuron ``ids[i]``); uint64
-            when an id exceeds the int64 range.
-        pre, post: ``(E,)`` int32 neuron indices of each connection, sorted by ``pre`` then
-            ``post`` (the layout of :class:`~traxon.core.CSR`); no repeated pairs.
+        ids: ``(N,)`` original neuron ids (index ``i`` is neuron ``ids[i]``): int64 (uint64
+            when an id exceeds the int64 range), or strings for named neurons.
+        pre, post: ``(E,)`` int32 neuron indices of each chemical connection, sorted by
+            ``pre`` then ``post`` (the layout of :class:`~traxon.core.CSR`); no repeated pairs.
         count: ``(E,)`` float32 synapse count of each connection.
         transmitter: ``(N,)`` int8 code of each neuron's transmitter (its synapse-weighted
-            majority over its outgoing rows; ``-1`` where unknown), see ``transmitters``.
+            majority over its outgoing rows, or the node table's; ``-1`` where unknown), see
+            ``transmitters``. A neuron with several transmitters has one name joining them
+            with ``"+"``; it is inhibitory when all of them are.
         transmitters: names of the transmitter codes.
         region: ``(N,)`` int16 region index of each neuron, or ``None``; see ``regions``.
         regions: names of the regions.
         inhibitory: transmitter names (lowercase) whose neurons are inhibitory.
+        excitatory: transmitter names (lowercase) known to be excitatory (others than these
+            and ``inhibitory`` are unknown: excitatory, with a warning when built).
+        electrical: gap junctions (:class:`Edges`), symmetric: ``i -> j`` and ``j -> i``
+            with the same count; ``None`` when not loaded. Never used as chemical synapses.
+        cell_class: ``(N,)`` int8 class index of each neuron, or ``None``; see
+            ``cell_classes``.
+        cell_classes: names of the classes.
+        self_loops_dropped: how many self-connections were dropped (``self_loops="drop"``).
 
     Example:
         >>> from traxon.connectome import synthetic_connectome
@@ -88,6 +152,11 @@ class Connectome:
     region: np.ndarray | None = None
     regions: tuple[str, ...] = ()
     inhibitory: frozenset[str] = INHIBITORY
+    excitatory: frozenset[str] = TRANSMITTERS["flywire"]["excitatory"]
+    electrical: Edges | None = None
+    cell_class: np.ndarray | None = None
+    cell_classes: tuple[str, ...] = ()
+    self_loops_dropped: int = 0
 
     @property
     def n_neurons(self) -> int:
@@ -113,9 +182,37 @@ class Connectome:
     def sign(self) -> np.ndarray:
         """``(N,)`` float32 Dale sign of every neuron: ``-1`` for inhibitory transmitters."""
         inhib = np.asarray(
-            [name.lower() in self.inhibitory for name in self.transmitters] + [False], bool
+            [_inhibitory(name, self.inhibitory) for name in self.transmitters] + [False], bool
         )
         return np.where(inhib[self.transmitter], -1.0, 1.0).astype(np.float32)
+
+    @property
+    def is_neuron(self) -> np.ndarray:
+        """``(N,)`` bool: ``True`` for neurons (all cells when there are no cell classes)."""
+        if self.cell_class is None:
+            return np.ones(self.n_neurons, bool)
+        neuron = np.asarray([c in _NEURON_CLASSES for c in self.cell_classes] + [True], bool)
+        return neuron[self.cell_class]
+
+    def cells_of(self, classes: str | Sequence[str]) -> np.ndarray:
+        """``(N,)`` bool: the cells of the given class(es), e.g. ``"sensory"``."""
+        names = (classes,) if isinstance(classes, str) else tuple(classes)
+        if self.cell_class is None:
+            raise ValueError(
+                f"this connectome has no cell classes, so cells cannot be chosen by class "
+                f"{list(names)}; give `cell_class` when building it (load_cect does)."
+            )
+        unknown = sorted(set(names) - set(self.cell_classes))
+        if unknown:
+            raise ValueError(
+                f"unknown cell class(es) {unknown}; this connectome has {list(self.cell_classes)}."
+            )
+        wanted = [k for k, c in enumerate(self.cell_classes) if c in names]
+        return np.isin(self.cell_class, wanted)
+
+    def index_of(self, ids: Any) -> np.ndarray:
+        """``(K,)`` int64 indices of the neurons with the given ids (names or integers)."""
+        return _index_of(self.ids, _coerce_like(np.atleast_1d(np.asarray(ids)), self.ids), "ids")
 
     def region_sizes(self) -> np.ndarray:
         """``(R,)`` number of neurons in each region."""
@@ -127,6 +224,59 @@ class Connectome:
         """The same connectome with another set of inhibitory transmitters."""
         return dataclasses.replace(self, inhibitory=frozenset(n.lower() for n in names))
 
+    def subset(self, keep: Any) -> Connectome:
+        """The connectome of the cells ``keep`` (a ``(N,)`` bool mask, or indices): the
+        connections (chemical and electrical) among them, renumbered ``0 .. K-1`` in their
+        order here; regions left without a cell are dropped.
+
+        Example:
+            >>> from traxon.connectome import Connectome
+            >>> c = Connectome.from_edges(["A", "B", "C"], ["B", "C", "A"], [1, 2, 3])
+            >>> s = c.subset([True, True, False])
+            >>> s.ids.tolist(), s.pre.tolist(), s.post.tolist()
+            (['A', 'B'], [0], [1])
+        """
+        k = np.asarray(keep)
+        if k.dtype == np.bool_:
+            if k.shape != (self.n_neurons,):
+                raise ValueError(
+                    f"`keep` as a mask must have shape ({self.n_neurons},); got {k.shape}."
+                )
+            idx = np.flatnonzero(k)
+        else:
+            idx = np.unique(k.astype(np.int64))
+            if idx.size and (idx[0] < 0 or idx[-1] >= self.n_neurons):
+                raise ValueError(f"`keep` holds indices outside [0, {self.n_neurons}).")
+        if idx.size == 0:
+            raise ValueError("`keep` selects no cell.")
+        new = np.full(self.n_neurons, -1, np.int64)
+        new[idx] = np.arange(idx.size)
+
+        def cut(e: Edges) -> Edges:
+            ok = (new[e.pre] >= 0) & (new[e.post] >= 0)
+            return Edges(
+                new[e.pre[ok]].astype(np.int32), new[e.post[ok]].astype(np.int32), e.weight[ok]
+            )
+
+        chem = cut(Edges(self.pre, self.post, self.count))
+        region, regions = None, self.regions
+        if self.region is not None:  # regions left without a cell are dropped
+            used, region = np.unique(self.region[idx], return_inverse=True)
+            region = region.astype(np.int16)
+            regions = tuple(self.regions[r] for r in used)
+        return dataclasses.replace(
+            self,
+            ids=self.ids[idx],
+            pre=chem.pre,
+            post=chem.post,
+            count=chem.weight,
+            transmitter=self.transmitter[idx],
+            region=region,
+            regions=regions,
+            electrical=None if self.electrical is None else cut(self.electrical),
+            cell_class=None if self.cell_class is None else self.cell_class[idx],
+        )
+
     @staticmethod
     def from_edges(
         pre_ids: Any,
@@ -135,20 +285,44 @@ class Connectome:
         nt: Any = None,
         region: Any = None,
         neuron_region: Mapping[Any, str] | None = None,
-        inhibitory: Sequence[str] = tuple(INHIBITORY),
+        inhibitory: Sequence[str] | None = None,
+        *,
+        nodes: Any = None,
+        neuron_transmitter: Mapping[Any, str] | None = None,
+        neuron_class: Mapping[Any, str] | None = None,
+        electrical: Any = None,
+        self_loops: str = "warn",
+        dataset: str = "flywire",
+        excitatory: Sequence[str] = (),
     ) -> Connectome:
         """Build a connectome from per-row arrays (one row per connection, or per connection
         and region; repeated pairs are merged and their counts summed).
 
         Arguments:
-            pre_ids, post_ids: ``(R,)`` integer neuron ids.
+            pre_ids, post_ids: ``(R,)`` neuron ids: integers, or names (strings).
             count: ``(R,)`` synapse counts (ones if ``None``).
             nt: ``(R,)`` transmitter names of the presynaptic neuron (e.g. ``"ACH"``,
                 ``"GABA"``); a neuron's transmitter is its synapse-weighted majority.
             region: ``(R,)`` region (neuropil) name of each row; a neuron's region is where
                 it receives most synapses (or sends most, if it receives none).
             neuron_region: ``{neuron id: region name}``, overriding ``region``.
-            inhibitory: transmitter names treated as inhibitory (case-insensitive).
+            inhibitory: transmitter names treated as inhibitory (case-insensitive); default
+                the dataset's (:data:`TRANSMITTERS`).
+            nodes: ``(N,)`` ids of all neurons, in the order to number them: cells without
+                chemical connections (e.g. only gap junctions) are kept. Default: the ids
+                in the edges, sorted.
+            neuron_transmitter: ``{neuron id: transmitter name}``, overriding ``nt``.
+            neuron_class: ``{neuron id: class name}`` (e.g. ``"sensory"``, ``"muscle"``).
+            electrical: gap junctions ``(pre_ids, post_ids, count)`` (``count`` may be
+                ``None``). Made symmetric: the weight of a pair is the larger of its two
+                directions (sources list a junction once or in both directions).
+            self_loops: connections of a neuron onto itself: ``"warn"`` (kept, with a
+                :class:`~traxon.TraxonWarning` giving their number), ``"keep"`` or
+                ``"drop"`` (counted in ``self_loops_dropped``). Self gap junctions carry no
+                current and are always dropped.
+            dataset: ``"flywire"`` or ``"celegans"``: the default inhibitory and known
+                excitatory transmitters (:data:`TRANSMITTERS`).
+            excitatory: more transmitter names known to be excitatory (no warning).
 
         Example:
             >>> from traxon.connectome import Connectome
@@ -157,74 +331,230 @@ class Connectome:
             >>> c.ids.tolist(), c.pre.tolist(), c.post.tolist(), c.sign.tolist()
             ([10, 20, 30], [0, 0, 1], [1, 2, 2], [1.0, -1.0, 1.0])
         """
+        if dataset not in TRANSMITTERS:
+            raise ValueError(f"`dataset` must be one of {sorted(TRANSMITTERS)}; got {dataset!r}.")
+        if self_loops not in SELF_LOOPS:
+            raise ValueError(f"`self_loops` must be one of {list(SELF_LOOPS)}; got {self_loops!r}.")
         pre_a, post_a = np.asarray(pre_ids), np.asarray(post_ids)
         if pre_a.ndim != 1 or pre_a.shape != post_a.shape:
             raise ValueError(
                 f"`pre_ids` and `post_ids` must be 1-D arrays of equal length; got shapes "
                 f"{pre_a.shape} and {post_a.shape}."
             )
-        for label, a in (("pre_ids", pre_a), ("post_ids", post_a)):
-            if a.size and not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"`{label}` must hold integer neuron ids; got dtype {a.dtype}.")
-        # One integer dtype for both (int64 and uint64 would concatenate to float64).
-        pre_a, post_a = _as_ids({"pre_ids": pre_a, "post_ids": post_a})
+        id_columns = {"pre_ids": pre_a, "post_ids": post_a}
+        gap = None
+        if electrical is not None:
+            if not isinstance(electrical, (tuple, list)) or len(electrical) not in (2, 3):
+                raise ValueError(
+                    "`electrical` must be (pre_ids, post_ids) or (pre_ids, post_ids, count); "
+                    f"got {type(electrical).__name__}."
+                )
+            gap = [np.asarray(a) for a in electrical[:2]]
+            gap_count = electrical[2] if len(electrical) == 3 else None
+            id_columns |= {"electrical pre_ids": gap[0], "electrical post_ids": gap[1]}
+        if nodes is not None:
+            id_columns["nodes"] = np.asarray(nodes)
+        # One id kind for all columns: integers (one dtype), or names.
+        cols = _as_ids(id_columns)
+        pre_a, post_a = cols[0], cols[1]
         rows = pre_a.size
         if rows == 0:
             raise ValueError("the edge list is empty: `pre_ids` has no rows.")
-        if count is None:
-            cnt = np.ones(rows, np.float64)
+        cnt = _counts(count, rows, "count")
+        if nodes is None:
+            both = [pre_a, post_a] + ([cols[2], cols[3]] if gap is not None else [])
+            ids = _unique(np.concatenate(both))
         else:
-            cnt = np.asarray(count, np.float64)
-            if cnt.shape != pre_a.shape or not np.all(np.isfinite(cnt)) or np.any(cnt <= 0):
-                raise ValueError(
-                    f"`count` must hold one positive synapse count per row ({rows}); got "
-                    f"shape {cnt.shape}"
-                    + (f", values in [{cnt.min()}, {cnt.max()}]" if cnt.size else "")
-                    + "."
-                )
-        ids, inverse = _unique(np.concatenate([pre_a, post_a]), return_inverse=True)
+            ids = cols[-1]
+            if ids.ndim != 1 or ids.size == 0:
+                raise ValueError(f"`nodes` must be a non-empty 1-D array; got shape {ids.shape}.")
+            dup = _duplicates(ids)
+            if dup:
+                raise ValueError(f"`nodes` lists ids more than once: {dup} (first five).")
         n = ids.size
-        pre_i = inverse[:rows].astype(np.int64)
-        post_i = inverse[rows:].astype(np.int64)
+        pre_i = _index_of(ids, pre_a, "pre_ids")
+        post_i = _index_of(ids, post_a, "post_ids")
+        loops = pre_i == post_i
+        n_loops = int(loops.sum())
+        dropped = 0
+        if n_loops and self_loops == "drop":
+            keep = ~loops
+            pre_i, post_i, cnt = pre_i[keep], post_i[keep], cnt[keep]
+            nt = None if nt is None else np.asarray(nt)[keep]
+            region = None if region is None else np.asarray(region)[keep]
+            rows, dropped = int(keep.sum()), n_loops
+            if rows == 0:
+                raise ValueError("every connection is a self-loop: none is left to keep.")
+        elif n_loops and self_loops == "warn":
+            names = ", ".join(str(ids[i]) for i in np.unique(pre_i[loops])[:5])
+            _warn(
+                f"the edge table has {n_loops} self-loops (a neuron onto itself: {names}, ...); "
+                "they are kept. Pass self_loops='drop' to drop them or 'keep' to keep them "
+                "without this warning."
+            )
         # Transmitter per neuron: synapse-weighted majority over its outgoing rows.
-        names, transmitter = _categorical_majority(nt, pre_i, cnt, n, "nt", rows)
+        names_t, transmitter = _categorical_majority(nt, pre_i, cnt, n, "nt", rows)
+        if neuron_transmitter is not None:
+            names_t, transmitter = _per_neuron(ids, neuron_transmitter, "neuron_transmitter")
+            names_t = tuple(t.upper() for t in names_t)
         region_names: tuple[str, ...] = ()
         region_idx = None
         if neuron_region is not None:
-            labels = [neuron_region.get(int(i), neuron_region.get(str(i), "")) for i in ids]
-            region_names = tuple(sorted({lab for lab in labels if lab}))
-            lookup = {name: k for k, name in enumerate(region_names)}
-            missing = [int(i) for i, lab in zip(ids, labels, strict=True) if not lab][:5]
-            if missing:
-                raise ValueError(
-                    f"`neuron_region` gives no region for neurons {missing} (first five)."
-                )
-            region_idx = np.asarray([lookup[lab] for lab in labels], np.int16)
+            region_names, codes = _per_neuron(ids, neuron_region, "neuron_region", True)
+            region_idx = codes.astype(np.int16)
         elif region is not None:
-            both = np.concatenate([post_i, pre_i])
+            both_i = np.concatenate([post_i, pre_i])
             # Incoming synapses count fully; outgoing ones only break ties for silent targets.
             weight = np.concatenate([cnt, cnt * 1e-9])
             reg = np.concatenate([np.asarray(region), np.asarray(region)])
             region_names, region_idx8 = _categorical_majority(
-                reg, both, weight, n, "region", 2 * rows
+                reg, both_i, weight, n, "region", 2 * rows
             )
             region_idx = region_idx8.astype(np.int16)
+        classes: tuple[str, ...] = ()
+        class_idx = None
+        if neuron_class is not None:
+            classes, class_idx = _per_neuron(ids, neuron_class, "neuron_class")
+        electrical_edges = None
+        if gap is not None:
+            g_pre = _index_of(ids, cols[2], "electrical pre_ids")
+            g_post = _index_of(ids, cols[3], "electrical post_ids")
+            g_cnt = _counts(gap_count, g_pre.size, "electrical count")
+            electrical_edges = _symmetric(g_pre, g_post, g_cnt, n)
         # Merge repeated pairs, sort by (pre, post).
-        key = pre_i * n + post_i
-        uniq, where = _unique(key, return_inverse=True)
-        merged = np.bincount(where, weights=cnt, minlength=uniq.size)
+        merged = _merge(pre_i, post_i, cnt, n)
         wide = ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max
-        return Connectome(
-            ids=ids if wide else ids.astype(np.int64),
-            pre=(uniq // n).astype(np.int32),
-            post=(uniq % n).astype(np.int32),
-            count=merged.astype(np.float32),
+        out = Connectome(
+            ids=ids if (wide or ids.dtype.kind == "U") else ids.astype(np.int64),
+            pre=merged.pre,
+            post=merged.post,
+            count=merged.weight,
             transmitter=transmitter,
-            transmitters=names,
+            transmitters=names_t,
             region=region_idx,
             regions=region_names,
-            inhibitory=frozenset(s.lower() for s in inhibitory),
+            inhibitory=frozenset(
+                s.lower()
+                for s in (TRANSMITTERS[dataset]["inhibitory"] if inhibitory is None else inhibitory)
+            ),
+            excitatory=TRANSMITTERS[dataset]["excitatory"]
+            | frozenset(s.lower() for s in excitatory),
+            electrical=electrical_edges,
+            cell_class=class_idx,
+            cell_classes=classes,
+            self_loops_dropped=dropped,
         )
+        out._check_transmitters()
+        return out
+
+    def _check_transmitters(self) -> None:
+        """Warn about transmitter names that are neither inhibitory nor known excitatory."""
+        known = self.inhibitory | self.excitatory
+        unknown = [
+            k
+            for k, name in enumerate(self.transmitters)
+            if any(part not in known for part in name.lower().split("+"))
+        ]
+        if not unknown:
+            return
+        n_cells = int(np.isin(self.transmitter, unknown).sum())
+        _warn(
+            f"unknown transmitter(s) {[self.transmitters[k] for k in unknown]} ({n_cells} "
+            f"neurons): treated as excitatory. Known: inhibitory {sorted(self.inhibitory)}, "
+            f"excitatory {sorted(self.excitatory)}. Name them with `inhibitory=` or "
+            "`excitatory=` (or choose `dataset=`)."
+        )
+
+
+def _warn(message: str) -> None:
+    from traxon._checks import TraxonWarning
+
+    warnings.warn(message, TraxonWarning, stacklevel=4)
+
+
+def _inhibitory(name: str, inhibitory: frozenset[str]) -> bool:
+    parts = name.lower().split("+")
+    return all(p in inhibitory for p in parts)
+
+
+def _counts(count: Any, rows: int, label: str) -> np.ndarray:
+    if count is None:
+        return np.ones(rows, np.float64)
+    cnt = np.asarray(count, np.float64)
+    if cnt.shape != (rows,) or not np.all(np.isfinite(cnt)) or np.any(cnt <= 0):
+        raise ValueError(
+            f"`{label}` must hold one positive synapse count per row ({rows}); got "
+            f"shape {cnt.shape}"
+            + (f", values in [{cnt.min()}, {cnt.max()}]" if cnt.size else "")
+            + "."
+        )
+    return cnt
+
+
+def _merge(pre_i: np.ndarray, post_i: np.ndarray, cnt: np.ndarray, n: int) -> Edges:
+    """Repeated ``(pre, post)`` pairs merged (counts summed), sorted by ``(pre, post)``."""
+    key = pre_i.astype(np.int64) * n + post_i
+    uniq, where = _unique(key, return_inverse=True)
+    merged = np.bincount(where, weights=cnt, minlength=uniq.size)
+    return Edges(
+        (uniq // n).astype(np.int32), (uniq % n).astype(np.int32), merged.astype(np.float32)
+    )
+
+
+def _symmetric(pre_i: np.ndarray, post_i: np.ndarray, cnt: np.ndarray, n: int) -> Edges:
+    """Gap junctions as a symmetric table: per unordered pair the larger of its two
+    directions (each direction's repeated rows summed), listed both ways; self pairs dropped."""
+    one = _merge(pre_i, post_i, cnt, n)
+    ok = one.pre != one.post
+    a = np.minimum(one.pre[ok], one.post[ok]).astype(np.int64)
+    b = np.maximum(one.pre[ok], one.post[ok]).astype(np.int64)
+    key = a * n + b
+    uniq, where = _unique(key, return_inverse=True)
+    weight = np.zeros(uniq.size)
+    np.maximum.at(weight, where, one.weight[ok])
+    lo, hi = uniq // n, uniq % n
+    return _merge(np.concatenate([lo, hi]), np.concatenate([hi, lo]), np.tile(weight, 2), n)
+
+
+def _duplicates(ids: np.ndarray) -> list[Any]:
+    s = np.sort(ids)
+    return [v.item() for v in np.unique(s[1:][s[1:] == s[:-1]])[:5]]
+
+
+def _index_of(ids: np.ndarray, values: np.ndarray, label: str) -> np.ndarray:
+    """Index of each value in ``ids`` (unique); an error names values that are missing."""
+    order = np.argsort(ids, kind="stable")
+    pos = np.searchsorted(ids[order], values)
+    pos = np.minimum(pos, ids.size - 1)
+    found = ids[order][pos] == values
+    if not np.all(found):
+        missing = [v.item() for v in np.unique(values[~found])[:5]]
+        raise ValueError(
+            f"`{label}` holds ids that are not in the node table: {missing} (first five)."
+        )
+    return order[pos].astype(np.int64)
+
+
+def _per_neuron(
+    ids: np.ndarray, table: Mapping[Any, str], what: str, sort: bool = False
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Names and ``(N,)`` codes of a ``{neuron id: label}`` table (``-1``: no label)."""
+    labels = [table.get(i.item(), table.get(str(i), "")) for i in ids]
+    labels = [lab if isinstance(lab, str) and lab.strip() else "" for lab in labels]
+    if sort:
+        missing = [i.item() for i, lab in zip(ids, labels, strict=True) if not lab][:5]
+        if missing:
+            raise ValueError(f"`{what}` gives no label for neurons {missing} (first five).")
+    names: list[str] = []
+    for lab in labels:
+        if lab and lab not in names:
+            names.append(lab)
+    if sort:
+        names.sort()
+    lookup = {name: k for k, name in enumerate(names)}
+    codes = np.asarray([lookup.get(lab, -1) for lab in labels], np.int64)
+    dtype = np.int8 if len(names) < 127 else np.int16
+    return tuple(names), codes.astype(dtype)
 
 
 def _unique(a: np.ndarray, return_inverse: bool = False) -> Any:
@@ -349,12 +679,62 @@ def _read_table(path: str) -> dict[str, np.ndarray]:
 _INT64_MAX = np.iinfo(np.int64).max
 
 
+def _id_kind(a: np.ndarray, column: str) -> str:
+    """``"int"`` for integer ids (also strings of digits, integral floats), ``"name"``."""
+    if a.dtype.kind in "iu" or a.size == 0:
+        return "int"
+    if a.dtype.kind == "f":
+        if np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            return "int"
+        raise ValueError(
+            f"column {column!r} must hold integer neuron ids or names; got non-integral "
+            f"numbers ({a.dtype})."
+        )
+    if a.dtype.kind not in "USO":
+        raise ValueError(
+            f"column {column!r} must hold integer neuron ids or names; got dtype {a.dtype}."
+        )
+    text = np.char.strip(a.astype(str))
+    digits = np.char.isdigit(np.char.lstrip(text, "+-"))
+    return "int" if bool(np.all(digits)) else "name"
+
+
+def _coerce_like(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``values`` as ids of the kind of ``ids`` (for lookups)."""
+    if ids.dtype.kind == "U":
+        return np.char.strip(values.astype(str))
+    return _as_ids({"ids": values})[0].astype(ids.dtype)
+
+
 def _as_ids(columns: Mapping[str, Any]) -> list[np.ndarray]:
-    """The id columns as one integer dtype: int64, or uint64 when an id exceeds int64 (and
-    none is negative). Errors name the column and the offending id."""
+    """The id columns as one kind: neuron names (strings), or one integer dtype (int64, or
+    uint64 when an id exceeds int64 and none is negative). Errors name the column and the
+    offending id."""
+    arrays = {column: np.asarray(values) for column, values in columns.items()}
+    kinds = {column: _id_kind(a, column) for column, a in arrays.items()}
+    named = [column for column, kind in kinds.items() if kind == "name"]
+    if named:
+        numbered = [c for c, kind in kinds.items() if kind == "int" and arrays[c].size]
+        first = named[0]
+        example = next(
+            v
+            for v in np.char.strip(arrays[first].astype(str)).tolist()
+            if not v.lstrip("+-").isdigit()
+        )
+        if numbered:
+            raise ValueError(
+                f"column {first!r} holds neuron names (e.g. {example!r}) while column "
+                f"{numbered[0]!r} holds integer neuron ids: use one kind of id in all columns."
+            )
+        out_names = [np.char.strip(a.astype(str)) for a in arrays.values()]
+        for column, a in zip(arrays, out_names, strict=True):
+            if a.size and np.any(np.char.str_len(a) == 0):
+                raise ValueError(f"column {column!r} holds an empty neuron name.")
+        return out_names
     out = []
-    for column, values in columns.items():
-        a = np.asarray(values)
+    for column, a in arrays.items():
+        if a.dtype.kind in "USO":
+            a = np.char.strip(a.astype(str))
         if a.dtype.kind not in "iu":
             try:
                 a = a.astype(np.int64)
@@ -392,8 +772,13 @@ def load_edges(
     nt_col: str | None = None,
     region_col: str | None = None,
     neuron_region: Mapping[Any, str] | None = None,
-    inhibitory: Sequence[str] = tuple(INHIBITORY),
+    inhibitory: Sequence[str] | None = None,
     min_count: float = 0.0,
+    *,
+    nodes: Any = None,
+    self_loops: str = "warn",
+    dataset: str = "flywire",
+    excitatory: Sequence[str] = (),
 ) -> Connectome:
     """Read a FlyWire-style edge table into a :class:`Connectome`.
 
@@ -406,8 +791,14 @@ def load_edges(
         pre_col, post_col, count_col, nt_col, region_col: column names, if not the usual ones
             (the count, transmitter and region columns are optional).
         neuron_region: ``{neuron id: region name}`` (instead of a region column).
-        inhibitory: transmitter names whose neurons are inhibitory (default GABA, glutamate).
+        inhibitory: transmitter names whose neurons are inhibitory (default: the dataset's,
+            :data:`TRANSMITTERS`; FlyWire: GABA, glutamate).
         min_count: drop rows with fewer synapses than this (FlyWire commonly uses 5).
+        nodes: the node table: a file (one row per neuron: an id column, :data:`COLUMN_NAMES`
+            ``id``, and optionally ``nt``, ``region`` and ``class`` columns, which override
+            what the edges say), or a sequence of ids. Every neuron in it is kept, in its
+            order, also those without chemical connections.
+        self_loops, dataset, excitatory: as in :meth:`Connectome.from_edges`.
 
     Example:
         >>> import os, tempfile
@@ -456,14 +847,202 @@ def load_edges(
     def sel(a: Any) -> Any:
         return None if a is None else np.asarray(a)[keep]
 
+    node_ids = None
+    per_neuron: dict[str, dict[Any, str] | None] = {"nt": None, "region": None, "class": None}
+    if nodes is not None:
+        if isinstance(nodes, (str, os.PathLike)):
+            node_ids, per_neuron = _read_nodes(os.fspath(nodes))
+        else:
+            node_ids = np.asarray(nodes)
+    if neuron_region is None:
+        neuron_region = per_neuron["region"]
     return Connectome.from_edges(
         sel(pre),
         sel(post),
         sel(count),
         sel(table[c_nt]) if c_nt is not None else None,
-        sel(table[c_region]) if c_region is not None else None,
+        sel(table[c_region]) if c_region is not None and neuron_region is None else None,
         neuron_region=neuron_region,
         inhibitory=inhibitory,
+        nodes=node_ids,
+        neuron_transmitter=per_neuron["nt"],
+        neuron_class=per_neuron["class"],
+        self_loops=self_loops,
+        dataset=dataset,
+        excitatory=excitatory,
+    )
+
+
+def _read_nodes(path: str) -> tuple[np.ndarray, dict[str, dict[Any, str] | None]]:
+    """The ids and the per-neuron labels (``nt``, ``region``, ``class``) of a node table."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no node table at {path!r}.")
+    table = _read_table(path)
+    columns = list(table)
+    c_id = _pick(columns, "id", None, True)
+    assert c_id is not None
+    (ids,) = _as_ids({c_id: table[c_id]})
+    labels: dict[str, dict[Any, str] | None] = {}
+    for field in ("nt", "region", "class"):
+        col = _pick(columns, field, None, False)
+        if col is None or col == c_id:
+            labels[field] = None
+            continue
+        values = [str(v).strip() for v in np.asarray(table[col]).tolist()]
+        labels[field] = {
+            i.item(): v
+            for i, v in zip(ids, values, strict=True)
+            if v and v.lower() not in ("nan", "none", "unknown")
+        }
+    return ids, labels
+
+
+# ----------------------------------------------------------------------------------------
+# The C. elegans connectomes of the `cect` package.
+
+CECT_DATASETS: dict[str, str] = {
+    "Cook2019Herm": "Cook2019HermReader",
+    "Cook2019Male": "Cook2019MaleReader",
+    **{f"Witvliet{k}": f"WitvlietDataReader{k}" for k in range(1, 9)},
+    "White_whole": "White_whole",
+    "WhiteJSH": "DurbinJSHDataReader",
+    "WhiteN2U": "DurbinN2UDataReader",
+    "Varshney": "VarshneyDataReader",
+}
+"""Datasets :func:`load_cect` reads, by name, with the ``cect`` reader module of each
+(Cook et al. 2019 hermaphrodite and male; Witvliet et al. 2021, eight worms from L1 to
+adult; White et al. 1986, whole animal and the JSH / N2U series; Varshney et al. 2011)."""
+
+# Chemical transmitters of Wang et al. 2024 that set a synapse's sign (fast transmission);
+# a neuron with none of them but a monoamine is named by its monoamine(s).
+_FAST = ("Acetylcholine", "Glutamate", "GABA", "Betaine")
+_MONOAMINES = ("Dopamine", "Serotonin", "Tyramine", "Octopamine")
+
+
+def _cect_module(name: str) -> Any:
+    import importlib
+
+    try:
+        import cect  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "load_cect needs the cect package (C. elegans Connectome Toolbox): pip install "
+            '"traxon[celegans]" (or pip install cect).'
+        ) from err
+    return importlib.import_module(f"cect.readers.{name}")
+
+
+def _cect_dataset(name: str) -> Any:
+    """A ``cect`` dataset from the cache shipped in the package (no download, no Excel)."""
+    import contextlib
+    import io
+
+    module = _cect_module(name)
+    with contextlib.redirect_stdout(io.StringIO()):  # cect prints as it loads
+        return module.get_instance(from_cache=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _cect_transmitters(male: bool) -> dict[str, str]:
+    """``{neuron name: transmitter}`` from Wang et al. 2024 (through ``cect``): the fast
+    chemical transmitters a neuron releases, joined by ``"+"``, else its monoamine(s)."""
+    data = _cect_dataset("Wang2024MaleReader" if male else "Wang2024HermReader")
+    found: dict[str, list[str]] = {}
+    for nt in (*_FAST, *_MONOAMINES):
+        matrix = data.connections.get(nt)
+        if matrix is None:
+            continue
+        for i in np.flatnonzero(np.any(np.asarray(matrix) != 0, axis=1)):
+            found.setdefault(data.nodes[i], []).append(nt)
+    out = {}
+    for cell, nts in found.items():
+        fast = [t for t in nts if t in _FAST]
+        out[cell] = "+".join(fast or nts)
+    return out
+
+
+def _cect_class(cell: str) -> str:
+    from cect.Cells import get_SIM_class, is_any_neuron, is_known_muscle
+
+    if is_any_neuron(cell, allow_modelled_neurons=True):
+        kind = get_SIM_class(cell)
+        return {"Sensory": "sensory", "Interneuron": "interneuron", "Motorneuron": "motor"}.get(
+            kind, "neuron"
+        )
+    return "muscle" if is_known_muscle(cell) else "other"
+
+
+def load_cect(
+    dataset: str = "Cook2019Herm",
+    region: str | None = "class",
+    inhibitory: Sequence[str] | None = None,
+    self_loops: str = "warn",
+) -> Connectome:
+    """Read a *C. elegans* connectome shipped by ``cect`` (the C. elegans Connectome
+    Toolbox; ``pip install "traxon[celegans]"``), from the data inside the package.
+
+    Every cell of the dataset is a node, named (``ids`` are strings such as ``"AVAL"``),
+    also those with gap junctions only. Chemical synapses are the connections (``count``:
+    the source's weight, e.g. the number of EM serial sections for Cook et al. 2019); gap
+    junctions are kept apart in ``electrical``, symmetric, never as chemical edges. Each
+    neuron's transmitter comes from Wang et al. 2024 (through ``cect``): the fast chemical
+    transmitters it releases (acetylcholine, glutamate, GABA, betaine) joined by ``"+"``,
+    else its monoamine; cells without an entry (muscles, glia, a few neurons) have none
+    (excitatory). Only GABA is inhibitory by default (:data:`TRANSMITTERS`). Cell classes
+    (:data:`CELL_CLASSES`) follow Cook et al. 2019 (``cect.Cells``).
+
+    Arguments:
+        dataset: one of :data:`CECT_DATASETS` (default Cook et al. 2019, hermaphrodite).
+        region: what the region-rate readout of :func:`connectome_network` averages over:
+            ``"class"`` (one region per cell class), ``"neuron"`` (one per cell) or
+            ``None`` (no regions).
+        inhibitory: transmitter names whose neurons are inhibitory (default GABA only).
+        self_loops: ``"warn"``, ``"keep"`` or ``"drop"`` (see
+            :meth:`Connectome.from_edges`); chemical self-connections exist in the sources.
+
+    Example:
+        >>> from traxon.connectome import load_cect
+        >>> worm = load_cect("Cook2019Herm", self_loops="keep")  # doctest: +SKIP
+        >>> worm.n_neurons, worm.n_connections, worm.n_synapses  # doctest: +SKIP
+        (473, 4879, 28113)
+    """
+    if dataset not in CECT_DATASETS:
+        raise ValueError(f"unknown cect dataset {dataset!r}; choose one of {list(CECT_DATASETS)}.")
+    if region not in ("class", "neuron", None):
+        raise ValueError(f"`region` must be 'class', 'neuron' or None; got {region!r}.")
+    data = _cect_dataset(CECT_DATASETS[dataset])
+    nodes = np.asarray([str(n) for n in data.nodes])
+    tables = {}
+    for kind in ("Generic_CS", "Generic_GJ"):
+        matrix = np.asarray(data.connections.get(kind, np.zeros((nodes.size, nodes.size))))
+        if matrix.shape != (nodes.size, nodes.size):
+            raise ValueError(
+                f"cect dataset {dataset!r}: the {kind} matrix has shape {matrix.shape}, the "
+                f"dataset {nodes.size} cells."
+            )
+        pre, post = np.nonzero(matrix)
+        tables[kind] = (nodes[pre], nodes[post], matrix[pre, post])
+    transmitters = _cect_transmitters(male="Male" in dataset)
+    classes = {cell: _cect_class(cell) for cell in nodes.tolist()}
+    if region == "class":
+        neuron_region: dict[Any, str] | None = classes
+    elif region == "neuron":
+        neuron_region = {cell: cell for cell in nodes.tolist()}
+    else:
+        neuron_region = None
+    pre, post, count = tables["Generic_CS"]
+    return Connectome.from_edges(
+        pre,
+        post,
+        count,
+        neuron_region=neuron_region,
+        inhibitory=inhibitory,
+        nodes=nodes,
+        neuron_transmitter={c: t for c, t in transmitters.items() if c in classes},
+        neuron_class=classes,
+        electrical=tables["Generic_GJ"],
+        self_loops=self_loops,
+        dataset="celegans",
     )
 
 
@@ -593,6 +1172,10 @@ def connectome_network(
     max_active: int | None = None,
     dt: float = 1.0,
     pad_to: int = 1,
+    *,
+    cells: Any = None,
+    input_cells: Any = None,
+    electrical: bool = False,
 ) -> Any:
     r"""A traxon :class:`~traxon.core.Network` of a connectome (see the module docstring).
 
@@ -618,6 +1201,15 @@ def connectome_network(
             :func:`traxon.parallel.data_parallel`, which then splits the per-connection
             weights over the devices; ``W`` then has ``E`` plus at most ``pad_to - 1``
             entries.
+        cells: the cells to simulate (``None``: all): ``"neurons"`` (drop muscles and other
+            non-neurons; needs cell classes), class names (e.g. ``("sensory", "motor")``),
+            a ``(N,)`` bool mask or cell indices (see :meth:`Connectome.subset`).
+        input_cells: the cells the input ``"x"`` drives (``None``: all), chosen like
+            ``cells`` (e.g. ``"sensory"``), or cell ids (names); the others are reached only
+            through the connectome. The encoder is then a :class:`~traxon.core.Sparse` op
+            from every input to every chosen cell (trainable, ``(n_inputs * K,)``).
+        electrical: gap junctions (``connectome.electrical``) as projections: not available
+            yet, so ``True`` raises. The network uses chemical synapses only.
 
     Returns:
         The network; its populations are ``"brain"`` and ``"readout"`` (one unit per region).
@@ -640,10 +1232,20 @@ def connectome_network(
         Network,
         Population,
         Projection,
+        Sparse,
     )
 
     if not isinstance(connectome, Connectome):
         raise TypeError(f"`connectome` must be a Connectome; got {type(connectome).__name__}.")
+    if electrical:
+        n_gap = 0 if connectome.electrical is None else connectome.electrical.pre.size
+        raise NotImplementedError(
+            f"electrical=True: gap-junction projections are not available in traxon yet; the "
+            f"connectome's {n_gap} electrical entries are kept in `connectome.electrical` but "
+            "cannot be simulated. Use electrical=False (chemical synapses only)."
+        )
+    if cells is not None:
+        connectome = connectome.subset(_choose_cells(connectome, cells, "cells"))
     if connectome.region is None or connectome.n_regions == 0:
         raise ValueError(
             "the connectome has no regions: the region-rate readout needs one region per "
@@ -684,6 +1286,20 @@ def connectome_network(
         n_groups=n_groups,
         pad_to=pad_to,
     )
+    if input_cells is None:
+        encoder: Any = Dense(gain=input_gain)
+    else:
+        driven = np.flatnonzero(_choose_cells(connectome, input_cells, "input_cells"))
+        if driven.size == 0:
+            raise ValueError("`input_cells` selects no cell: the input would drive nothing.")
+        k = driven.size
+        # Initial weights N(0, input_gain^2 / n_inputs), as the Dense encoder's.
+        encoder = Sparse.from_edges(
+            np.repeat(np.arange(int(n_inputs)), k),
+            np.tile(driven, int(n_inputs)),
+            n_out=n,
+            gain=input_gain * math.sqrt(k / n),
+        )
     kappa = math.exp(-1.0 / rate_window)
     sizes = connectome.region_sizes().astype(np.float64)
     region = connectome.region.astype(np.int64)
@@ -703,9 +1319,43 @@ def connectome_network(
             "readout": Population(LeakyIntegrator(kappa=kappa), connectome.n_regions),
         },
         projections=[
-            Projection("x", "brain", Dense(gain=input_gain), synapse=Expon(tau_syn)),
+            Projection("x", "brain", encoder, synapse=Expon(tau_syn)),
             Projection("brain", "brain", recurrent, synapse=Expon(tau_syn), delay=1),
             Projection("brain", "readout", readout_op, trainable=False),
         ],
         dt=dt,
     )
+
+
+def _choose_cells(connectome: Connectome, choice: Any, label: str) -> np.ndarray:
+    """``(N,)`` bool mask of the cells named by ``choice``: ``"neurons"``, class name(s),
+    a bool mask, cell indices (integers) or, for named connectomes, cell names."""
+    n = connectome.n_neurons
+    if isinstance(choice, str) and choice == "neurons":
+        if connectome.cell_class is None:
+            raise ValueError(
+                f'`{label}="neurons"` needs cell classes; this connectome has none (load_cect '
+                "gives them; or pass a mask)."
+            )
+        return connectome.is_neuron
+    if isinstance(choice, str) or (
+        isinstance(choice, (list, tuple))
+        and choice
+        and all(isinstance(c, str) for c in choice)
+        and set(choice) <= set(connectome.cell_classes)
+    ):
+        return connectome.cells_of(choice)
+    a = np.asarray(choice)
+    if a.dtype == np.bool_:
+        if a.shape != (n,):
+            raise ValueError(f"`{label}` as a mask must have shape ({n},); got {a.shape}.")
+        return a
+    if a.dtype.kind in "iu" and connectome.ids.dtype.kind != "U":
+        idx = a.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"`{label}` holds cell indices outside [0, {n}).")
+    else:
+        idx = connectome.index_of(a)
+    mask = np.zeros(n, bool)
+    mask[idx] = True
+    return mask
