@@ -288,7 +288,7 @@ class _Progress:
                 file=sys.stderr,
                 desc=desc,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of the "
-                "time budget [{elapsed}<{remaining}{postfix}]",
+                "time budget{postfix}",
             )
         else:
             self.bar = tqdm(total=total, initial=done, unit="seq", file=sys.stderr, desc=desc)
