@@ -225,16 +225,34 @@ def test_the_worm_as_a_network_runs(worm):
     assert net.populations["brain"].size == 302
     # One readout unit per class left: interneuron, motor, "neuron" (CANL/R), sensory.
     assert net.populations["readout"].size == 4
-    params, state = net.init(jax.random.PRNGKey(0), batch_size=2)
+    params, state = net.init(jax.random.PRNGKey(0), batch_size=1)
     n_sensory = int(worm.cells_of("sensory").sum())
     assert params["x->brain"].shape == (4 * n_sensory,)
     neurons_only = worm.subset(worm.is_neuron)
     assert params["brain->brain"].shape == (neurons_only.n_connections,)
-    xs = jnp.ones((20, 2, 4)) * 0.5
+    xs = jnp.ones((5, 1, 4)) * 0.5
     res = net.simulate(params, state, xs)
     spikes = np.asarray(res.record["brain"]["spike"])
-    assert spikes.shape == (20, 2, 302) and np.all(np.isfinite(np.asarray(res.outputs)))
+    assert spikes.shape == (5, 1, 302) and np.all(np.isfinite(np.asarray(res.outputs)))
     # Only the sensory neurons are driven by the input; the others through the connectome.
     sensory = neurons_only.cells_of("sensory")
     drive = np.asarray(net.projections[0].op.apply(params["x->brain"], jnp.ones((1, 4))))
     assert np.all(drive[0, ~sensory] == 0.0) and np.any(drive[0, sensory] != 0.0)
+
+
+def test_negative_targets_load_as_region_rates_take_them(tmp_path):
+    from traxon.tasks import RegionRates, load_targets
+
+    dff = np.random.default_rng(0).normal(0.0, 0.5, (200, 3)).astype(np.float32)  # dF/F
+    assert dff.min() < 0
+    np.save(tmp_path / "dff.npy", dff)
+    targets, _ = load_targets(tmp_path / "dff.npy")
+    np.testing.assert_array_equal(targets, dff)
+    assert RegionRates(n_in=2, n_steps=100, window=25, targets=targets).n_out == 3
+    bad = dff.copy()
+    bad[5, 1] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match="finite"):
+        load_targets(tmp_path / "bad.npy")
+    with pytest.raises(ValueError, match="finite"):
+        RegionRates(n_in=2, n_steps=100, window=25, targets=bad)

@@ -91,10 +91,13 @@ def load_targets(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
         targets = np.asarray(np.load(path, allow_pickle=False), np.float32)
     else:
         raise ValueError(f"target files are .npy or .npz; got {os.path.basename(path)!r}.")
-    if targets.ndim != 2 or not np.all(np.isfinite(targets)) or np.any(targets < 0):
+    # Any finite signal, as RegionRates(targets=...) takes: rates in Hz, or e.g. dF/F,
+    # which is negative below baseline.
+    if targets.ndim != 2 or not np.all(np.isfinite(targets)):
         raise ValueError(
-            f"`targets` must be finite non-negative rates (Hz) of shape (T, R); got shape "
-            f"{targets.shape}."
+            f"`targets` must be finite values (rates in Hz, or a signal such as dF/F) of "
+            f"shape (T, R); got shape {targets.shape}"
+            + ("." if targets.ndim != 2 else ", with non-finite values.")
         )
     if inputs is not None and (
         inputs.ndim != 2 or inputs.shape[0] != targets.shape[0] or np.any(inputs < 0)
@@ -205,10 +208,10 @@ class RegionRates(Task):
         self.recorded_inputs: np.ndarray | None = None
         if targets is not None:
             rec = np.asarray(targets, np.float32)
-            if rec.ndim != 2 or rec.shape[0] < self.n_steps:
+            if rec.ndim != 2 or rec.shape[0] < self.n_steps or not np.all(np.isfinite(rec)):
                 raise ValueError(
-                    f"`targets` must have shape (T_rec >= n_steps={self.n_steps}, R); got "
-                    f"{rec.shape}."
+                    f"`targets` must be finite, of shape (T_rec >= n_steps={self.n_steps}, R); "
+                    f"got {rec.shape}" + ("." if np.all(np.isfinite(rec)) else ", not finite.")
                 )
             self.recorded = rec
             n_regions = rec.shape[1]
