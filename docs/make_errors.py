@@ -769,11 +769,11 @@ learner.evaluate(bad, jnp.ones((5, 2, 3)), np.zeros((5, 2), int))""",
             ),
             (
                 "The state would not fit in memory",
-                'traxon.online_learner(net, "d_rtrl", memory_limit=2000).init_state(4)',
+                'traxon.online_learner(net, "d_rtrl", memory_limit=1500).init_state(4)',
                 "The learner estimates its state from shapes alone before allocating (twice the "
                 "state: a step holds the old and the new). The limit is `memory_limit`, else "
-                "`TRAXON_MEMORY_LIMIT` (bytes), else the accelerator's free memory, else 90% of "
-                "physical memory.",
+                "`TRAXON_MEMORY_LIMIT` (bytes), else the accelerator's free memory, else the "
+                "memory available now (at most 90% of physical memory).",
                 "Take what the message says would fit (a smaller batch, `es_d_rtrl`), or raise "
                 "the limit if the estimate is too cautious.",
             ),

@@ -299,6 +299,9 @@ class OnlineLearner:
             total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):  # not available on this system
             return None, ""
+        available = _mem_available()
+        if available is not None and available < 0.9 * total:
+            return float(available), "memory available now"
         return 0.9 * total, "90% of physical memory"
 
     def check_memory(self, batch_size: int) -> None:
@@ -306,7 +309,7 @@ class OnlineLearner:
 
         The limit is ``memory_limit`` (an argument of the learner), else the environment
         variable ``TRAXON_MEMORY_LIMIT`` (bytes), else the accelerator's free memory, else
-        90% of physical memory.
+        the memory available now (at most 90% of physical memory).
         """
         if hasattr(self.net, "changed_params"):
             # An adapted brainstate module: tracing its init would run the user's module on
@@ -341,14 +344,15 @@ class OnlineLearner:
                     memory_limit=math.inf,
                     dtype=self.dtype,
                 ).memory_estimate(batch_size)
-                hints.append(f"algorithm 'es_d_rtrl' (about {_gb(2 * other)})")
+                if 2 * other <= limit:
+                    hints.append(f"algorithm 'es_d_rtrl' (about {_size(2 * other)})")
             except Exception:  # no es_d_rtrl for this network: no hint
                 pass
         hint = f" What would fit: {' or '.join(hints)}." if hints else ""
         raise MemoryError(
-            f"{self.algorithm.name} at batch_size={batch_size} needs about {_gb(need)} "
-            f"(twice its state of {_gb(state)}: traces, network state, weights, optimiser "
-            f"state), more than the {_gb(limit)} available ({source}).{hint} To try anyway, "
+            f"{self.algorithm.name} at batch_size={batch_size} needs about {_size(need)} "
+            f"(twice its state of {_size(state)}: traces, network state, weights, optimiser "
+            f"state), more than the {_size(limit)} available ({source}).{hint} To try anyway, "
             f"raise the limit with memory_limit= or the {MEMORY_LIMIT_ENV} environment "
             "variable (bytes; 'inf' turns the check off)."
         )
@@ -762,8 +766,12 @@ class OnlineLearner:
         if isinstance(batches, (np.ndarray, jax.Array)) or not isinstance(batches, Iterable):
             raise TypeError(
                 "`batches` must be an iterable of (x, y) or (x, y, mask) batches (or "
-                f"traxon.tasks.Batch); got {type(batches).__name__}"
-                + (f" of shape {tuple(np.shape(batches))}" if np.ndim(batches) else "")
+                "traxon.tasks.Batch); got "
+                + (
+                    f"an array of shape {tuple(np.shape(batches))}"
+                    if isinstance(batches, (np.ndarray, jax.Array))
+                    else type(batches).__name__
+                )
                 + ". For one batch, pass [(x, y, mask)]."
             )
         bar = _progress(n_batches, progress)
@@ -855,8 +863,24 @@ class OnlineLearner:
             return self._state
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB"
+def _mem_available() -> int | None:
+    """Linux's estimate of the memory available to a new process (bytes), if known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _size(n: float) -> str:
+    """A number of bytes for people: ``'6.5 GB'``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
