@@ -182,6 +182,19 @@ def test_string_ids_node_table_and_unknown_transmitters(tmp_path):
     assert c.cell_classes == ("interneuron", "motor", "sensory")
     assert [c.regions[r] for r in c.region] == ["head", "head", "body", "head"]
     assert c.cells_of("sensory").tolist() == [False, False, False, True]
+    # A cell without synapses and without a region in the node table has no region.
+    from traxon.connectome import connectome_network
+
+    lone = load_edges(
+        tmp_path / "edges.csv",
+        nodes=["AVAL", "AVAR", "DD1", "ASEL"],
+        region_col="nt",
+        dataset="celegans",
+    )
+    assert lone.region[3] == -1
+    with pytest.raises(ValueError, match=r"1 cells have no region.*'ASEL'"):
+        connectome_network(lone)
+    assert connectome_network(lone, cells=[0, 1, 2]).populations["brain"].size == 3
     with pytest.raises(ValueError, match="not in the node table"):
         Connectome.from_edges(["A"], ["B"], nodes=["A"])
     with pytest.raises(ValueError, match="more than once"):

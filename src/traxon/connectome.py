@@ -1251,6 +1251,14 @@ def connectome_network(
             "the connectome has no regions: the region-rate readout needs one region per "
             "neuron (a region column, or `neuron_region=` when loading)."
         )
+    no_region = np.flatnonzero(connectome.region < 0)
+    if no_region.size:
+        raise ValueError(
+            f"{no_region.size} cells have no region (no synapses to place them, none in the "
+            f"node table), e.g. {[connectome.ids[i].item() for i in no_region[:5]]}: give "
+            "them one (`neuron_region=`, a region column in the node table) or leave them "
+            "out (`cells=`)."
+        )
     if trainable not in ("connection", "cell_type"):
         raise ValueError(f"`trainable` must be 'connection' or 'cell_type'; got {trainable!r}.")
     if isinstance(rate_window, bool) or not isinstance(rate_window, int) or rate_window < 1:
@@ -1329,7 +1337,7 @@ def connectome_network(
 
 def _choose_cells(connectome: Connectome, choice: Any, label: str) -> np.ndarray:
     """``(N,)`` bool mask of the cells named by ``choice``: ``"neurons"``, class name(s),
-    a bool mask, cell indices (integers) or, for named connectomes, cell names."""
+    a bool mask, cell indices (integers) or cell names (strings)."""
     n = connectome.n_neurons
     if isinstance(choice, str) and choice == "neurons":
         if connectome.cell_class is None:
@@ -1350,7 +1358,7 @@ def _choose_cells(connectome: Connectome, choice: Any, label: str) -> np.ndarray
         if a.shape != (n,):
             raise ValueError(f"`{label}` as a mask must have shape ({n},); got {a.shape}.")
         return a
-    if a.dtype.kind in "iu" and connectome.ids.dtype.kind != "U":
+    if a.dtype.kind in "iu":  # cell indices (integer ids: use connectome.index_of)
         idx = a.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise ValueError(f"`{label}` holds cell indices outside [0, {n}).")
