@@ -4,7 +4,7 @@ Everything here is a pytree or a pure function; nothing holds mutable state.
 """
 
 from traxon.core.network import Network, Population, Projection, Readout, SimulationResult
-from traxon.core.neurons import ALIF, LIF, Izhikevich, LeakyIntegrator, Neuron
+from traxon.core.neurons import ALIF, LIF, Graded, Izhikevich, LeakyIntegrator, Neuron
 from traxon.core.ops import (
     CSR,
     Bias,
@@ -32,6 +32,7 @@ __all__ = [
     "Expon",
     "FixedInDegree",
     "FixedOutDegree",
+    "Graded",
     "Izhikevich",
     "LeakyIntegrator",
     "Network",

@@ -32,7 +32,7 @@ from traxon._checks import TraxonWarning, check_in, check_positive, is_concrete,
 from traxon._module import Module, static
 from traxon.core.surrogates import Surrogate, surrogate
 
-__all__ = ["ALIF", "LIF", "Izhikevich", "LeakyIntegrator", "Neuron"]
+__all__ = ["ALIF", "LIF", "Graded", "Izhikevich", "LeakyIntegrator", "Neuron"]
 
 State = dict[str, jax.Array]
 
@@ -385,6 +385,81 @@ class LeakyIntegrator(Neuron):
         if self.tau is not None:
             return {"r": _mean_decay(dt, self.tau)}
         return {"r": float(np.mean(np.asarray(self.kappa, np.float64)))}
+
+
+_ACTIVATIONS: dict[str, Any] = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "softplus": jax.nn.softplus,
+    "relu": jax.nn.relu,
+    "identity": lambda v: v,
+}
+
+
+class Graded(Neuron):
+    r"""Non-spiking graded (rate) neuron: a leaky membrane read through a nonlinearity.
+
+    .. math::
+        \tau \frac{dV}{dt} = -V + R\,I
+        \;\Rightarrow\;
+        V_t = V_{t-1}\,\alpha + R\,I_t\,(1-\alpha) + J_t,\qquad \alpha = e^{-\Delta t/\tau}
+
+        r_t = f(V_t)
+
+    integrated by the exact exponential step, as :class:`LIF` but with no threshold and no
+    reset. Its output (what projections and the readout read by default) is the rate
+    :math:`r_t = f(V_t)`; a projection with ``signal="V"`` reads the membrane itself.
+    Its only state variable ``V`` decays at the fixed rate :math:`\alpha`, so the
+    ``es_d_rtrl`` factorisation is exact on one graded population (``decay="auto"``).
+
+    Arguments:
+        tau: membrane time constant (ms, > 0), one value or one per neuron.
+        R: input resistance (input current scale).
+        activation: the nonlinearity :math:`f`: ``"tanh"``, ``"sigmoid"``, ``"softplus"``,
+            ``"relu"`` (rectified, :math:`\max(V, 0)`) or ``"identity"``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from traxon.core import Graded
+        >>> g = Graded(tau=10.0, activation="tanh")
+        >>> s = g.update(g.init((1, 2), jnp.float32), current=jnp.array([[0.0, 20.0]]),
+        ...              jump=0.0, dt=1.0)
+        >>> [round(v, 3) for v in g.output(s)[0].tolist()]  # tanh(R I (1 - exp(-dt / tau)))
+        [0.0, 0.957]
+    """
+
+    tau: Any = 10.0
+    R: Any = 1.0
+    activation: str = static(default="tanh")
+
+    def __post_init__(self) -> None:
+        _convert(self, tau="ms", R=None)
+        check_positive(self.tau, "tau")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"`activation` must be one of {sorted(_ACTIVATIONS)}; got {self.activation!r}."
+            )
+
+    @property
+    def spiking(self) -> bool:
+        return False
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("V",)
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        return {"V": jnp.zeros(shape, dtype)}
+
+    def output(self, state: State) -> jax.Array:
+        return _ACTIVATIONS[self.activation](state["V"])
+
+    def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
+        alpha = _leak(dt, self.tau)
+        return {"V": state["V"] * alpha + self.R * current * (1.0 - alpha) + jump}
+
+    def decays(self, dt: float) -> dict[str, float]:
+        return {"V": _mean_decay(dt, self.tau)}
 
 
 def _mean_decay(dt: float, tau: Any) -> float:
