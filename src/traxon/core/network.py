@@ -92,6 +92,10 @@ class Projection(Module):
             ``I = g (E - V)``; ``None`` for current-based input.
         name: key of the weight in ``params`` (default ``"source->target"``).
         trainable: whether the learning rules compute a gradient for this weight.
+        signal: what the projection reads from a source population: ``"spike"`` (the
+            default: the neuron's output, spikes or a graded neuron's rate ``f(V)``) or the
+            name of one of its state variables, e.g. ``"V"`` for the membrane potential.
+            Inputs have one signal, their values.
 
     Example:
         >>> from traxon.core import Dense, Expon, Projection
@@ -108,8 +112,14 @@ class Projection(Module):
     reversal: float | None = static(default=None)
     name: str | None = static(default=None)
     trainable: bool = static(default=True)
+    signal: str = static(default="spike")
 
     def __post_init__(self) -> None:
+        if not isinstance(self.signal, str) or not self.signal:
+            raise TypeError(
+                "`signal` must be 'spike' or the name of a state variable of the source "
+                f"neuron (e.g. 'V'); got {self.signal!r}."
+            )
         if self.align not in ("post", "pre"):
             raise ValueError(f"`align` must be 'post' or 'pre'; got {self.align!r}.")
         if (
@@ -218,6 +228,7 @@ class PopulationPlan:
     size: int
     channels: tuple[Channel, ...]
     pre_traces: tuple[PreTrace, ...]
+    state_signals: tuple[str, ...] = ()  # state variables that projections read
 
     @property
     def traced(self) -> tuple[str, ...]:
@@ -246,9 +257,12 @@ class PopulationPlan:
         return state
 
     def signals(self, state: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-        """Output signals: ``"spike"`` (or the value, for non-spiking models) and traces."""
+        """Output signals: ``"spike"`` (or the value, for non-spiking models), traces and
+        the state variables that projections read (``Projection(signal=...)``)."""
         neuron_state = {k: state[k] for k in (*self.neuron.state_names, *self.aux)}
         out = {"spike": self.neuron.output(neuron_state)}
+        for k in self.state_signals:
+            out[k] = state[k]
         for tr in self.pre_traces:
             out[tr.id] = tr.synapse.output(_sub(state, tr.id, tr.synapse.state_names))
         return out
@@ -372,6 +386,24 @@ class Network:
                 )
             pop.check_parameters(name)
         projs = list(projections)
+        for i, proj in enumerate(projs):
+            if not isinstance(proj, Projection):
+                hint = (
+                    " `Network.projections` holds the resolved plans, not Projections: "
+                    "rebuild a network with `net.rebuild(...)`, or from `net.spec`."
+                    if isinstance(proj, ProjectionPlan)
+                    else ""
+                )
+                got = type(proj).__name__
+                raise TypeError(f"projection {i} must be a traxon Projection; got {got}." + hint)
+        # The arguments this network was built from (`rebuild` changes some of them).
+        self.spec: dict[str, Any] = {
+            "inputs": dict(self.inputs),
+            "populations": dict(pops),
+            "projections": tuple(projs),
+            "readout": readout,
+            "dt": dt,
+        }
         self.readout = readout
         if readout is not None:
             if READOUT in pops:
@@ -393,11 +425,26 @@ class Network:
             raise ValueError(f"names used for both an input and a population: {sorted(clash)}.")
         self._build(pops, projs)
 
+    def rebuild(self, **changes: Any) -> Network:
+        """A new network from the arguments of this one (:attr:`spec`), some changed.
+
+        Example:
+            >>> from traxon.core import LIF, Dense, Network, Population, Projection
+            >>> net = Network(2, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense())])
+            >>> net.rebuild(populations={"h": Population(LIF(), 8)}).populations["h"].size
+            8
+        """
+        unknown = sorted(set(changes) - set(self.spec))
+        if unknown:
+            raise TypeError(f"rebuild() takes {sorted(self.spec)}; got {unknown}.")
+        return Network(**{**self.spec, **changes})
+
     # ----------------------------------------------------------------------------------
     def _build(self, pops: dict[str, Population], projs: list[Projection]) -> None:
         sizes = {**self.inputs, **{k: p.size for k, p in pops.items()}, ONE: 1}
         channels: dict[str, dict[tuple, Channel]] = {k: {} for k in pops}
         pre_traces: dict[str, dict[tuple, PreTrace]] = {k: {} for k in [*pops, *self.inputs]}
+        state_reads: dict[str, list[str]] = {k: [] for k in pops}
         plans: list[ProjectionPlan] = []
         names: set[str] = set()
         for i, proj in enumerate(projs):
@@ -428,6 +475,10 @@ class Network:
             n_in, n_out = sizes[proj.source], sizes[proj.target]
             proj.op.check_sizes(n_in, n_out, where)
             signal = "x" if from_input else "spike"
+            if proj.signal != "spike":
+                signal = self._state_signal(proj, where, pops, from_input)
+                if proj.signal not in state_reads[proj.source]:
+                    state_reads[proj.source].append(proj.signal)
             if proj.align == "pre":
                 key = proj.synapse.key()  # type: ignore[union-attr]
                 table = pre_traces[proj.source]
@@ -468,6 +519,7 @@ class Network:
                 p.size,
                 tuple(channels[k].values()),
                 tuple(pre_traces[k].values()),
+                tuple(state_reads[k]),
             )
             for k, p in pops.items()
         }
@@ -476,6 +528,31 @@ class Network:
         }
         self.projections: tuple[ProjectionPlan, ...] = tuple(plans)
         self.order: tuple[str, ...] = self._topological_order()
+
+    @staticmethod
+    def _state_signal(
+        proj: Projection, where: str, pops: Mapping[str, Population], from_input: bool
+    ) -> str:
+        """The state variable a projection reads (``signal=``), checked against its source."""
+        if from_input:
+            raise ValueError(
+                f"{where}: `signal={proj.signal!r}` reads a population's state, but "
+                f"{proj.source!r} is an input, whose one signal is its values; leave `signal` "
+                "at its default."
+            )
+        neuron = pops[proj.source].neuron
+        if proj.signal not in neuron.state_names:
+            available = ["spike", *neuron.state_names]
+            raise ValueError(
+                f"{where}: unknown signal {proj.signal!r}; population {proj.source!r} "
+                f"({type(neuron).__name__}) exposes {available}."
+            )
+        if proj.align == "pre":
+            raise ValueError(
+                f"{where}: `align='pre'` filters the source's output, so it cannot read "
+                f"`signal={proj.signal!r}`; use align='post' with a synapse on the target."
+            )
+        return proj.signal
 
     def _topological_order(self) -> tuple[str, ...]:
         deps: dict[str, set[str]] = {k: set() for k in self.populations}

@@ -8,7 +8,9 @@ For every population :math:`P` with :math:`N` neurons and :math:`S` traced state
 * ``lam[P][sig]`` ``(B, N)`` -- :math:`\partial l_t / \partial \mathrm{sig}_t`: the learning
   signal at each of this step's output signals, propagated within the step through the
   downstream populations and the readout (one VJP of zero perturbations);
-* ``g[P][sig]`` ``(B, N, S)`` -- :math:`\partial \mathrm{sig}_t / \partial h_t` per neuron;
+* ``g[P][sig]`` ``(B, N, S)`` -- :math:`\partial \mathrm{sig}_t / \partial h_t` per neuron
+  (a signal is the output ``"spike"``, an AlignPre trace, or a state variable that a
+  projection reads with ``signal=``, whose row is one-hot);
 * ``cost[P]`` ``(B, N)`` -- optional linear costs on this step's spikes (e.g. a firing-rate
   regulariser): their learning signal at the spikes, separate from the readout's;
 * ``delta[P]`` ``(B, N, S)`` -- :math:`\partial l_t / \partial h_t = \sum_{sig} lam \cdot g
@@ -75,7 +77,8 @@ class StepQuantities(NamedTuple):
 
 
 def within_step_signals(net: Network) -> dict[str, tuple[str, ...]]:
-    """Signals of each population read at the same step (by ``delay=0`` projections)."""
+    """Signals of each population read at the same step (by ``delay=0`` projections):
+    ``"spike"``, AlignPre trace ids and state variables (``Projection(signal="V")``)."""
     used: dict[str, set[str]] = {k: set() for k in net.populations}
     for p in net.projections:
         if not p.delay and p.source in net.populations:
