@@ -864,15 +864,26 @@ class OnlineLearner:
 
 
 def _mem_available() -> int | None:
-    """Linux's estimate of the memory available to a new process (bytes), if known."""
+    """Linux's estimate of the memory available to a new process (bytes), within this
+    container's cgroup limit when there is one; ``None`` when unknown."""
+    found = []
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read().strip())
+        if limit != "max":
+            found.append(int(limit) - current)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def _size(n: float) -> str:
