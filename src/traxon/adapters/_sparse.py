@@ -105,7 +105,7 @@ def looks_sparse(node: Any) -> bool:
 def unknown_kernel_error(node: Any, weight: str, module: str) -> ValueError:
     """The error for a sparse kernel traxon does not map, naming the weight, module, kernel."""
     return ValueError(
-        f"weight `{weight}` (module `{module}`) enters the step through the sparse kernel "
+        f"weight `{weight}` (module `{module}`) enters the step through the sparse or event kernel "
         f"`{kernel_name(node)}`, which traxon does not know. traxon maps the fixed-number and "
         "CSR kernels of brainstate.nn.EventFixedProb, FixedNumConn and SparseLinear "
         "(binary_fcnmm, fcnmm, binary_csrmm, csrmm, brainunit's csr_matmat and coo_matmat, "
