@@ -93,6 +93,11 @@ def test_nan_update_at_sequence_end_is_not_committed(net):
     with pytest.raises(FloatingPointError):
         ln.fit([(x, y, mask)])
     assert all_finite(ln.state)
+    ln.step(x[0], y[0])  # no update yet: it waits for the end of the sequence
+    before = ln.state
+    with pytest.raises(FloatingPointError):
+        ln.end()
+    assert ln.state is before
     skip = traxon.online_learner(
         net, "es_d_rtrl", optax.sgd(float("nan")), update_every="sequence", on_nonfinite="skip"
     )
