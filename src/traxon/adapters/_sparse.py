@@ -38,7 +38,17 @@ import numpy as np
 
 from traxon.core.ops import CSR
 
-__all__ = ["SparseConn", "ensure_cpu_backend", "is_sparse", "kernel_name", "opaque_call", "read"]
+__all__ = [
+    "SparseConn",
+    "ensure_cpu_backend",
+    "install",
+    "is_sparse",
+    "kernel_name",
+    "looks_sparse",
+    "opaque_call",
+    "read",
+    "unknown_kernel_error",
+]
 
 # Kernel families (names as primitives, or as brainevent's named jit calls, across releases).
 FIXED_NUM_EVENT = frozenset(
@@ -55,7 +65,7 @@ _CALLS = ("jit", "pjit", "closed_call")
 # Names that look like a sparse or event kernel (brainevent, brainunit, jax.experimental.sparse).
 _LOOKS_SPARSE = re.compile(r"csr|csc|coo|bsr|fcn|ell_|jit[cnsu]|sparse|spmv|spmm|binary_|event")
 
-# Event-driven forward: up to this fraction of presynaptic neurons active per sample takes
+# Event-driven forward: a sample with up to one in this many presynaptic neurons active takes
 # the gather path; beyond it the exact all-entries scatter is used (no event is dropped).
 _ACTIVE_FRACTION = 8
 
