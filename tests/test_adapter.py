@@ -528,12 +528,19 @@ def test_weight_not_aligned_to_neurons_is_rejected():
 
 
 def test_adapter_argument_errors():
-    with pytest.raises(ValueError, match="input_size"):
-        traxon.online_learner(build(Single))
     with pytest.raises(TypeError, match="brainstate"):
         adapt(object(), input_size=3)
-    with pytest.raises(ValueError, match="init_all_states"):
-        adapt(Single(), input_size=N_IN)
+    with pytest.raises(ValueError, match="input_size"):
+        adapt(build(Single), input_size=0)
+
+
+def test_input_size_and_states_are_found_without_being_given():
+    # No input_size, no init_all_states: read from the module's first layer, states
+    # initialised with a batch axis by the adapter.
+    net = adapt(Single())
+    assert net.inputs == {"x": N_IN}
+    learner = traxon.online_learner(Single(), "es_d_rtrl")
+    assert learner.net.inputs == {"x": N_IN}
 
 
 def test_importing_traxon_does_not_need_brainpy():

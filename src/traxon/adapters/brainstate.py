@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from traxon._module import static
-from traxon.adapters import _sparse
+from traxon.adapters import _prepare, _sparse
 from traxon.adapters._graph import Graph, Lit, Node, flatten
 from traxon.core.network import ONE, READOUT, Network, PopulationPlan, ProjectionPlan
 from traxon.core.neurons import Neuron
@@ -67,6 +67,24 @@ _ELEMENTWISE = {
     "integer_pow",
 }
 _LAYOUT = {"transpose", "reshape", "convert_element_type", "copy", "copy_p"}
+# Fixed selections of a signal that may stand in front of a weight (part of its op).
+_SELECT = _LAYOUT | {
+    "slice",
+    "squeeze",
+    "expand_dims",
+    "broadcast_in_dim",
+    "gather",
+    "dynamic_slice",
+    "rev",
+    "ne",
+    "eq",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "mul",
+    "concatenate",
+}
 _FIXED_CONN = _sparse.KNOWN  # brainevent's fixed-number and CSR kernels, brainunit's CSR
 
 
@@ -138,24 +156,28 @@ class AdaptedOp(WeightOp):
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
         info = self._info(z.shape[0])
         if info.fixed is not None:
-            return info.fixed.apply(info.transform(W), z)
+            return info.fixed.apply(info.transform(W), _selected(info, z))
         a = self.net.analysis(z.shape[0])
         values = {info.param_id: W}
         if info.z_id is not None:
             values[info.z_id] = z.astype(a.graph.dtype(info.z_id))
         (u,), _ = a.graph.evaluate(values, [info.u_id])
-        return u
+        return jnp.broadcast_to(u, (z.shape[0], u.shape[-1]))  # a bias may be (1, N)
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         _, vjp = jax.vjp(lambda w: self.apply(w, pre.astype(W.dtype)), W)
         return vjp(post.astype(W.dtype))[0]
 
     def _slope(self, info: _Op, W: jax.Array) -> jax.Array:
-        return jax.jvp(info.transform, (W,), (jnp.ones_like(W),))[1]
+        slope = jax.jvp(info.transform, (W,), (jnp.ones_like(W),))[1]
+        if self.kind == "bias" and slope.shape != W.shape:  # broadcast over the batch
+            slope = jnp.reshape(slope, (-1, *W.shape))[0]
+        return slope
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         info = self._info(z.shape[0])
         slope = self._slope(info, W)
+        z = _selected(info, z)
         if self.kind == "dense":
             return z[:, :, None] * slope[None]
         if self.kind == "elementwise":
@@ -176,6 +198,10 @@ class AdaptedOp(WeightOp):
 
 
 _FixedConn = _sparse.SparseConn  # sparse connectivity as traxon's CSR op
+
+
+def _selected(info: _Op, z: jax.Array) -> jax.Array:
+    return z if info.select is None else info.select(z)
 
 
 # --------------------------------------------------------------------------------------
@@ -211,6 +237,9 @@ class _Op:
     transform: Callable[[jax.Array], jax.Array]  # weight leaf -> what the node reads
     elementwise: bool
     fixed: _FixedConn | None = None
+    # A fixed selection in front of the weight (``spk[:, :n_exc]``): the op reads the full
+    # signal ``z_id`` and ``select`` maps it to what the weight is applied to.
+    select: Callable[[jax.Array], jax.Array] | None = None
     target: str = ""
     source: str = ""
     signal: str = ""
@@ -235,16 +264,19 @@ class Analysis:
     def __init__(self, net: AdaptedNetwork, batch: int) -> None:
         bs = _bs()
         self.batch = batch
+        self.n_in = net.n_in
         x = jnp.zeros((batch, net.n_in), jnp.float32)
         i0, t0 = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
 
         import brainunit as u
 
         def step(x: Any, i: Any, t: Any) -> Any:
-            with bs.environ.context(i=i, t=t * u.ms):
+            with bs.environ.context(**{**net.environment, "i": i, "t": t * u.ms}):
                 return net.call(net.module, x)
 
-        with _BatchedStates(net, batch):
+        # Traced on its own, with concrete values, even when first needed inside a jit
+        # (another batch size), and in the environment captured when the module was attached.
+        with jax.ensure_compile_time_eval(), _BatchedStates(net, batch):
             sf = bs.transform.StatefulFunction(step, return_only_write=False)
             sf.make_jaxpr(x, i0, t0)
             states = list(sf.get_states(x, i0, t0))
@@ -344,7 +376,15 @@ class Analysis:
                 "brainevent's fixed connectivity). Use algorithm='bptt' for this module."
             )
         raw = node.outs[0]
-        u_id, layout = _to_canonical(g, raw, B)
+        if kind == "bias":
+            # The bias's own contribution is the weight-only operand of the addition (the
+            # other operand may be another weight's output, as in ``x @ W + b``).
+            if len(din) != 1 or g.shape(din[0]) != g.shape(raw):
+                raise ValueError(f"weight `{name}` is added in an unsupported way.")
+            if len(g.shape(pin)) != 2 or g.shape(pin)[1] != g.shape(raw)[-1]:
+                raise ValueError(f"bias `{name}` is not one value per neuron.")
+            raw = pin  # (1, N) or (B, N): broadcast to (B, N) where it is read
+        u_id, layout = (raw, lambda u: u) if kind == "bias" else _to_canonical(g, raw, B)
         if u_id is None:
             raise ValueError(
                 f"the output of weight `{name}` ({node.name}, shape {g.shape(raw)}) has no "
@@ -353,9 +393,15 @@ class Analysis:
             )
         chain = g.ancestors([pin], stop={leaf}) - {leaf}
         chain_nodes = {g.producer[i].index for i in chain if i in g.producer}
-        elementwise = all(g.nodes[k].name in _ELEMENTWISE for k in chain_nodes) and (
-            g.shape(pin) == g.shape(leaf)
-        )
+        if kind == "bias":  # a broadcast of one value per neuron, perhaps scaled
+            elementwise = (
+                all(g.nodes[k].name in _ELEMENTWISE | {"broadcast_in_dim"} for k in chain_nodes)
+                and g.shape(leaf)[-1:] == g.shape(pin)[-1:]
+            )
+        else:
+            elementwise = all(g.nodes[k].name in _ELEMENTWISE for k in chain_nodes) and (
+                g.shape(pin) == g.shape(leaf)
+            )
 
         def transform(W: jax.Array, _g: Graph = g, _leaf: int = leaf, _pin: int = pin) -> Any:
             (out,), _ = _g.evaluate({_leaf: W}, [_pin])
@@ -364,12 +410,7 @@ class Analysis:
         z_id = None
         fixed = None
         data_in = din[0]
-        if kind == "bias":
-            if len(din) != 1 or g.shape(data_in) != g.shape(raw):
-                raise ValueError(f"weight `{name}` is added in an unsupported way.")
-            if g.shape(pin)[-1:] != g.shape(raw)[-1:]:
-                raise ValueError(f"bias `{name}` is not one value per neuron.")
-        else:
+        if kind != "bias":
             z_id = _from_canonical(g, data_in, B)
             if z_id is None:
                 raise ValueError(
@@ -503,6 +544,9 @@ class Analysis:
             from_new = {new_ids[i] for i in srcs if i in new_ids}
             from_old = {old_ids[i] for i in srcs if i in old_ids}
             from_x = self.x_id in srcs
+            if len(from_new | from_old) + from_x == 1:
+                (src,) = from_new | from_old or {"x"}
+                self._full_signal(op, self.n_in if src == "x" else self.pops[src].size)
             if from_x and not from_new and not from_old:
                 if op.z_id != self.x_id:
                     raise ValueError(
@@ -521,6 +565,35 @@ class Analysis:
                     f"({sorted(from_new | from_old) + (['input'] if from_x else [])}); traxon "
                     "needs each weight to read one population's spikes or the input."
                 )
+
+    def _full_signal(self, op: _Op, width: int) -> None:
+        """Move a fixed selection in front of a weight (a slice, an index, a reshape, a
+        comparison with a constant) into the weight op: the op then reads the full signal
+        of its source, of shape ``(batch, width)``."""
+        g = self.graph
+        assert op.z_id is not None
+        i = op.z_id
+        for _ in range(32):
+            if g.shape(i) == (self.batch, width):
+                break
+            node = g.producer.get(i)
+            if node is None or node.name not in _SELECT:
+                return
+            data = [a for a in node.input_ids() if a in self.data]
+            if len(data) != 1:
+                return  # several signals combined (a concatenation of sources, ...)
+            i = data[0]
+        else:
+            return
+        if i == op.z_id:
+            return
+        target = op.z_id
+
+        def select(z: jax.Array, _g: Graph = g, _full: int = i, _t: int = target) -> Any:
+            (out,), _ = _g.evaluate({_full: z.astype(_g.dtype(_full))}, [_t])
+            return jnp.asarray(out).astype(z.dtype)
+
+        op.z_id, op.select = i, select
 
     def _externals(self) -> None:
         """Inputs of each transition that are neither its own state nor its weights' output."""
@@ -697,7 +770,11 @@ class AdaptedNetwork(Network):
     """
 
     def __init__(
-        self, module: Any, input_size: int, call: Callable[[Any, Any], Any] | None = None
+        self,
+        module: Any,
+        input_size: int | None = None,
+        call: Callable[[Any, Any], Any] | None = None,
+        input_unit: Any = None,
     ) -> None:
         bs = _bs()
         import brainunit as u
@@ -706,13 +783,27 @@ class AdaptedNetwork(Network):
             raise TypeError(
                 f"`module` must be a brainstate.nn.Module; got {type(module).__name__}."
             )
+        if input_unit is not None and not isinstance(input_unit, u.Unit):
+            raise TypeError(
+                f"`input_unit` must be a brainunit unit (e.g. u.nA); got {input_unit!r}."
+            )
+        self.input_unit = input_unit
+        if call is None:
+            call = (
+                (lambda m, x: m.update(x * input_unit))
+                if input_unit is not None
+                else (lambda m, x: m.update(x))
+            )
+        _prepare.ensure_batched_states(module)
+        if input_size is None:
+            input_size = _prepare.infer_input_size(module, call, self._batch_of(module.states()))
         if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
             raise TypeError(f"`input_size` must be an integer; got {input_size!r}.")
         if input_size < 1:
             raise ValueError(f"`input_size` must be positive; got {input_size}.")
         self.module = module
         _sparse.ensure_cpu_backend()  # brainevent's pure-JAX CPU kernels when numba is absent
-        self.call = call or (lambda m, x: m.update(x))
+        self.call = call
         self.n_in = int(input_size)
         try:
             dt = bs.environ.get_dt()
@@ -722,6 +813,10 @@ class AdaptedNetwork(Network):
                 "adapting the module."
             ) from err
         self.dt = float(dt / u.ms) if isinstance(dt, u.Quantity) else float(dt)
+        # The environment when attached (dt may be set only in an environ.context).
+        self.environment = {
+            k: v for k, v in bs.environ.all().items() if k not in ("i", "t", "platform")
+        }
         self.inputs = {"x": self.n_in}
         self.readout = None
         self.input_traces: dict[str, tuple] = {"x": ()}
@@ -748,6 +843,28 @@ class AdaptedNetwork(Network):
         a = self.analysis(self.attach_batch)
         self._build_from(a)
         self.written: dict[str, Any] = {}
+
+    def as_inputs(self, x: Any, batch: int | None = None, leading: int = 0) -> dict[str, jax.Array]:
+        """As :meth:`Network.as_inputs`; a brainunit Quantity is read in ``input_unit``."""
+        if isinstance(x, Mapping):
+            x = {k: self._in_unit(v) for k, v in x.items()}
+        else:
+            x = self._in_unit(x)
+        return super().as_inputs(x, batch, leading)
+
+    def _in_unit(self, x: Any) -> Any:
+        if not _is_quantity(x):
+            return x
+        if self.input_unit is None:
+            import brainunit as u
+
+            raise ValueError(
+                f"the input is a Quantity in {u.get_unit(x)}, but the module was attached "
+                "without `input_unit`: attach it with input_unit=<the unit its step takes "
+                "its input in> (e.g. online_learner(module, ..., input_unit=u.nA)), or pass "
+                "plain arrays."
+            )
+        return x.to_decimal(self.input_unit)
 
     def _initial_values(self, module: Any, states: Any) -> dict[int, list[jax.Array]]:
         """Every state's values at the start of a sequence: what the module's own
@@ -1067,6 +1184,7 @@ class AdaptedNetwork(Network):
         batch = xs.shape[0]
         for op in a.ops.values():
             u = rec[op.u_id].astype(dtype)
+            u = jnp.broadcast_to(u, (batch, u.shape[-1]))  # a bias may be (1, N)
             if op.name in sever:
                 u = jax.lax.stop_gradient(u)
             us[op.target][f"w:{op.name}"] = u
@@ -1291,19 +1409,27 @@ def _unique(names: Sequence[str], pop: str) -> None:
 
 
 def adapt(
-    module: Any, input_size: int, call: Callable[[Any, Any], Any] | None = None
+    module: Any,
+    input_size: int | None = None,
+    call: Callable[[Any, Any], Any] | None = None,
+    input_unit: Any = None,
 ) -> AdaptedNetwork:
     """Read a brainstate module's step into the model contract (see the module docstring).
 
     Arguments:
-        module: a ``brainstate.nn.Module`` whose states are initialised
-            (``brainstate.nn.init_all_states(module, batch_size)``) and whose ``update(x)``
-            returns the readout's output.
-        input_size: the number of input channels per sample.
+        module: a ``brainstate.nn.Module`` whose ``update(x)`` returns the readout's
+            output. Its states are initialised with a batch axis if they are not
+            (``brainstate.nn.init_all_states(module, batch_size=1)``); any batch size
+            works afterwards.
+        input_size: the number of input channels per sample (default: the first input
+            size declared by the module's layers with which its step traces).
         call: ``call(module, x)`` when one step is not ``module.update(x)``.
+        input_unit: the brainunit unit the module takes its input in (e.g. ``u.nA``): the
+            step is ``module.update(x * input_unit)`` and Quantities given to the learner
+            are read in this unit. Plain arrays are taken as mantissas in it.
 
     Example:
         >>> import brainstate, brainunit as u, brainpy.state as bps  # doctest: +SKIP
         >>> net = traxon.adapters.adapt(my_module, input_size=40)    # doctest: +SKIP
     """
-    return AdaptedNetwork(module, input_size, call)
+    return AdaptedNetwork(module, input_size, call, input_unit)

@@ -977,14 +977,9 @@ def _adapt_module(
             "`net` must be a traxon Network or a brainstate.nn.Module; got "
             f"{type(module).__name__}."
         )
-    if input_size is None:
-        raise ValueError(
-            "a brainstate module needs `input_size` (the number of input channels per "
-            "sample): online_learner(module, ..., input_size=40)."
-        )
     from traxon.adapters import adapt
 
-    return adapt(module, input_size)
+    return adapt(module, input_size, call, input_unit)
 
 
 def online_learner(
@@ -1009,8 +1004,11 @@ def online_learner(
             ``on_nonfinite`` (``"raise"``/``"skip"``), ``clip_norm``, ``sequence_length``
             (for BPTT with per-sequence updates), ``rate_target`` (Hz; turns on a firing-rate
             regulariser of strength ``rate_reg`` on a running rate over ``rate_tau`` ms),
-            ``seed``, ``dtype``, ``input_size`` (for a brainstate module: the input channels
-            per sample).
+            ``seed``, ``dtype``; for a brainstate module, ``input_size`` (the input
+            channels per sample; read from the module when omitted) and ``call``
+            (``call(module, x)`` runs one step when that is not ``module.update(x)``, e.g.
+            ``lambda m, x: m.update(x * u.nA)``) or ``input_unit`` (the unit of its input,
+            e.g. ``u.nA``: plain arrays are mantissas in it and Quantities are read in it).
 
     Example:
         >>> import jax.numpy as jnp, optax, traxon
@@ -1023,4 +1021,11 @@ def online_learner(
         >>> int(learner.state.updates)
         3
     """
+    if not isinstance(net, Network):
+        net = _adapt_module(
+            net,
+            options.pop("input_size", None),
+            options.pop("call", None),
+            options.pop("input_unit", None),
+        )
     return OnlineLearner(net, algorithm, optimizer, loss, **options)
