@@ -269,3 +269,17 @@ def test_negative_targets_load_as_region_rates_take_them(tmp_path):
         load_targets(tmp_path / "bad.npy")
     with pytest.raises(ValueError, match="finite"):
         RegionRates(n_in=2, n_steps=100, window=25, targets=bad)
+
+
+def test_a_network_rebuilds_from_another(worm):
+    from traxon.connectome import connectome_network
+
+    net = connectome_network(worm.subset(worm.is_neuron), n_inputs=3)
+    with pytest.raises(TypeError, match="rebuild"):
+        type(net)(net.inputs, net.spec["populations"], net.projections)
+    again = net.rebuild()
+    assert [p.name for p in again.projections] == [p.name for p in net.projections]
+    wider = net.rebuild(inputs={"x": 5})
+    assert wider.inputs == {"x": 5}
+    with pytest.raises(TypeError, match="rebuild"):
+        net.rebuild(neurons=3)
