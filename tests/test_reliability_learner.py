@@ -192,6 +192,23 @@ def test_two_threads_fitting_lose_no_updates(learner):
     assert int(ln.state.updates) == T * 11
 
 
+def test_fit_takes_no_batch_beyond_n_batches(learner):
+    # A stream is not asked for a batch it will not train on (the CLI resumes a stream
+    # where fit stopped; a batch drawn and dropped would shift every later one).
+    drawn = []
+
+    def stream():
+        for i in range(5):
+            drawn.append(i)
+            yield batch(np.random.default_rng(i))
+
+    it = stream()
+    learner.init_state(B)
+    assert len(learner.fit(it, n_batches=2)) == 2
+    assert drawn == [0, 1]
+    assert next(it) is not None and drawn == [0, 1, 2]
+
+
 # ----------------------------------------------------------------------------------------
 # Bad input: a clear error before any work, naming the argument.
 

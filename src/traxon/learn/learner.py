@@ -26,6 +26,7 @@ divided by the window's length when ``time_reduction="mean"``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -178,19 +179,19 @@ class OnlineLearner:
         self.n_out = net.populations[READOUT].size if net.has_readout else 0
         window = update_every if isinstance(update_every, int) else sequence_length
         if (
-            self.algorithm.name == "bptt"
+            self.algorithm.replays_window
             and window is None
             and not getattr(self.algorithm, "window", None)
         ):
             raise ValueError(
-                "bptt with update_every='sequence' needs `sequence_length` (the longest "
-                "sequence), or pass traxon.trace.bptt(window=T)."
+                f"{self.algorithm.name} with update_every='sequence' needs `sequence_length` "
+                f"(the longest sequence), or pass traxon.trace.{self.algorithm.name}(window=T)."
             )
         self.tracer = self.algorithm.bind(net, self.loss.fn, window=window)
         # BPTT buffers at most this many steps between updates.
         self._buffer = (
             (getattr(self.algorithm, "window", None) or window)
-            if (self.algorithm.name == "bptt")
+            if self.algorithm.replays_window
             else None
         )
         self.trainable = tuple(p.name for p in net.projections if p.trainable)
@@ -777,9 +778,8 @@ class OnlineLearner:
         bar = _progress(n_batches, progress)
         history: list[dict[str, float]] = []
         try:
-            for i, batch in enumerate(batches):
-                if n_batches is not None and i >= n_batches:
-                    break
+            # islice: a stream is never asked for a batch beyond the last one trained on.
+            for i, batch in enumerate(itertools.islice(batches, n_batches)):
                 if not isinstance(batch, (tuple, list)) or not 2 <= len(batch) <= 4:
                     got = f"length {len(batch)}" if isinstance(batch, (tuple, list)) else "a "
                     got += "" if isinstance(batch, (tuple, list)) else type(batch).__name__
