@@ -16,8 +16,8 @@ beyond each region's mean. The last line is a JSON summary of these numbers (als
 
 Run::
 
-    python examples/whole_brain.py            # 2,000 neurons, 16 regions (about a minute)
-    python examples/whole_brain.py --bptt     # ... and the BPTT reference (about 15 min)
+    python examples/whole_brain.py            # 2,000 neurons, 16 regions (a few minutes)
+    python examples/whole_brain.py --bptt     # ... and the BPTT reference (half an hour more)
     python examples/whole_brain.py --quick    # smoke test
     python examples/whole_brain.py --full     # 139,255 neurons, 1.5e7 connections, 80 regions
     python examples/whole_brain.py --edges connections.csv   # a FlyWire table (needs regions)
