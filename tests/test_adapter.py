@@ -517,9 +517,16 @@ class PooledWeight(brainstate.nn.Module):
         return self.out(self.neu.get_spike())
 
 
-def test_gap_junction_is_rejected_with_the_module_named():
-    with pytest.raises(ValueError, match=r"couples different neurons.*bptt"):
-        adapt(build(GapJunction), input_size=N_IN)
+def test_gap_junction_is_refused_by_online_rules_and_the_advice_holds():
+    x, y = np.ones((B, N_IN), np.float32), np.array([0, 1, 0])
+    with pytest.raises(ValueError, match=r"`neu`.*couples different neurons.*'bptt' or 'rtrl'"):
+        traxon.online_learner(build(GapJunction), "es_d_rtrl")
+    # The advice is true for this network: both rules train it.
+    for algorithm, options in (("bptt", {"update_every": 2, "sequence_length": 4}), ("rtrl", {})):
+        learner = traxon.online_learner(build(GapJunction), algorithm, optax.sgd(0.1), **options)
+        for _ in range(4):
+            metrics = learner.step(x, y)
+        assert np.isfinite(metrics["loss"]), algorithm
 
 
 def test_weight_not_aligned_to_neurons_is_rejected():
@@ -547,5 +554,5 @@ def test_importing_traxon_does_not_need_brainpy():
     import subprocess
     import sys
 
-    code = "import traxon, traxon.adapters, sys; assert 'brainpy' not in sys.modules"
+    code = "import traxon, sys; traxon.adapters.adapt; assert 'brainpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

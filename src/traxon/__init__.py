@@ -6,7 +6,18 @@ with forward-mode Jacobian-vector products (:mod:`traxon.trace`), so memory stay
 in the length of the run.
 """
 
-from traxon import connectome, core, diagnostics, learn, parallel, plot, recipes, tasks, trace
+from traxon import adapters as adapters  # `traxon.adapters` after `import traxon` (no brainpy)
+from traxon import (
+    connectome,
+    core,
+    diagnostics,
+    learn,
+    parallel,
+    plot,
+    recipes,
+    tasks,
+    trace,
+)
 from traxon._checks import TraxonWarning
 from traxon.core import (
     ALIF,

@@ -1,0 +1,565 @@
+"""A battery of networks written the way brainpy.state's documentation and examples write
+them, each trained through the adapter with no change to the model code.
+
+For every network: it attaches; traxon's BPTT equals brainstate's own gradient
+(``brainstate.transform.grad`` over ``brainstate.transform.for_loop`` of the module) in
+float64 on every weight, biases included; the online rules run and their per-weight cosine
+against that reference is reported by ``traxon.diagnostics.compare``; ``evaluate`` and
+``fit`` work at another batch size. A few hundred steps of a simple task lower the loss
+(marked slow).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+bps = pytest.importorskip("brainpy.state")
+brainstate = pytest.importorskip("brainstate")
+braintools = pytest.importorskip("braintools")
+u = pytest.importorskip("brainunit")
+
+import traxon  # noqa: E402
+from tests.helpers import float64, rel_error  # noqa: E402
+from traxon.diagnostics import compare  # noqa: E402
+from traxon.learn import cross_entropy  # noqa: E402
+from traxon.trace import bptt_gradient  # noqa: E402
+
+N_IN, B, T = 6, 3, 25
+ONLINE = ("d_rtrl", "es_d_rtrl")
+
+
+# -------------------------------------------------------------------------------------
+# The networks, as brainpy.state's docs and examples write them (sizes made tiny).
+
+
+class EpropALIF(brainstate.nn.Module):
+    """e-prop-style recurrent adaptive LIF network with a leaky rate readout."""
+
+    def __init__(self, n_in=N_IN, n_rec=10, n_out=2):
+        super().__init__()
+        self.neu = bps.ALIF(
+            n_rec,
+            tau=20.0 * u.ms,
+            tau_a=200.0 * u.ms,
+            beta=0.5 * u.mV,
+            V_th=1.0 * u.mV,
+            V_reset=0.0 * u.mV,
+            V_rest=0.0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.i2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.r2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_rec,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=2.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n_rec, n_out, tau=20.0 * u.ms)
+
+    def update(self, x):
+        spk = self.neu.get_spike()
+        self.i2r(x)
+        self.r2r(spk)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class CobaEI(brainstate.nn.Module):
+    """The COBA E/I network of brainpy.state's examples (LIFRef, conductance synapses,
+    EventFixedProb, a random initial V) with an input layer and a readout of the E cells."""
+
+    def __init__(self, n_in=N_IN, n_exc=12, n_inh=4):
+        super().__init__()
+        self.n_exc = n_exc
+        self.n_inh = n_inh
+        self.num = n_exc + n_inh
+        self.N = bps.LIFRef(
+            self.num,
+            V_rest=-60.0 * u.mV,
+            V_th=-50.0 * u.mV,
+            V_reset=-60.0 * u.mV,
+            tau=20.0 * u.ms,
+            tau_ref=5.0 * u.ms,
+            V_initializer=braintools.init.Normal(-55.0, 2.0, unit=u.mV),
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                self.num,
+                w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.E = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                self.n_exc, self.num, conn_num=0.3, conn_weight=0.6 * u.mS
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.COBA.desc(E=0.0 * u.mV),
+            post=self.N,
+        )
+        self.I = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                self.n_inh, self.num, conn_num=0.3, conn_weight=6.7 * u.mS
+            ),
+            syn=bps.Expon.desc(self.num, tau=10.0 * u.ms),
+            out=bps.COBA.desc(E=-80.0 * u.mV),
+            post=self.N,
+        )
+        self.out = bps.LeakyRateReadout(self.n_exc, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        spk = self.N.get_spike() != 0.0
+        self.E(spk[:, : self.n_exc])
+        self.I(spk[:, self.n_exc :])
+        self.inp(x)
+        self.N()
+        return self.out(self.N.get_spike()[:, : self.n_exc])
+
+
+class TwoLayer(brainstate.nn.Module):
+    """Linear (bias) -> LIF -> Linear (bias) -> LIF -> leaky readout."""
+
+    def __init__(self, n_in=N_IN, n_hid=10, n_out=2):
+        super().__init__()
+        self.l1 = brainstate.nn.Linear(
+            n_in,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        )
+        self.lif1 = bps.LIF(
+            n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.l2 = brainstate.nn.Linear(
+            n_hid,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        )
+        self.lif2 = bps.LIF(
+            n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.out = bps.LeakyRateReadout(n_hid, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        return self.out(self.lif2(self.l2(self.lif1(self.l1(x)))))
+
+
+def two_layer_sequential(n_in=N_IN, n_hid=10, n_out=2):
+    """The same network as a ``brainstate.nn.Sequential``."""
+    return brainstate.nn.Sequential(
+        brainstate.nn.Linear(
+            n_in,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        ),
+        bps.LIF(n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()),
+        brainstate.nn.Linear(
+            n_hid,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        ),
+        bps.LIF(n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()),
+        bps.LeakyRateReadout(n_hid, n_out, tau=10.0 * u.ms),
+    )
+
+
+class SurrogateTutorial(brainstate.nn.Module):
+    """brainpy.state's surrogate-gradient example network (``examples_state/
+    200_surrogate_grad_lif.py``), as written: Linear (bias, in mA) + Expon -> LIF ->
+    Linear -> Expon output."""
+
+    def __init__(self, num_in=N_IN, num_rec=8, num_out=2):
+        super().__init__()
+        self.num_in = num_in
+        self.num_rec = num_rec
+        self.num_out = num_out
+        scale = 7 * (1 - (u.math.exp(-brainstate.environ.get_dt() / (1 * u.ms))))
+        self.i2r = brainstate.nn.Sequential(
+            brainstate.nn.Linear(
+                num_in,
+                num_rec,
+                w_init=braintools.init.KaimingNormal(scale=scale, unit=u.mA),
+                b_init=braintools.init.ZeroInit(unit=u.mA),
+            ),
+            bps.Expon(num_rec, tau=5.0 * u.ms, g_initializer=braintools.init.Constant(0.0 * u.mA)),
+        )
+        self.r = bps.LIF(
+            num_rec,
+            tau=20 * u.ms,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            V_th=1.0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.r2o = brainstate.nn.Linear(num_rec, num_out, w_init=braintools.init.KaimingNormal())
+        self.o = bps.Expon(num_out, tau=10.0 * u.ms, g_initializer=braintools.init.Constant(0.0))
+
+    def update(self, spike):
+        return self.o(self.r2o(self.r(self.i2r(spike))))
+
+
+class AlignPre(brainstate.nn.Module):
+    """AlignPre in its working form: an Expon trace per presynaptic neuron, then a
+    CurrentProj (what ``align_pre_projection`` composes; see docs/brainstate.md)."""
+
+    def __init__(self, n_in=N_IN, n_pre=8, n_post=6):
+        super().__init__()
+        self.pre = bps.LIF(
+            n_pre,
+            tau=10 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.post = bps.LIF(
+            n_post,
+            tau=10 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n_pre,
+                w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_pre, tau=5 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.pre,
+        )
+        self.trace = bps.Expon(n_pre, tau=5 * u.ms, g_initializer=braintools.init.Constant(0.0))
+        self.a2b = bps.CurrentProj(
+            comm=brainstate.nn.Linear(
+                n_pre,
+                n_post,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=None,
+            ),
+            out=bps.CUBA(scale=u.volt),
+            post=self.post,
+        )
+        self.out = bps.LeakyRateReadout(n_post, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        spikes = self.pre()
+        self.a2b(self.trace(spikes))
+        self.post()
+        return self.out(self.post.get_spike())
+
+
+class Currents(brainstate.nn.Module):
+    """Units in parameters and in the input: the input is a current in nA."""
+
+    def __init__(self, n_in=N_IN, n=8):
+        super().__init__()
+        self.w = brainstate.nn.Linear(
+            n_in, n, w_init=braintools.init.KaimingNormal(scale=10.0), b_init=None
+        )
+        self.neu = bps.LIF(
+            n,
+            R=1.0 * u.Mohm,
+            tau=10.0 * u.ms,
+            V_th=1.0 * u.mV,
+            V_reset=0.0 * u.mV,
+            V_rest=0.0 * u.mV,
+            V_initializer=braintools.init.Uniform(0.0, 0.5, unit=u.mV),
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20.0 * u.ms)
+
+    def update(self, current):
+        self.neu(self.w(current))
+        return self.out(self.neu.get_spike())
+
+
+UNITLESS = 1.0
+NETWORKS = {
+    "eprop_alif": (EpropALIF, UNITLESS),
+    "coba_ei": (CobaEI, UNITLESS),
+    "two_layer": (TwoLayer, UNITLESS),
+    "two_layer_sequential": (two_layer_sequential, UNITLESS),
+    "surrogate_tutorial": (SurrogateTutorial, UNITLESS),
+    "align_pre": (AlignPre, UNITLESS),
+    "currents_in_nA": (Currents, u.nA),
+}
+
+
+# -------------------------------------------------------------------------------------
+# The harness.
+
+
+@pytest.fixture(autouse=True)
+def environment():
+    import brainevent
+
+    brainevent.config.set_backend("cpu", "jax_raw")
+    # brainstate's Linear adds a (N,) bias to (B, N): its own code broadcasts ranks.
+    with brainstate.environ.context(dt=1.0 * u.ms), jax.numpy_rank_promotion("allow"):
+        yield
+
+
+def data(steps=T, batch=B, seed=1):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    xs = (jax.random.uniform(k1, (steps, batch, N_IN)) < 0.3).astype(jnp.float64)
+    ts = jax.random.randint(k2, (steps, batch), 0, 2)
+    return xs, ts, jnp.ones((steps, batch), jnp.float64) / batch
+
+
+def brainstate_reference(module, xs, ts, ws, unit, start):
+    """brainstate's own gradient through its own for_loop, from the given start values."""
+    params = module.states(brainstate.ParamState)
+    batch = xs.shape[1]
+
+    dt = brainstate.environ.get_dt()
+
+    def total():
+        brainstate.nn.reset_all_states(module, batch)  # in place: the State objects stay
+        for state, value in start.items():
+            state.value = value
+
+        def step(i, x, t, w):
+            with brainstate.environ.context(i=i, t=i * dt):
+                out = u.get_mantissa(module.update(x * unit))
+            return jnp.sum(w * cross_entropy.fn(out, t))
+
+        steps = jnp.arange(xs.shape[0])
+        return jnp.sum(brainstate.transform.for_loop(step, steps, xs, ts, ws))
+
+    grads = brainstate.transform.grad(total, params)()
+    out = {}
+    for path, value in grads.items():
+        flat = jax.tree_util.tree_flatten_with_path(
+            value, is_leaf=lambda v: isinstance(v, u.Quantity)
+        )[0]
+        for key, leaf in flat:
+            out[".".join(str(p) for p in path) + jax.tree_util.keystr(key)] = np.asarray(
+                u.get_mantissa(leaf)
+            )
+    return out
+
+
+def _match(reference, name):
+    if name in reference:
+        return reference[name]
+    hits = [v for k, v in reference.items() if k.endswith(name) or name.endswith(k)]
+    assert len(hits) == 1, (name, sorted(reference))
+    return hits[0]
+
+
+def _start_values(net, state):
+    """The module's hidden states set to the adapted network's start values."""
+    a = net.analysis(net.batch_size(state))
+    out = {}
+    for pop in a.pops.values():
+        for lf in pop.traced + pop.aux:
+            value = state[pop.name][lf.short or lf.path.split(".")[-1] + lf.key]
+            out[lf.state] = value * lf.unit if lf.unit is not None else value
+    return out
+
+
+# The whole battery runs under `-m slow`; the default run keeps it cheap: every network's
+# exactness check but AlignPre's (also checked in test_adapter.py), and the online rules,
+# evaluate and fit on one network.
+CHEAP = {"two_layer_sequential"}
+
+
+def networks(cheap=frozenset(NETWORKS) - {"align_pre"}):
+    return [
+        pytest.param(n, marks=() if n in cheap else pytest.mark.slow, id=n)
+        for n in sorted(NETWORKS)
+    ]
+
+
+@pytest.fixture(scope="module")
+def attached(request):
+    """A network built as written, attached to a float64 BPTT learner (module-scoped)."""
+    import brainevent
+
+    brainevent.config.set_backend("cpu", "jax_raw")
+    make, unit = NETWORKS[request.param]
+    with (
+        float64(),
+        brainstate.environ.context(dt=1.0 * u.ms, precision=64),
+        jax.numpy_rank_promotion("allow"),
+    ):
+        brainstate.random.seed(0)
+        module = make()
+        learner = traxon.online_learner(
+            module,
+            "bptt",
+            optax.adam(1e-3),
+            update_every="sequence",
+            sequence_length=T,
+            dtype=jnp.float64,
+            input_unit=unit if isinstance(unit, u.Unit) else None,
+        )
+        xs, ts, ws = data()
+        learner.init_state(B)
+        yield request.param, module, learner, unit, (xs, ts, ws)
+
+
+@pytest.mark.parametrize("attached", networks(), indirect=True)
+def test_bptt_equals_brainstate_grad_on_every_weight(attached):
+    name, module, learner, unit, (xs, ts, ws) = attached
+    with float64(), brainstate.environ.context(dt=1.0 * u.ms, precision=64):
+        net = learner.net
+        params = learner.params
+        state = net.init_state(B, jnp.float64)
+        ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
+        reference = brainstate_reference(module, xs, ts, ws, unit, _start_values(net, state))
+    assert set(ours) == {k for k in reference if not k.endswith("conn_weight")} | set(ours)
+    assert len(ours) == len(reference), (sorted(ours), sorted(reference))
+    for weight, grad in ours.items():
+        ref = _match(reference, weight)
+        assert np.abs(ref).max() > 0, (name, weight)  # the test can tell a wrong gradient
+        assert rel_error(grad, ref) < 1e-6, (name, weight, rel_error(grad, ref))
+
+
+@pytest.mark.parametrize("attached", networks(CHEAP), indirect=True)
+def test_online_rules_run_and_are_compared(attached):
+    name, _, learner, _, (xs, ts, _) = attached
+    with float64(), brainstate.environ.context(dt=1.0 * u.ms, precision=64):
+        algorithms = [a for a in ONLINE if _binds(learner.net, a)]
+        table = compare(learner, xs, ts, algorithms=algorithms)
+    assert {r["algorithm"] for r in table.rows} == set(algorithms)
+    for row in table.rows:
+        assert np.isfinite(row["cosine"]), (name, row)
+    print(name, [(r["algorithm"], r["weight"], round(r["cosine"], 3)) for r in table.rows])
+
+
+def _binds(net, algorithm):
+    from traxon.trace import get_algorithm
+
+    try:
+        get_algorithm(algorithm).bind(net, cross_entropy.fn)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("attached", networks(CHEAP), indirect=True)
+def test_evaluate_and_fit_at_another_batch_size(attached):
+    name, _, learner, unit, _ = attached
+    with float64(), brainstate.environ.context(dt=1.0 * u.ms, precision=64):
+        xs, ts, _ = data(steps=8, batch=5, seed=2)
+        result = learner.evaluate(learner.state, xs * unit, ts)
+        assert np.isfinite(result["loss"]), name
+        learner.init_state(5)
+        history = learner.fit([(xs * unit, ts)])
+        assert np.isfinite(history[0]["loss"]), name
+        assert learner.state.net_state is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_a_few_hundred_steps_lower_the_loss(name):
+    make, unit = NETWORKS[name]
+    brainstate.random.seed(0)
+    module = make()
+    learner = traxon.online_learner(
+        module,
+        "es_d_rtrl",
+        optax.adam(1e-2),
+        update_every=10,
+        input_unit=unit if isinstance(unit, u.Unit) else None,
+    )
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 8)
+    rates = np.where(label[:, None] == (np.arange(N_IN) >= N_IN // 2)[None], 0.5, 0.02)
+    losses = []
+    for _ in range(300):
+        x = (rng.random((8, N_IN)) < rates).astype(np.float32)
+        losses.append(learner.step(x * unit, label)["loss"])
+    first, last = np.mean(losses[:30]), np.mean(losses[-30:])
+    assert last < first * 0.9, (name, first, last)
+
+
+class AlignPreProjection(brainstate.nn.Module):
+    """``align_pre_projection`` as brainpy.state documents it (an Expon on the presynaptic
+    side): brainpy.state 0.1 fails on it in brainstate's own loop, before traxon is involved."""
+
+    def __init__(self, n_pre=8, n_post=6):
+        super().__init__()
+        self.pre = bps.LIF(
+            n_pre, tau=10 * u.ms, V_th=1 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.post = bps.LIF(
+            n_post, tau=10 * u.ms, V_th=1 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.a2b = bps.align_pre_projection(
+            self.pre,
+            syn=bps.Expon(n_pre, tau=5 * u.ms),
+            comm=brainstate.nn.Linear(
+                n_pre, n_post, w_init=braintools.init.KaimingNormal(unit=u.mS), b_init=None
+            ),
+            out=bps.CUBA(scale=u.volt),
+            post=self.post,
+        )
+        self.out = bps.LeakyRateReadout(n_post, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.a2b(x * u.mA)
+        self.post()
+        return self.out(self.post.get_spike())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=u.UnitMismatchError,
+    reason="brainpy.state 0.1: align_pre_projection hands its Expon a BinaryArray it cannot "
+    "add (`mS += BinaryArray`); when this passes, upstream is fixed: add the network to the "
+    "battery and update docs/brainstate.md",
+)
+def test_align_pre_projection_runs_in_brainstate_itself():
+    module = AlignPreProjection()
+    brainstate.nn.init_all_states(module, batch_size=2)
+    out = brainstate.transform.for_loop(module.update, jnp.ones((3, 2, 8)))
+    assert out.shape == (3, 2, 2)
+
+
+def test_a_quantity_input_and_a_plain_one_give_the_same_step():
+    learners = []
+    for _ in range(2):  # the same weights and start in both
+        brainstate.random.seed(0)
+        learners.append(
+            traxon.online_learner(Currents(), "es_d_rtrl", optax.sgd(0.1), input_unit=u.nA)
+        )
+    x = np.ones((4, N_IN), np.float32)
+    y = np.array([0, 1, 0, 1])
+    with_units = learners[0].step(x * u.nA, y)
+    plain = learners[1].step(x, y)
+    assert with_units["loss"] == pytest.approx(plain["loss"])
+    with pytest.raises(u.UnitMismatchError, match="mV and nA"):
+        learners[0].step(x * u.mV, y)
