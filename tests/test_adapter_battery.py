@@ -563,3 +563,24 @@ def test_a_quantity_input_and_a_plain_one_give_the_same_step():
     assert with_units["loss"] == pytest.approx(plain["loss"])
     with pytest.raises(u.UnitMismatchError, match="mV and nA"):
         learners[0].step(x * u.mV, y)
+
+
+def test_an_align_pre_population_reports_its_spikes_not_its_trace():
+    brainstate.random.seed(0)
+    module = AlignPre()
+    net = traxon.adapters.adapt(module)
+    params, state = net.init(None, 4)
+    xs = (jax.random.uniform(jax.random.PRNGKey(1), (30, 4, N_IN)) < 0.3).astype(jnp.float32)
+    ours = []
+    for x in xs:
+        state, internals = net.forward(params, state, {"x": x})
+        ours.append(internals["signals"]["pre"]["spike"])
+    brainstate.nn.init_all_states(module, batch_size=4)
+
+    def step(x):
+        module.update(x)
+        return module.pre.get_spike()
+
+    theirs = brainstate.transform.for_loop(step, xs)
+    assert float(jnp.mean(theirs)) > 0
+    np.testing.assert_allclose(np.asarray(jnp.stack(ours)), np.asarray(theirs))

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ensure_batched_states", "infer_input_size"]
+__all__ = ["ensure_batched_states", "infer_input_size", "modules"]
 
 
 def _has_batched_hidden_state(module: Any) -> bool:
@@ -43,7 +43,7 @@ def ensure_batched_states(module: Any) -> bool:
     return True
 
 
-def _modules(module: Any) -> Iterator[Any]:
+def modules(module: Any) -> Iterator[Any]:
     """The module and its submodules, depth first in the order they are defined."""
     import brainstate
 
@@ -73,7 +73,7 @@ def _declared_sizes(module: Any) -> list[int]:
 
     weighted: list[int] = []
     other: list[int] = []
-    for m in _modules(module):
+    for m in modules(module):
         size = getattr(m, "in_size", None)
         if isinstance(size, (tuple, list)) and len(size) >= 1:
             size = size[-1]

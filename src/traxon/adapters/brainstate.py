@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from traxon._module import static
-from traxon.adapters import _prepare, _sparse
+from traxon.adapters import _prepare, _sparse, _spikes
 from traxon.adapters._graph import Graph, Lit, Node, flatten
 from traxon.core.network import ONE, READOUT, Network, PopulationPlan, ProjectionPlan
 from traxon.core.neurons import Neuron
@@ -282,6 +282,8 @@ class Analysis:
             states = list(sf.get_states(x, i0, t0))
             closed = sf.get_jaxpr(x, i0, t0)
             values = [s.value for s in states]
+            with bs.environ.context(**net.environment):
+                spike_fns = _spikes.spike_functions(net.module)
         nodes, inputs, outputs, consts, avals = flatten(closed, opaque=_sparse.opaque_call)
         g = self.graph = Graph(nodes, inputs, outputs, consts, avals)
         self.x_id, self.i_id, self.t_id = (int(a) for a in inputs[:3])  # type: ignore[arg-type]
@@ -331,6 +333,7 @@ class Analysis:
         self.pops, self.globals = self._populations(net)
         self._sources()
         self._externals()
+        self._spikes(spike_fns)
 
     # ------------------------------------------------------------------------------
     def _weight_ops(self) -> dict[str, _Op]:
@@ -594,6 +597,26 @@ class Analysis:
             return jnp.asarray(out).astype(z.dtype)
 
         op.z_id, op.select = i, select
+
+    def _spikes(self, fns: Sequence[_spikes.SpikeFunction]) -> None:
+        """Give each population its neurons' own ``get_spike()`` (when one reads only
+        its states), so that its ``spike`` signal is what it fires, not a trace it sends."""
+        for pop in self.pops.values():
+            if pop.name == READOUT:
+                continue
+            leaves = {(id(lf.state), lf.key): _short(lf) for lf in pop.traced + pop.aux}
+            for fn in fns:
+                reads = fn.reads()
+                if not reads or not reads <= set(leaves):
+                    continue
+                if self.graph.shape(pop.traced[0].in_id) != (self.batch, pop.size):
+                    continue
+
+                def spike(state: Mapping[str, jax.Array], _fn: Any = fn, _l: Any = leaves) -> Any:
+                    return _fn({key: state[name] for key, name in _l.items() if key in _fn.reads()})
+
+                pop.spike = spike
+                break
 
     def _externals(self) -> None:
         """Inputs of each transition that are neither its own state nor its weights' output."""
@@ -1204,7 +1227,9 @@ class AdaptedNetwork(Network):
         }
         signals[READOUT]["spike"] = jnp.asarray(y).astype(dtype)
         for pop in a.pops.values():
-            if "spike" not in signals[pop.name]:
+            if pop.spike is not None and pop.name != READOUT:
+                signals[pop.name]["spike"] = pop.spike(new_state[pop.name]).astype(dtype)
+            elif "spike" not in signals[pop.name]:
                 full = [s for s, i in pop.signals.items() if g.shape(i) == (batch, pop.size)]
                 signals[pop.name]["spike"] = (
                     signals[pop.name][full[0]]
@@ -1270,7 +1295,9 @@ class AdaptedNetwork(Network):
                 out = {n: jnp.asarray(v).astype(dtype) for n, v in zip(names, vals, strict=True)}
             if pop != READOUT:
                 full = [n for n in names if g.shape(p.signals[n]) == (batch, p.size)]
-                if full:
+                if p.spike is not None:
+                    out["spike"] = p.spike(state).astype(dtype)
+                elif full:
                     out["spike"] = out[full[0]]
                 else:
                     prev = [
