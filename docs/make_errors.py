@@ -1159,10 +1159,11 @@ def build(cls):
 """,
         [
             (
-                "A module without input_size",
-                "traxon.online_learner(build(Net))",
-                "A brainstate module does not say how many input channels its step takes.",
-                "Pass `input_size=` (the input channels per sample).",
+                "A wrong input_size",
+                "traxon.online_learner(build(Net), input_size=0)",
+                "`input_size` (the input channels per sample) must be a positive integer.",
+                "Pass the right number, or leave it out: it is read from the module's first "
+                "layer.",
             ),
             (
                 "Something else than a module",
@@ -1171,18 +1172,14 @@ def build(cls):
                 "Pass the module (for a traxon network, no adapter is needed).",
             ),
             (
-                "States not initialised",
-                "adapt(Net(), input_size=3)",
-                "traxon reads the module's states, and their batch size, when it attaches.",
-                "Call `brainstate.nn.init_all_states(module, batch_size=B)` first.",
-            ),
-            (
                 "Neurons coupled without a weight",
-                "adapt(build(GapJunction), input_size=3)",
+                'traxon.online_learner(build(GapJunction), "es_d_rtrl", input_size=3)',
                 "A term inside the transition couples different neurons (a gap junction, a "
                 "population mean); per-neuron eligibility traces would be wrong. It is found "
-                "by a forward-mode probe of each population's step.",
-                'Express the coupling through a weight, or train with `algorithm="bptt"`.',
+                "by a forward-mode probe of each population's step when an online rule is "
+                "attached.",
+                'Express the coupling through a weight, or train with `algorithm="bptt"` or '
+                '`"rtrl"`, which train this network (tested).',
             ),
             (
                 "A weight not aligned to neurons",

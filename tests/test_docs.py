@@ -145,7 +145,7 @@ def test_errors_page_covers_the_messages_of_the_library() -> None:
         "the loss or the gradient became NaN/Inf",
         "must be a multiple of `dt`",
         # the brainstate adapter
-        "couples different neurons without a weight",
+        "is not aligned to neurons",
         "is not aligned to neurons",
         "d_rtrl needs to know which neuron each entry of it drives",
         "is no longer part of the module",
