@@ -530,8 +530,10 @@ def test_gap_junction_is_refused_by_online_rules_and_the_advice_holds():
 
 
 def test_weight_not_aligned_to_neurons_is_rejected():
-    with pytest.raises(ValueError, match=r"weight `w"):
+    with pytest.raises(ValueError, match=r"weight `w") as err:
         adapt(build(PooledWeight), input_size=N_IN)
+    # Refused whatever the algorithm: the message must not send the user to another one.
+    assert "algorithm=" not in str(err.value)
 
 
 def test_adapter_argument_errors():

@@ -353,7 +353,8 @@ class Analysis:
             if len(leaves) != 1:
                 raise ValueError(
                     f"one operation ({node.name}) combines several weights {names}; traxon "
-                    "traces weights applied one at a time. Use algorithm='bptt' for this module."
+                    "traces weights applied one at a time, with any algorithm: apply each "
+                    "weight by itself."
                 )
             name = names[0]
             if name in users:
@@ -376,7 +377,8 @@ class Analysis:
             raise ValueError(
                 f"weight `{name}` enters the step through `{node.name}`, which traxon cannot "
                 "trace (it traces dense matmuls, element-wise products, bias additions and "
-                "brainevent's fixed connectivity). Use algorithm='bptt' for this module."
+                "brainevent's fixed connectivity), with any algorithm: apply the weight "
+                "with a matmul, a product or a sum."
             )
         raw = node.outs[0]
         if kind == "bias":
@@ -391,8 +393,8 @@ class Analysis:
         if u_id is None:
             raise ValueError(
                 f"the output of weight `{name}` ({node.name}, shape {g.shape(raw)}) has no "
-                f"(batch, neurons) layout: it is not aligned to postsynaptic neurons. Use "
-                "algorithm='bptt' for this module."
+                f"(batch, neurons) layout: it is not aligned to postsynaptic neurons, which "
+                "every algorithm of traxon needs. Apply it with a matmul, a product or a bias."
             )
         chain = g.ancestors([pin], stop={leaf}) - {leaf}
         chain_nodes = {g.producer[i].index for i in chain if i in g.producer}
@@ -536,7 +538,8 @@ class Analysis:
                 raise ValueError(
                     f"the output of weight `{op.name}` has {width} values per sample but feeds "
                     f"population `{op.target}` of {self.pops[op.target].size} neurons: it is not "
-                    "aligned to neurons. Use algorithm='bptt' for this module."
+                    "aligned to neurons, which every algorithm of traxon needs. Apply it with "
+                    "a matmul, a product or a bias, so each neuron gets its own input."
                 )
             self.pops[op.target].ops.append(op.name)
             if op.kind == "bias":
@@ -1259,7 +1262,7 @@ class AdaptedNetwork(Network):
         except KeyError as err:
             raise ValueError(
                 f"population `{pop}`'s transition reads values traxon did not identify ({err}); "
-                "this module's structure is not supported, use algorithm='bptt'."
+                "this module's structure is not supported."
             ) from err
         return {
             _short(lf): jnp.asarray(v).astype(state[_short(lf)].dtype)
