@@ -2,9 +2,10 @@
 
 The network is plain brainpy.state: recurrent LIF neurons with exponential AlignPost
 synapses (``AlignPostProj`` + ``Expon`` + ``CUBA``) and a ``LeakyRateReadout``. traxon does
-not change a line of it: ``traxon.online_learner(module, input_size=...)`` reads the step,
-finds the weights, the populations and the readout, and trains the module's own
-``ParamState`` objects while it runs (with eligibility traces, constant memory in time).
+not change a line of it: ``traxon.online_learner(module)`` reads the step (and the number
+of input channels, from the first layer), finds the weights, the populations and the
+readout, and trains the module's own ``ParamState`` objects while it runs (with
+eligibility traces, constant memory in time).
 
 The task: which of two groups of input channels fires more? The answer is asked during the
 last third of each 100 ms sequence. It prints the test accuracy before and after learning.
@@ -98,15 +99,13 @@ def main() -> None:
     steps, size = (40, 8) if args.quick else (100, 32)
     sequences = args.sequences or (5 if args.quick else 60)
 
-    module = RecurrentSNN()
-    brainstate.nn.init_all_states(module, batch_size=size)
+    module = RecurrentSNN()  # no init_all_states, no input_size: traxon reads them
     learner = traxon.online_learner(
         module,
         "es_d_rtrl",
         optax.adam(5e-3),
         "cross_entropy",
         update_every="sequence",
-        input_size=N_IN,
         rate_target=10.0,
     )
     print("adapted:", {k: p.traced for k, p in learner.net.populations.items()})
