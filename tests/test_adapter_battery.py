@@ -584,3 +584,12 @@ def test_an_align_pre_population_reports_its_spikes_not_its_trace():
     theirs = brainstate.transform.for_loop(step, xs)
     assert float(jnp.mean(theirs)) > 0
     np.testing.assert_allclose(np.asarray(jnp.stack(ours)), np.asarray(theirs))
+
+
+def test_rtrl_and_another_batch_size_with_dt_set_only_in_a_context():
+    with brainstate.environ.context(dt=0.5 * u.ms):  # the examples' style
+        learner = traxon.online_learner(Currents(), "rtrl", optax.sgd(0.1), input_unit=u.nA)
+    assert learner.net.dt == 0.5  # captured, not the 1 ms of the surrounding environment
+    # Attached at batch size 1 (states initialised by the adapter); stepped at 5.
+    x, y = np.ones((5, N_IN), np.float32), np.zeros(5, np.int32)
+    assert np.isfinite(learner.step(x * u.nA, y)["loss"])
