@@ -142,7 +142,7 @@ def test_errors_page_covers_the_messages_of_the_library() -> None:
         "cannot affect the loss",
         "couples different neurons",
         "was written for a different network or learner",
-        "the loss or the gradient became NaN/Inf",
+        "the loss, the gradient or the updated weights/optimiser state became NaN/Inf",
         "must be a multiple of `dt`",
         # the brainstate adapter
         "is not aligned to neurons",
