@@ -1162,8 +1162,7 @@ def build(cls):
                 "A wrong input_size",
                 "traxon.online_learner(build(Net), input_size=0)",
                 "`input_size` (the input channels per sample) must be a positive integer.",
-                "Pass the right number, or leave it out: it is read from the module's first "
-                "layer.",
+                "Pass the right number, or leave it out: it is read from the module's first layer.",
             ),
             (
                 "Something else than a module",
