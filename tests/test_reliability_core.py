@@ -21,6 +21,7 @@ from traxon.core import (
     ALIF,
     LIF,
     Dense,
+    Expon,
     LeakyIntegrator,
     Network,
     Population,
@@ -56,6 +57,15 @@ def test_non_numeric_parameter_names_it(value):
         LeakyIntegrator(tau=value)
     with pytest.raises(TypeError, match="`beta` must be a number"):
         ALIF(beta=value)
+
+
+@pytest.mark.parametrize("value", ["5", ["5", "6"], b"5"])
+def test_non_numeric_synapse_and_op_parameters_name_them(value):
+    # Synapses and reversal potentials go through the same conversion as the neurons.
+    with pytest.raises(TypeError, match="`tau` must be a number"):
+        Expon(tau=value)
+    with pytest.raises(TypeError, match="`reversal` must be a number"):
+        Projection("x", "h", reversal=value)
 
 
 def test_per_neuron_parameter_of_wrong_length_is_refused_at_construction():

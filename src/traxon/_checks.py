@@ -79,9 +79,17 @@ def to_float(value: Any, unit: str | None, name: str) -> Any:
             ) from err
     if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, (bool, str, bytes)) or value is None:
         raise TypeError(f"`{name}` must be a number; got {value!r}.")
-    return jnp.asarray(value) if not isinstance(value, np.ndarray) else value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(
+                f"`{name}` must be a number or an array of numbers; got {value!r} "
+                f"(dtype {arr.dtype})."
+            )
+        return arr if isinstance(value, np.ndarray) else jnp.asarray(arr)
+    return jnp.asarray(value)
 
 
 def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
