@@ -160,20 +160,13 @@ def child(cfg: dict[str, Any]) -> None:
     print(json.dumps(out), flush=True)
 
 
-# The recipe of examples/whole_brain.py (docs/scaling.md).
-INPUT_RATE, SMOOTH_MS, LR, BPTT_LR = 400.0, 300.0, 2e-3, 1e-2
-
-
 def learn(cfg: dict[str, Any]) -> None:
     """Train the recipe at size ``N`` and print its held-out loss beside the baselines."""
-    import math
-
     import jax
     import numpy as np
-    import optax
 
-    import traxon
-    from traxon.tasks import RegionRates, region_rate_loss
+    from traxon.recipes import region_rates, region_rates_learner
+    from traxon.tasks import RegionRates
 
     n, rounds, steps, batch = cfg["N"], cfg["rounds"], cfg["T"], cfg["B"]
     window, rate_window, burn_in = cfg["window"], cfg["rate_window"], cfg["burn_in"]
@@ -183,18 +176,9 @@ def learn(cfg: dict[str, Any]) -> None:
     c = synthetic_connectome(n, cfg["connections"], cfg["regions"], seed=0)
     net = connectome_network(c, n_inputs=N_IN, rate_window=rate_window)
     build_s = time.perf_counter() - t0
-    task = RegionRates(
-        n_regions=c.n_regions,
-        n_in=N_IN,
-        n_steps=steps,
-        window=window,
-        input_rate=INPUT_RATE,
-        smooth_ms=SMOOTH_MS,
-        burn_in=burn_in,
-    )
-    algo = traxon.trace.es_d_rtrl(decay=math.exp(-1.0 / 20.0))
-    schedule = optax.cosine_decay_schedule(LR, rounds * steps, alpha=0.05)
-    learner = traxon.online_learner(net, algo, optax.adam(schedule), loss=region_rate_loss())
+    # The recipe of examples/whole_brain.py (docs/scaling.md).
+    task = region_rates(c.n_regions, N_IN, steps, window, burn_in)
+    learner = region_rates_learner(net, rounds, steps)
     test = task.sample(12345, cfg["n_test"], split="test")
     init = jax.tree_util.tree_map(np.asarray, learner.init_state(batch).params)
     untrained = learner.evaluate(init, test.x, test.y, test.mask)["loss"]
@@ -230,14 +214,7 @@ def learn(cfg: dict[str, Any]) -> None:
     row["explained_variance"] = RegionRates.explained_variance(row["loss"], base["region_mean"])
     print(json.dumps(row), flush=True)
     if cfg.get("bptt"):
-        bptt = traxon.online_learner(
-            net,
-            "bptt",
-            optax.adam(optax.cosine_decay_schedule(BPTT_LR, rounds, alpha=0.05)),
-            loss=region_rate_loss(),
-            update_every="sequence",
-            sequence_length=steps,
-        )
+        bptt = region_rates_learner(net, rounds, steps, bptt=True)
         bptt.init_state(batch, params=init)
         t0 = time.perf_counter()
         for train in seen:

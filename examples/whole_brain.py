@@ -37,22 +37,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 import traxon
 from traxon.connectome import connectome_network, load_edges, synthetic_connectome
-from traxon.tasks import RegionRates, region_rate_loss
+from traxon.recipes import REGION_LR, region_rates, region_rates_learner
+from traxon.tasks import RegionRates
 
 # The recipe (chosen by measured runs, docs/scaling.md): stimulus channels of 0-800 Hz whose
 # rates drift over ~300 ms, a readout averaged over 100 ms, no loss in the first 100 ms (the
-# readout settles), Adam with a cosine-decayed learning rate, an update every step.
-INPUT_RATE, SMOOTH_MS, LR, BPTT_LR = 400.0, 300.0, 2e-3, 1e-2
+# readout settles), Adam with a cosine-decayed learning rate, an update every step
+# (traxon.recipes.region_rates and region_rates_learner).
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--full", action="store_true", help="full fly-brain size")
     parser.add_argument("--edges", default=None, help="a FlyWire-style edge table to load")
     parser.add_argument("--rounds", type=int, default=None, help="training rounds")
-    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (Adam)")
+    parser.add_argument("--lr", type=float, default=REGION_LR, help="peak learning rate (Adam)")
     parser.add_argument(
         "--bptt", action="store_true", help="also train BPTT on the same model (reference)"
     )
@@ -116,18 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     net = connectome_network(
         connectome, n_inputs=16, rate_window=rate_window, pad_to=args.neuron_shards
     )
-    task = RegionRates(
-        n_regions=connectome.n_regions,
-        n_in=16,
-        n_steps=steps,
-        window=window,
-        input_rate=INPUT_RATE,
-        smooth_ms=SMOOTH_MS,
-        burn_in=burn_in,
-    )
-    algo = traxon.trace.es_d_rtrl(decay=math.exp(-1.0 / 20.0))  # the membrane leak
-    schedule = optax.cosine_decay_schedule(args.lr, rounds * steps, alpha=0.05)
-    learner = traxon.online_learner(net, algo, optax.adam(schedule), loss=region_rate_loss())
+    task = region_rates(connectome.n_regions, 16, steps, window, burn_in)
+    learner = region_rates_learner(net, rounds, steps, lr=args.lr)
 
     test = task.sample(12345, n_test, split="test")
     # The initial weights, copied to the host (training may reuse the learner's buffers).
@@ -191,14 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.bptt and not parallel:
         # The reference: BPTT through each whole sequence (memory grows with its length),
         # one update per sequence, from the same initial weights, on the same batches.
-        bptt = traxon.online_learner(
-            net,
-            "bptt",
-            optax.adam(optax.cosine_decay_schedule(BPTT_LR, rounds, alpha=0.05)),
-            loss=region_rate_loss(),
-            update_every="sequence",
-            sequence_length=steps,
-        )
+        bptt = region_rates_learner(net, rounds, steps, bptt=True)
         bptt.init_state(batch, params=init_params)
         tick = time.perf_counter()
         for train in seen:

@@ -30,7 +30,14 @@ from traxon.core import (
 )
 from traxon.tasks import Task, get_task
 
-__all__ = ["Recipe", "evidence_network", "recipe", "recurrent_network"]
+__all__ = [
+    "Recipe",
+    "evidence_network",
+    "recipe",
+    "recurrent_network",
+    "region_rates",
+    "region_rates_learner",
+]
 
 
 def _unit_resistance(tau: float, dt: float) -> float:
@@ -241,3 +248,61 @@ def recipe(
         )
         return Recipe(t, net, algorithm or "es_d_rtrl", 1e-3, 32, 20 if quick else 3000)
     raise ValueError(f"`task` must be one of 'evidence', 'dms', 'digits', 'shd'; got {task!r}.")
+
+
+# --------------------------------------------------------------------------------------
+# Region rates on a connectome (examples/whole_brain.py, benchmarks/whole_brain.py).
+
+#: The measured region-rate recipe (docs/scaling.md): mean stimulus rate (Hz), drift time
+#: of the stimulus (ms), peak learning rate of ``es_d_rtrl`` and of the BPTT reference.
+REGION_INPUT_RATE, REGION_SMOOTH_MS, REGION_LR, REGION_BPTT_LR = 400.0, 300.0, 2e-3, 1e-2
+
+
+def region_rates(n_regions: int, n_in: int, n_steps: int, window: int, burn_in: int) -> Any:
+    """The region-rate task of the recipe: a 0-800 Hz stimulus drifting over 300 ms.
+
+    Example:
+        >>> from traxon.recipes import region_rates
+        >>> task = region_rates(n_regions=4, n_in=8, n_steps=100, window=50, burn_in=50)
+        >>> task.input_rate, task.n_out
+        (400.0, 4)
+    """
+    from traxon.tasks import RegionRates
+
+    return RegionRates(
+        n_regions=n_regions,
+        n_in=n_in,
+        n_steps=n_steps,
+        window=window,
+        input_rate=REGION_INPUT_RATE,
+        smooth_ms=REGION_SMOOTH_MS,
+        burn_in=burn_in,
+    )
+
+
+def region_rates_learner(
+    net: Network, rounds: int, n_steps: int, lr: float = REGION_LR, bptt: bool = False
+) -> Any:
+    """The recipe's learner on a connectome network, over ``rounds`` sequences of ``n_steps``.
+
+    ``es_d_rtrl`` with the membrane's decay (20 ms), Adam with a cosine-decayed rate
+    updated every step; with ``bptt=True`` the reference instead: BPTT through each whole
+    sequence, one update per sequence, at ``REGION_BPTT_LR`` (``lr`` is then ignored).
+    """
+    from traxon.learn import online_learner
+    from traxon.tasks import region_rate_loss
+
+    if bptt:
+        return online_learner(
+            net,
+            "bptt",
+            optax.adam(optax.cosine_decay_schedule(REGION_BPTT_LR, rounds, alpha=0.05)),
+            loss=region_rate_loss(),
+            update_every="sequence",
+            sequence_length=n_steps,
+        )
+    from traxon.trace import es_d_rtrl
+
+    schedule = optax.cosine_decay_schedule(lr, rounds * n_steps, alpha=0.05)
+    algo = es_d_rtrl(decay=math.exp(-1.0 / 20.0))  # the membrane leak
+    return online_learner(net, algo, optax.adam(schedule), loss=region_rate_loss())
