@@ -1074,6 +1074,14 @@ traxon.connectome.load_edges("edges.csv")""",
                 "Write `--task-option delay_ms=500`.",
             ),
             (
+                "An option the learning rule does not have",
+                'traxon.cli.main(["train", "--algorithm", "es_d_rtrl", '
+                '"--algorithm-option", "dekay=0.9"])',
+                "`--algorithm-option` goes to the rule's constructor; the message lists the "
+                "options it has (`traxon train --help` lists them for every rule).",
+                "Write `--algorithm-option decay=0.9`.",
+            ),
+            (
                 "SHD without data",
                 'traxon.cli.main(["train", "--task", "shd"])',
                 "The SHD files are not bundled.",

@@ -221,3 +221,54 @@ def test_ctrl_c_writes_what_was_done_and_resume_continues(tmp_path, subprocess_e
     again = _summary(captured.out)
     assert again["sequences"] == done + 1 and again["steps"] == resumed["steps"]
     assert again["stopped_by"] == "already complete" and "is complete" in captured.err
+
+
+def test_help_lists_the_options_of_every_algorithm(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--algorithm-option KEY=VALUE" in text
+    assert "es_d_rtrl: ES-D-RTRL" in text and "decay='auto', exact=()" in text
+    assert "uoro: UORO" in text and "options: seed=0" in text
+    assert "rtrl: Exact real-time recurrent learning" in text
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("dekay=0.9", r"es_d_rtrl has no option 'dekay'; its options are: decay, exact"),
+        ("decay=7", r"es_d_rtrl refused \{'decay': 7\}: `decay` must lie in \[0, 1\]"),
+        ('exact=["nope"]', r"`exact` names weights \['nope'\] that are not trainable"),
+        ("decay", r"--algorithm-option must look like KEY=VALUE; got 'decay'"),
+    ],
+)
+def test_bad_algorithm_options_are_refused_before_any_work(option, message, tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "--algorithm", "es_d_rtrl", "--algorithm-option", option, "--out", str(out)]
+    with pytest.raises(SystemExit, match=message):
+        main([*args, "--no-progress"])
+    assert not out.exists()
+
+
+def test_algorithm_options_reach_the_learner_and_a_resume_must_repeat_them(
+    tmp_path, capsys, monkeypatch
+):
+    import traxon.learn
+
+    used = []
+
+    def recording(net, algorithm, *args, **kwargs):
+        used.append(algorithm)
+        return traxon.learn.learner.online_learner(net, algorithm, *args, **kwargs)
+
+    monkeypatch.setattr(traxon.learn, "online_learner", recording)
+    out = tmp_path / "run"
+    common = [*TINY, "--no-progress", "--algorithm", "es_d_rtrl", "--iterations", "1"]
+    assert main([*common, "--algorithm-option", "decay=0.9", "--out", str(out)]) == 0
+    summary = _summary(capsys.readouterr().out)
+    assert used[-1].decay == 0.9 and summary["algorithm_options"] == {"decay": 0.9}
+    assert json.loads((out / "history.json").read_text())["algorithm_options"] == {"decay": 0.9}
+    with pytest.raises(SystemExit, match=r"trained with --algorithm-option decay=0.9; this call"):
+        main([*common, "--algorithm-option", "decay=0.8", "--resume", str(out)])
+    with pytest.raises(SystemExit, match=r"this call gives \(none\)"):
+        main([*common, "--resume", str(out)])

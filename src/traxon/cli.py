@@ -12,6 +12,7 @@ could not be written (the summary is printed all the same); 2 for a bad argument
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import resource
@@ -94,6 +95,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: ...)`` for options whose default is a value, not for ``None``
     (those say in their help what they fall back to) nor for flags."""
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # Text laid out in lines (the list of learning rules) keeps its lines.
+        if "\n" in text:
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.default is False or action.default == []:
             return action.help
@@ -104,6 +111,30 @@ def _algorithms() -> list[str]:
     from traxon.trace import ALGORITHMS
 
     return sorted(ALGORITHMS)
+
+
+def _algorithm_options(name: str) -> dict[str, inspect.Parameter]:
+    """The constructor options of a registered learning rule, by name."""
+    from traxon.trace import ALGORITHMS
+
+    return dict(inspect.signature(ALGORITHMS[name]).parameters)
+
+
+def _algorithm_help() -> str:
+    """One entry per learning rule: its summary and its options with their defaults."""
+    from traxon.trace import ALGORITHMS
+
+    lines = ["learning rules (--algorithm) and their options (--algorithm-option KEY=VALUE):"]
+    for name in _algorithms():
+        module = sys.modules[ALGORITHMS[name].__module__]
+        summary = (module.__doc__ or "").strip().splitlines()[0].rstrip(".")
+        lines.append(f"  {name}: {summary}")
+        options = [
+            f"{k}={p.default!r}" if p.default is not inspect.Parameter.empty else k
+            for k, p in _algorithm_options(name).items()
+        ]
+        lines.append("      options: " + (", ".join(options) if options else "none"))
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         "setting left out is the recipe's. Ctrl-C stops after the current sequence and "
         "writes what was done (exit 130); --resume continues it.",
         formatter_class=_HelpFormatter,
+        epilog=_algorithm_help(),
     )
     algorithms = _algorithms()
     train.add_argument("--task", default="evidence", choices=_TASKS, help="the task to learn")
@@ -127,7 +159,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=algorithms,
         metavar="ALGORITHM",
         help="the learning rule, one of: " + ", ".join(algorithms) + " (default: the task's "
-        "recipe: d_rtrl for evidence and dms, es_d_rtrl for digits and shd)",
+        "recipe: d_rtrl for evidence and dms, es_d_rtrl for digits and shd; each is "
+        "described below)",
+    )
+    train.add_argument(
+        "--algorithm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the learning rule, e.g. --algorithm-option decay=0.9 for es_d_rtrl "
+        "(repeatable; VALUE is read as JSON, else as text; the options of each rule are "
+        "listed below)",
     )
     train.add_argument(
         "--batch-size",
@@ -217,12 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _task_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in args.task_option:
-        if "=" not in item:
-            raise SystemExit(f"--task-option must look like KEY=VALUE; got {item!r}")
-        key, value = item.split("=", 1)
-        options[key] = _parse_value(value)
+    options = _key_values(args.task_option, "--task-option")
     if args.task == "shd":
         if args.data is None:
             raise SystemExit("--task shd needs --data PATH (and --test-data PATH) to SHD files.")
@@ -230,6 +267,37 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.test_data is not None:
             options.setdefault("test_path", str(args.test_data))
     return options
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict (``VALUE`` read as JSON, else kept as text)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"{flag} must look like KEY=VALUE; got {item!r}")
+        key, value = item.split("=", 1)
+        options[key] = _parse_value(value)
+    return options
+
+
+def _algorithm(name: str, items: list[str]) -> Any:
+    """The learning rule ``name`` with the ``--algorithm-option`` values, checked before any
+    work: an unknown option or a value the rule refuses is a usage error naming them."""
+    from traxon.trace import get_algorithm
+
+    options = _key_values(items, "--algorithm-option")
+    known = _algorithm_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        accepted = ", ".join(known) if known else "none"
+        raise SystemExit(
+            f"--algorithm-option: {name} has no option {', '.join(map(repr, unknown))}; "
+            f"its options are: {accepted}."
+        )
+    try:
+        return get_algorithm(name, **options)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--algorithm-option: {name} refused {options}: {err}") from None
 
 
 def _resume_paths(resume: Path) -> tuple[Path, Path]:
@@ -326,6 +394,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     batch = r.batch_size if args.batch_size is None else args.batch_size
     lr = r.learning_rate if args.lr is None else args.lr
     iterations = r.iterations if args.iterations is None else args.iterations
+    algorithm = _algorithm(r.algorithm, args.algorithm_option)
+    algorithm_options = _key_values(args.algorithm_option, "--algorithm-option")
 
     history: list[dict[str, float]] = []
     evaluations: list[tuple[int, float]] = []
@@ -339,6 +409,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             history = list(saved.get("train", []))
             evaluations = [(int(i), float(a)) for i, a in saved.get("test", [])]
             spent = float(saved.get("train_s", 0.0))
+            before = saved.get("algorithm_options", {})
+            if history and before != algorithm_options:
+                raise SystemExit(
+                    f"--resume: the run in {resume_checkpoint.parent} trained with "
+                    f"--algorithm-option {_options_text(before)}; this call gives "
+                    f"{_options_text(algorithm_options)}. Resume with the same options."
+                )
             if saved.get("best_at") is not None:
                 best, best_at = float(saved["best_test_accuracy"]), int(saved["best_at"])
     if args.out is not None:
@@ -348,22 +425,29 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         out = Path("runs") / f"{args.task}-{r.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
+        learner = online_learner(
+            r.network,
+            algorithm,
+            r.optimizer(lr),
+            "cross_entropy",
+            update_every=r.update_every,
+            sequence_length=r.task.n_steps,
+            rate_target=r.rate_target,
+            rate_reg=r.rate_reg,
+            clip_norm=r.clip_norm,
+            seed=args.seed,
+        )
+    except (TypeError, ValueError) as err:
+        if not algorithm_options:
+            raise
+        # an option the rule accepts alone but not on this network (e.g. exact=[a weight
+        # it does not have]): a usage error, before any folder is made
+        raise SystemExit(f"--algorithm-option: {err}") from None
+    learner.init_state(batch)
+    try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SystemExit(f"traxon: cannot create the output folder {out}: {err}") from None
-    learner = online_learner(
-        r.network,
-        r.algorithm,
-        r.optimizer(lr),
-        "cross_entropy",
-        update_every=r.update_every,
-        sequence_length=r.task.n_steps,
-        rate_target=r.rate_target,
-        rate_reg=r.rate_reg,
-        clip_norm=r.clip_norm,
-        seed=args.seed,
-    )
-    learner.init_state(batch)
     if resume_checkpoint is not None:
         learner.restore(resume_checkpoint)
     test = list(r.task.epoch(256, split="test"))
@@ -456,6 +540,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "task": args.task,
         "algorithm": r.algorithm,
+        "algorithm_options": algorithm_options,
         "test_accuracy": evaluations[-1][1] if evaluations else None,
         "tested_at": evaluations[-1][0] if evaluations else None,
         "best_test_accuracy": best if best_at is not None else None,
@@ -479,6 +564,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "train": history,
         "test": evaluations,
         "train_s": train_s,
+        "algorithm_options": algorithm_options,
         "best_test_accuracy": summary["best_test_accuracy"],
         "best_at": best_at,
     }
@@ -498,6 +584,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             f"written{where}; continue with --resume {out}"
         )
     return summary
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    if not options:
+        return "(none)"
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in options.items())
 
 
 def _plots(learner: Any, r: Any, history: list, evaluations: list, out: Path) -> None:
