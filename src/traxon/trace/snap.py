@@ -135,7 +135,8 @@ class snap(Algorithm):
             if not getattr(p.op, "param_traces", True):
                 raise ValueError(
                     f"weight `{p.name}`: snap needs the self-connection of every neuron, which "
-                    "this weight op does not expose. Use algorithm='d_rtrl' or 'bptt'."
+                    "this weight op does not expose. Use algorithm='es_d_rtrl', 'rtrl' (small "
+                    "networks) or 'bptt'."
                 )
         if not recurrent:
             return bind_param_rule(self, net, loss_fn)
