@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon.learn.losses import Loss
+from traxon._loss import Loss
 from traxon.tasks.base import Batch, Task, check_float, check_int
 
 __all__ = ["RegionRates", "load_targets", "region_rate_loss"]
