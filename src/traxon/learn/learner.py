@@ -236,7 +236,7 @@ class OnlineLearner:
             # Copies: the caller's arrays must survive a donated learner state.
             params = {k: jnp.array(v, copy=True) for k, v in params.items()}
         dtype = next(iter(params.values())).dtype
-        net_state = self.net.init_state(batch_size, dtype)
+        net_state, _ = self._start_state(batch_size, dtype, jax.random.fold_in(k_run, 1))
         example = self.loss.example(batch_size, self.n_out) if self.loss.example else None
         trace_state = self.tracer.init(params, net_state, target_example=example)
         opt_state = self.optimizer.init(self._trainable(params))
@@ -509,21 +509,35 @@ class OnlineLearner:
         ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
         batch = self.net.batch_size(ls.net_state)
         dtype = next(iter(ls.params.values())).dtype
-        fresh = self.net.init_state(batch, dtype)
+        fresh, key = self._start_state(batch, dtype, ls.key)
         trace_state = self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
-        return ls._replace(net_state=fresh, trace_state=trace_state), norm, due, bad
+        ls = ls._replace(net_state=fresh, trace_state=trace_state, key=key)
+        return ls, norm, due, bad
+
+    def _start_state(self, batch: int, dtype: Any, key: jax.Array) -> tuple[Any, jax.Array]:
+        """The network state a sequence starts from, and the key left for the next one.
+
+        A network whose initial state is random (``draws_initial_state``: an adapted
+        brainstate module with ``V_initializer=Uniform(...)``) draws it from a key split
+        from ``key``; any other network starts from ``init_state`` and ``key`` is unchanged.
+        """
+        if not getattr(self.net, "draws_initial_state", False):
+            return self.net.init_state(batch, dtype), key
+        key, sub = jax.random.split(key)
+        return self.net.init_state(batch, dtype, key=sub), key  # type: ignore[call-arg]
 
     def reset_sequence(self, ls: LearnerState) -> LearnerState:
         """Reset neuron state and traces without applying anything (weights kept)."""
         batch = self.net.batch_size(ls.net_state)
         dtype = next(iter(ls.params.values())).dtype
-        fresh = self.net.init_state(batch, dtype)
+        fresh, key = self._start_state(batch, dtype, ls.key)
         trace_state = self.tracer.reset_gradients(
             self.tracer.reset_traces(ls.params, fresh, ls.trace_state)
         )
         return ls._replace(
             net_state=fresh,
             trace_state=trace_state,
+            key=key,
             window=jnp.zeros_like(ls.window),
             window_nonfinite=jnp.zeros_like(ls.window_nonfinite),
         )
@@ -531,7 +545,8 @@ class OnlineLearner:
     def _evaluate(self, params: Mapping[str, jax.Array], xs: Any, ys: Any, masks: Any) -> Any:
         batch = next(iter(xs.values())).shape[1]
         dtype = next(iter(params.values())).dtype
-        state = self.net.init_state(batch, dtype)
+        # The same start for every evaluation (a random initial state: drawn from the seed).
+        state, _ = self._start_state(batch, dtype, jax.random.PRNGKey(self.seed))
         res = self.net.simulate(params, state, xs)
         outputs = res.outputs
         loss = jax.vmap(self.loss.fn)(outputs, ys)
@@ -966,7 +981,11 @@ def _summarise(
 
 
 def _adapt_module(
-    module: Any, input_size: int | None, call: Any = None, input_unit: Any = None
+    module: Any,
+    input_size: int | None,
+    call: Any = None,
+    input_unit: Any = None,
+    draw_initial_state: bool = True,
 ) -> Network:
     try:
         import brainstate
@@ -979,7 +998,7 @@ def _adapt_module(
         )
     from traxon.adapters import adapt
 
-    return adapt(module, input_size, call, input_unit)
+    return adapt(module, input_size, call, input_unit, draw_initial_state)
 
 
 def online_learner(
@@ -1008,7 +1027,9 @@ def online_learner(
             channels per sample; read from the module when omitted) and ``call``
             (``call(module, x)`` runs one step when that is not ``module.update(x)``, e.g.
             ``lambda m, x: m.update(x * u.nA)``) or ``input_unit`` (the unit of its input,
-            e.g. ``u.nA``: plain arrays are mantissas in it and Quantities are read in it).
+            e.g. ``u.nA``: plain arrays are mantissas in it and Quantities are read in it),
+            ``draw_initial_state`` (default ``True``: random initial values of the module's
+            states are drawn anew for every sequence from the learner's key).
 
     Example:
         >>> import jax.numpy as jnp, optax, traxon
@@ -1027,5 +1048,6 @@ def online_learner(
             options.pop("input_size", None),
             options.pop("call", None),
             options.pop("input_unit", None),
+            options.pop("draw_initial_state", True),
         )
     return OnlineLearner(net, algorithm, optimizer, loss, **options)
