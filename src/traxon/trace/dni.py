@@ -169,143 +169,170 @@ class synthetic_gradients(Algorithm):
                 "synthetic_gradients needs a `window` (steps of BPTT between synthetic "
                 "gradients): pass synthetic_gradients(window=...), or let the learner set it."
             )
-        names = tuple(p.name for p in trainable(net))
-        split, merge = flat_state(net)
-        lr, sync_every = self.lr, self.sync_every
+        b = _Bound(net, loss_fn, size, self.lr, self.sync_every)
+        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> SyntheticGradientState:
-            buffer = window_buffer(
-                net, params, state, target_example, size, names, "synthetic_gradients"
-            )
-            batch = net.batch_size(state)
-            dtype = state_dtype(state)
-            H = split(state).shape[-1]
-            model = {"A": jnp.zeros((H, H), dtype), "c": jnp.zeros((H,), dtype)}
-            return SyntheticGradientState(
-                **buffer,
-                predictor=model,
-                target=jax.tree_util.tree_map(jnp.copy, model),
-                steps=jnp.zeros((), jnp.int32),
-                pending={
-                    "h": jnp.zeros((batch, H), dtype),
-                    "now": jnp.zeros((batch, H), dtype),
-                    "later": jnp.zeros((batch, H), dtype),
-                    "valid": jnp.zeros((), bool),
-                },
-            )
 
-        def window_grad(
-            params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
-        ) -> dict[str, jax.Array]:
-            """BPTT over the buffered steps from ``start`` (+ the synthetic gradient at the end)."""
-            synthetic = jax.lax.stop_gradient(_predict(ts.target, split(ts.last)))
-            end = ts.count - 1
+class _Bound:
+    """:class:`synthetic_gradients` bound to a network and a loss: the tracer's functions."""
 
-            def total(p: Mapping[str, jax.Array]) -> jax.Array:
-                def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
-                    st, i = carry
-                    x, tgt, w, cost = inp
-                    new, internals = net.forward({**params, **p}, st, x)
-                    sig = internals["signals"]
-                    value = jnp.sum(w * loss_fn(net.output(sig), tgt))
-                    for k, c in cost.items():
-                        value = value + jnp.sum(c * sig[k]["spike"])
-                    if inject:
-                        at_end = jnp.sum(synthetic * split(new))
-                        value = value + jnp.where(i == end, at_end, jnp.zeros_like(at_end))
-                    return (new, i + 1), value
+    def __init__(
+        self, net: Network, loss_fn: LossFn, size: int, lr: float, sync_every: int | None
+    ) -> None:
+        self.net, self.loss_fn, self.size = net, loss_fn, size
+        self.lr, self.sync_every = lr, sync_every
+        self.names = tuple(p.name for p in trainable(net))
+        self.split, self.merge = flat_state(net)
 
-                inputs = (ts.xs, ts.targets, ts.weights, ts.costs)
-                _, values = jax.lax.scan(body, (ts.start, jnp.zeros((), jnp.int32)), inputs)
-                return jnp.sum(values)
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> SyntheticGradientState:
+        net = self.net
+        buffer = window_buffer(
+            net, params, state, target_example, self.size, self.names, "synthetic_gradients"
+        )
+        batch = net.batch_size(state)
+        dtype = state_dtype(state)
+        H = self.split(state).shape[-1]
+        model = {"A": jnp.zeros((H, H), dtype), "c": jnp.zeros((H,), dtype)}
+        return SyntheticGradientState(
+            **buffer,
+            predictor=model,
+            target=jax.tree_util.tree_map(jnp.copy, model),
+            steps=jnp.zeros((), jnp.int32),
+            pending={
+                "h": jnp.zeros((batch, H), dtype),
+                "now": jnp.zeros((batch, H), dtype),
+                "later": jnp.zeros((batch, H), dtype),
+                "valid": jnp.zeros((), bool),
+            },
+        )
 
-            return jax.grad(total)({k: params[k] for k in names})
+    def _window_grad(
+        self, params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
+    ) -> dict[str, jax.Array]:
+        """BPTT over the buffered steps from ``start`` (+ the synthetic gradient at the end)."""
+        net, loss_fn, split = self.net, self.loss_fn, self.split
+        synthetic = jax.lax.stop_gradient(_predict(ts.target, split(ts.last)))
+        end = ts.count - 1
 
-        def close(
-            params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
-        ) -> SyntheticGradientState:
-            g = window_grad(params, ts, inject)
-            grads = {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names}
-            return ts._replace(**{**cleared(ts), "grads": grads})
-
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: SyntheticGradientState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, SyntheticGradientState, StepOutput]:
-            ts = jax.lax.cond(ts.count >= size, lambda t: close(params, t, True), lambda t: t, ts)
-            dtype = ts.weights.dtype
-            costs = step_costs(ts.costs, spike_cost)
-
-            # This step, and the two parts of the predictor's target at the previous state:
-            # this step's loss, and the predicted future after this step (valid only if the
-            # sequence goes on, which the next step tells; see ``pending``).
-            def run(h_prev: jax.Array) -> tuple[tuple[jax.Array, jax.Array], Any]:
-                new, internals = net.forward(params, merge(h_prev, state), x)
+        def total(p: Mapping[str, jax.Array]) -> jax.Array:
+            def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
+                st, i = carry
+                x, tgt, w, cost = inp
+                new, internals = net.forward({**params, **p}, st, x)
                 sig = internals["signals"]
-                y = net.output(sig)
-                loss = loss_fn(y, target)
-                value = jnp.sum(weight.astype(dtype) * loss)
-                for k, c in costs.items():
+                value = jnp.sum(w * loss_fn(net.output(sig), tgt))
+                for k, c in cost.items():
                     value = value + jnp.sum(c * sig[k]["spike"])
-                return (value, split(new)), (new, y, loss)
+                if inject:
+                    at_end = jnp.sum(synthetic * split(new))
+                    value = value + jnp.where(i == end, at_end, jnp.zeros_like(at_end))
+                return (new, i + 1), value
 
-            h_prev = split(state)
-            (_, h_new), vjp, (new_state, y, loss) = jax.vjp(run, h_prev, has_aux=True)
-            one = jnp.ones((), dtype)
-            (now,) = vjp((one, jnp.zeros_like(h_new)))
-            future = jax.lax.stop_gradient(_predict(ts.target, h_new))
-            (later,) = vjp((jnp.zeros_like(one), future))
-            predictor = _train(ts.predictor, ts.pending, True, lr)
-            pending = {"h": h_prev, "now": now, "later": later, "valid": jnp.ones((), bool)}
-            steps = ts.steps + 1
-            model = ts.target
-            if sync_every is not None:
-                due = steps >= sync_every
-                model = jax.tree_util.tree_map(
-                    lambda new, old: jnp.where(due, new, old), predictor, ts.target
-                )
-                steps = jnp.where(due, jnp.zeros_like(steps), steps)
-            i = ts.count
-            ts = ts._replace(
-                last=new_state,
-                **record_step(ts, i, x, target, weight, costs),
-                predictor=predictor,
-                target=model,
-                steps=steps,
-                pending=pending,
+            inputs = (ts.xs, ts.targets, ts.weights, ts.costs)
+            _, values = jax.lax.scan(body, (ts.start, jnp.zeros((), jnp.int32)), inputs)
+            return jnp.sum(values)
+
+        return jax.grad(total)({k: params[k] for k in self.names})
+
+    def _close(
+        self, params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
+    ) -> SyntheticGradientState:
+        g = self._window_grad(params, ts, inject)
+        grads = {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in self.names}
+        return ts._replace(**{**cleared(ts), "grads": grads})
+
+    def _targets(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Any,
+        ts: SyntheticGradientState,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        costs: Mapping[str, jax.Array],
+    ) -> tuple[Any, StepOutput, dict[str, jax.Array]]:
+        """This step, and the two parts of the predictor's target at the previous state:
+        this step's loss (``now``) and the predicted future after this step (``later``,
+        valid only if the sequence goes on, which the next step tells)."""
+        net, loss_fn, split = self.net, self.loss_fn, self.split
+        dtype = ts.weights.dtype
+
+        def run(h_prev: jax.Array) -> tuple[tuple[jax.Array, jax.Array], Any]:
+            new, internals = net.forward(params, self.merge(h_prev, state), x)
+            sig = internals["signals"]
+            y = net.output(sig)
+            loss = loss_fn(y, target)
+            value = jnp.sum(weight.astype(dtype) * loss)
+            for k, c in costs.items():
+                value = value + jnp.sum(c * sig[k]["spike"])
+            return (value, split(new)), (new, y, loss)
+
+        h_prev = split(state)
+        (_, h_new), vjp, (new_state, y, loss) = jax.vjp(run, h_prev, has_aux=True)
+        one = jnp.ones((), dtype)
+        (now,) = vjp((one, jnp.zeros_like(h_new)))
+        future = jax.lax.stop_gradient(_predict(ts.target, h_new))
+        (later,) = vjp((jnp.zeros_like(one), future))
+        pending = {"h": h_prev, "now": now, "later": later, "valid": jnp.ones((), bool)}
+        return new_state, StepOutput(y, loss), pending
+
+    def step(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Any,
+        ts: SyntheticGradientState,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        spike_cost: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[Any, SyntheticGradientState, StepOutput]:
+        ts = jax.lax.cond(
+            ts.count >= self.size, lambda t: self._close(params, t, True), lambda t: t, ts
+        )
+        costs = step_costs(ts.costs, spike_cost)
+        new_state, out, pending = self._targets(params, state, ts, x, target, weight, costs)
+        predictor = _train(ts.predictor, ts.pending, True, self.lr)
+        steps = ts.steps + 1
+        model = ts.target
+        if self.sync_every is not None:
+            due = steps >= self.sync_every
+            model = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(due, new, old), predictor, ts.target
             )
-            return new_state, ts, StepOutput(y, loss)
+            steps = jnp.where(due, jnp.zeros_like(steps), steps)
+        ts = ts._replace(
+            last=new_state,
+            **record_step(ts, ts.count, x, target, weight, costs),
+            predictor=predictor,
+            target=model,
+            steps=steps,
+            pending=pending,
+        )
+        return new_state, ts, out
 
-        def gradients(
-            params: Mapping[str, jax.Array], ts: SyntheticGradientState
-        ) -> dict[str, jax.Array]:
-            g = window_grad(params, ts, True)
-            return {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names}
+    def gradients(
+        self, params: Mapping[str, jax.Array], ts: SyntheticGradientState
+    ) -> dict[str, jax.Array]:
+        g = self._window_grad(params, ts, True)
+        return {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in self.names}
 
-        def reset_gradients(ts: SyntheticGradientState) -> SyntheticGradientState:
-            return ts._replace(**cleared(ts))
+    def reset_gradients(self, ts: SyntheticGradientState) -> SyntheticGradientState:
+        return ts._replace(**cleared(ts))
 
-        def reset_traces(
-            params: Mapping[str, jax.Array], state: Any, ts: SyntheticGradientState
-        ) -> SyntheticGradientState:
-            # The sequence ended: its last window closes with no future to predict.
-            ts = jax.lax.cond(ts.count > 0, lambda t: close(params, t, False), lambda t: t, ts)
-            # ... and its last state has no future: its target is this step's loss alone.
-            predictor = _train(ts.predictor, ts.pending, False, lr)
-            return ts._replace(
-                start=state,
-                last=state,
-                predictor=predictor,
-                target=jax.tree_util.tree_map(jnp.copy, predictor),
-                steps=jnp.zeros_like(ts.steps),
-                pending={**ts.pending, "valid": jnp.zeros_like(ts.pending["valid"])},
-            )
-
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def reset_traces(
+        self, params: Mapping[str, jax.Array], state: Any, ts: SyntheticGradientState
+    ) -> SyntheticGradientState:
+        # The sequence ended: its last window closes with no future to predict.
+        ts = jax.lax.cond(ts.count > 0, lambda t: self._close(params, t, False), lambda t: t, ts)
+        # ... and its last state has no future: its target is this step's loss alone.
+        predictor = _train(ts.predictor, ts.pending, False, self.lr)
+        return ts._replace(
+            start=state,
+            last=state,
+            predictor=predictor,
+            target=jax.tree_util.tree_map(jnp.copy, predictor),
+            steps=jnp.zeros_like(ts.steps),
+            pending={**ts.pending, "valid": jnp.zeros_like(ts.pending["valid"])},
+        )
