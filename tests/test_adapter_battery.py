@@ -593,3 +593,52 @@ def test_rtrl_and_another_batch_size_with_dt_set_only_in_a_context():
     # Attached at batch size 1 (states initialised by the adapter); stepped at 5.
     x, y = np.ones((5, N_IN), np.float32), np.zeros(5, np.int32)
     assert np.isfinite(learner.step(x * u.nA, y)["loss"])
+
+
+def _start_V(learner):
+    return np.asarray(learner.state.net_state["neu"]["V"])
+
+
+def test_a_random_initial_V_is_drawn_anew_for_every_sequence_from_the_seed():
+    # Currents draws V from Uniform(0, 0.5 mV), as brainstate's reset_state does each time.
+    def learner(seed, **options):
+        brainstate.random.seed(0)
+        return traxon.online_learner(
+            Currents(), "es_d_rtrl", optax.sgd(0.0), input_unit=u.nA, seed=seed, **options
+        )
+
+    drawn, again = learner(seed=3), learner(seed=3)
+    assert drawn.net.draws_initial_state
+    starts, repeats = [], []
+    for lrn, out in ((drawn, starts), (again, repeats)):
+        lrn.init_state(64)
+        out.append(_start_V(lrn))
+        for _ in range(2):
+            lrn.step(np.zeros((64, N_IN), np.float32), np.zeros(64, np.int32))
+            lrn.end()  # the next sequence starts from a new draw
+            out.append(_start_V(lrn))
+    for v in starts:
+        assert v.shape == (64, 8) and v.min() >= 0.0 and v.max() < 0.5
+        assert 0.2 < v.mean() < 0.3  # Uniform(0, 0.5): mean 0.25
+        assert len(np.unique(v[:, 0])) == 64  # one draw per sample
+    assert not np.allclose(starts[0], starts[1]) and not np.allclose(starts[1], starts[2])
+    for v, w in zip(starts, repeats, strict=True):  # reproducible from the learner's seed
+        np.testing.assert_array_equal(v, w)
+    other = learner(seed=4)
+    other.init_state(64)
+    assert not np.allclose(_start_V(other), starts[0])
+
+    fixed = learner(seed=3, draw_initial_state=False)  # the option: one draw, when attached
+    assert not fixed.net.draws_initial_state
+    fixed.init_state(4)
+    first = _start_V(fixed)
+    fixed.step(np.zeros((4, N_IN), np.float32), np.zeros(4, np.int32))
+    fixed.end()
+    np.testing.assert_array_equal(_start_V(fixed), first)
+    assert np.all(first == first[:1])
+
+
+def test_a_module_without_random_initial_states_draws_nothing():
+    brainstate.random.seed(0)
+    learner = traxon.online_learner(TwoLayer(), "es_d_rtrl", optax.sgd(0.0))
+    assert not learner.net.draws_initial_state

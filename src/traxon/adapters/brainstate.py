@@ -735,6 +735,76 @@ class _BatchedStates:
             s.value = value
 
 
+class _DrawnReset:
+    """The module's own ``reset_state`` at one batch size, as a pure function of a PRNG key.
+
+    ``brainstate.nn.reset_all_states(module, batch)`` is traced once (with the module's
+    values restored afterwards); calling the result with a key evaluates that trace with
+    every brainstate ``RandomState`` it reads set from the key, so random initial values
+    (``V_initializer=braintools.init.Uniform(...)``) are drawn anew, one draw per sample,
+    exactly as the module's reset draws them. ``draws`` tells whether the reset reads a
+    random state at all. Calling it returns ``{(id(state), leaf index): mantissa}`` for
+    every state the reset reads or writes.
+    """
+
+    def __init__(self, net: AdaptedNetwork, batch: int) -> None:
+        bs = _bs()
+        module = net.module
+
+        def reset() -> None:
+            bs.nn.reset_all_states(module, batch)
+
+        before = module.states()
+        with (
+            jax.ensure_compile_time_eval(),
+            _BatchedStates(net, batch),
+            bs.environ.context(**net.environment),
+        ):
+            sf = bs.transform.StatefulFunction(reset, return_only_write=False)
+            sf.make_jaxpr()
+            self.states = list(sf.get_states())
+            self.closed = sf.get_jaxpr()
+            inputs = [jax.tree_util.tree_leaves(s.value) for s in self.states]
+        if {id(s) for s in module.states().values()} != set(net.attached):
+            net._reattach(before)  # a reset that makes new State objects: not drawn
+            self.states, inputs = [], []
+        self.inputs = inputs
+        self.draws = any(isinstance(s, bs.random.RandomState) for s in self.states)
+
+    def __call__(self, key: jax.Array) -> dict[tuple[int, int], jax.Array]:
+        import jax.extend.core as jex
+
+        bs = _bs()
+        args: list[Any] = []
+        for n, (s, leaves) in enumerate(zip(self.states, self.inputs, strict=True)):
+            if isinstance(s, bs.random.RandomState):
+                leaves = [_as_key_like(jax.random.fold_in(key, n), leaves[0])]
+            args.extend(leaves)
+        outs = jex.jaxpr_as_fun(self.closed)(*args)
+        outs = outs[len(outs) - len(args) :]  # the states' new values follow the output
+        drawn: dict[tuple[int, int], jax.Array] = {}
+        cursor = 0
+        for s, leaves in zip(self.states, self.inputs, strict=True):
+            for i in range(len(leaves)):
+                drawn[(id(s), i)] = outs[cursor]
+                cursor += 1
+        return drawn
+
+
+def _as_key_like(key: jax.Array, like: Any) -> jax.Array:
+    """``key`` (a raw ``uint32[2]`` key or a typed one) in the form of ``like``, the value of
+    a brainstate ``RandomState`` (a typed key of some implementation, or raw key data)."""
+    raw = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    if not jax.dtypes.issubdtype(jnp.asarray(like).dtype, jax.dtypes.prng_key):
+        shape, dtype = jnp.shape(like), jnp.asarray(like).dtype
+        return raw if raw.shape == shape else jax.random.bits(key, shape, dtype)
+    impl = jax.random.key_impl(like)
+    data_shape = jax.random.key_data(like).shape
+    if raw.shape != data_shape:
+        raw = jax.random.bits(jax.random.wrap_key_data(raw), data_shape, jnp.uint32)
+    return jax.random.wrap_key_data(raw, impl=impl)
+
+
 # --------------------------------------------------------------------------------------
 # The contract.
 
@@ -801,6 +871,7 @@ class AdaptedNetwork(Network):
         input_size: int | None = None,
         call: Callable[[Any, Any], Any] | None = None,
         input_unit: Any = None,
+        draw_initial_state: bool = True,
     ) -> None:
         bs = _bs()
         import brainunit as u
@@ -812,6 +883,10 @@ class AdaptedNetwork(Network):
         if input_unit is not None and not isinstance(input_unit, u.Unit):
             raise TypeError(
                 f"`input_unit` must be a brainunit unit (e.g. u.nA); got {input_unit!r}."
+            )
+        if not isinstance(draw_initial_state, bool):
+            raise TypeError(
+                f"`draw_initial_state` must be True or False; got {draw_initial_state!r}."
             )
         self.input_unit = input_unit
         if call is None:
@@ -864,6 +939,11 @@ class AdaptedNetwork(Network):
             and jnp.shape(_mantissa(_leaves(s.value)[0]))[0] == self.attach_batch
         ]
         self.start = self._initial_values(module, states)
+        self._resets: dict[int, _DrawnReset] = {}
+        #: Whether :meth:`init_state` given a key draws the module's random initial values
+        #: anew (its ``reset_state`` reads brainstate's random state) -- the learner then
+        #: passes one key per sequence.
+        self.draws_initial_state = draw_initial_state and self._reset(self.attach_batch).draws
         self._analyses: dict[int, Analysis] = {}
         self._decays: dict[str, dict[str, float]] = {}
         a = self.analysis(self.attach_batch)
@@ -1095,13 +1175,32 @@ class AdaptedNetwork(Network):
             out[name] = arr
         return out
 
-    def initial_population(self, pop: str, batch: int, dtype: Any) -> dict[str, jax.Array]:
+    def _reset(self, batch: int) -> _DrawnReset:
+        """The module's ``reset_state`` at ``batch`` as a function of a key (cached)."""
+        if batch not in self._resets:
+            self._resets[batch] = _DrawnReset(self, batch)
+        return self._resets[batch]
+
+    def initial_population(
+        self,
+        pop: str,
+        batch: int,
+        dtype: Any,
+        drawn: Mapping[tuple[int, int], jax.Array] | None = None,
+    ) -> dict[str, jax.Array]:
+        """Population ``pop``'s states at the start of a sequence: the values the module's
+        reset draws (``drawn``, one per sample, see :meth:`init_state`), else the first
+        sample of its reset when attached, for every sample."""
         a = self.analysis(self.attach_batch)
         p = a.pops[pop]
         out = {}
         for lf in p.traced + p.aux:
-            v = self.start[id(lf.state)][_keys(lf.state.value).index(lf.key)]
-            arr = jnp.broadcast_to(v[:1], (batch, *v.shape[1:]))
+            index = _keys(lf.state.value).index(lf.key)
+            if drawn is not None and (id(lf.state), index) in drawn:
+                arr = drawn[(id(lf.state), index)]
+            else:
+                v = self.start[id(lf.state)][index]
+                arr = jnp.broadcast_to(v[:1], (batch, *v.shape[1:]))
             if jnp.issubdtype(arr.dtype, jnp.floating) and dtype is not None:
                 arr = arr.astype(dtype)
             out[_short(lf)] = jnp.asarray(arr)
@@ -1111,19 +1210,43 @@ class AdaptedNetwork(Network):
         ids = {id(s) for s in self.batched_states}
         return [lf for lf in a.leaves if id(lf.state) in ids]
 
-    def init_state(self, batch_size: int, dtype: Any = None) -> dict[str, dict[str, jax.Array]]:
+    def init_state(
+        self, batch_size: int, dtype: Any = None, key: jax.Array | None = None
+    ) -> dict[str, dict[str, jax.Array]]:
+        """The network state at the start of a sequence of ``batch_size`` samples.
+
+        Without ``key`` (or when :attr:`draws_initial_state` is false) every sample starts
+        from the first sample of the module's reset when it was attached. With ``key``,
+        a module whose ``reset_state`` draws random values (``V_initializer=
+        braintools.init.Uniform(...)``) has them drawn anew from ``key``, one draw per
+        sample, as its own ``reset_state`` would; brainstate's random state, when the
+        step uses it, starts from the key too. The learner passes a new key for every
+        sequence, split from its own (reproducible from its ``seed``).
+        """
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
         dtype = dtype if dtype is not None else jnp.zeros(()).dtype
+        drawn = (
+            self._reset(int(batch_size))(key)
+            if key is not None and self.draws_initial_state
+            else None
+        )
         state: dict[str, dict[str, jax.Array]] = {
-            k: self.initial_population(k, int(batch_size), dtype) for k in self.populations
+            k: self.initial_population(k, int(batch_size), dtype, drawn) for k in self.populations
         }
         a = self.analysis(self.attach_batch)
         if a.globals:
             glob = {}
             batched = {id(lf.state) for lf in self.batched_leaves(a)}
             for lf in a.globals:
-                v = self.start[id(lf.state)][_keys(lf.state.value).index(lf.key)]
+                index = _keys(lf.state.value).index(lf.key)
+                if drawn is not None and (id(lf.state), index) in drawn:
+                    v = drawn[(id(lf.state), index)]
+                    if id(lf.state) not in batched:
+                        v = jnp.broadcast_to(v, (batch_size, *jnp.shape(v)))
+                    glob[_short(lf)] = v
+                    continue
+                v = self.start[id(lf.state)][index]
                 if id(lf.state) in batched:
                     v = v[0]
                 glob[_short(lf)] = jnp.broadcast_to(v, (batch_size, *jnp.shape(v)))
@@ -1443,6 +1566,7 @@ def adapt(
     input_size: int | None = None,
     call: Callable[[Any, Any], Any] | None = None,
     input_unit: Any = None,
+    draw_initial_state: bool = True,
 ) -> AdaptedNetwork:
     """Read a brainstate module's step into the model contract (see the module docstring).
 
@@ -1457,9 +1581,14 @@ def adapt(
         input_unit: the brainunit unit the module takes its input in (e.g. ``u.nA``): the
             step is ``module.update(x * input_unit)`` and Quantities given to the learner
             are read in this unit. Plain arrays are taken as mantissas in it.
+        draw_initial_state: when the module's ``reset_state`` draws random values
+            (``V_initializer=braintools.init.Uniform(...)``), draw them anew for every
+            sequence from the learner's key, one draw per sample, as brainstate's
+            ``reset_state`` does (default); ``False``: every sequence and sample starts
+            from the first sample of the draw made when attaching.
 
     Example:
         >>> import brainstate, brainunit as u, brainpy.state as bps  # doctest: +SKIP
         >>> net = traxon.adapters.adapt(my_module, input_size=40)    # doctest: +SKIP
     """
-    return AdaptedNetwork(module, input_size, call, input_unit)
+    return AdaptedNetwork(module, input_size, call, input_unit, draw_initial_state)
