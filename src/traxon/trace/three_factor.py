@@ -151,123 +151,161 @@ class three_factor(Algorithm):
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
-        projs = trainable(net)
-        hidden = tuple(p for p in projs if p.target != READOUT)
-        readout = tuple(p for p in projs if p.target == READOUT)
-        posts = {k: v for k, v in post_populations(net).items() if k != READOUT}
-        sigs = dict.fromkeys(posts, ("spike",))
-        sigs[READOUT] = ("spike",)
-        kappa = readout_decay(net)
-        modulator = self.modulator or negative_loss
-        beta = self.baseline
+        b = _Bound(net, loss_fn, self.modulator or negative_loss, self.baseline, self.decay)
+        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
+
+
+class _Bound:
+    """:class:`three_factor` bound to a network and a loss: the tracer's functions."""
+
+    def __init__(
+        self,
+        net: Network,
+        loss_fn: LossFn,
+        modulator: Modulator,
+        baseline: float | None,
+        decay: str | float,
+    ) -> None:
+        self.net, self.loss_fn, self.modulator, self.beta = net, loss_fn, modulator, baseline
+        self.projs = projs = trainable(net)
+        self.hidden = hidden = tuple(p for p in projs if p.target != READOUT)
+        self.readout = readout = tuple(p for p in projs if p.target == READOUT)
+        self.posts = {k: v for k, v in post_populations(net).items() if k != READOUT}
+        self.sigs = {**dict.fromkeys(self.posts, ("spike",)), READOUT: ("spike",)}
+        self.kappa = readout_decay(net)
         alphas = {
             p.name: float(state_decays(net, net.populations[p.target])[0])
-            if self.decay == "auto"
-            else float(self.decay)
+            if decay == "auto"
+            else float(decay)
             for p in hidden
         }
-        pre_keys = {p.name: f"{p.source}/{p.signal}/{alphas[p.name]!r}" for p in hidden}
-        pre_src = {pre_keys[p.name]: (p.source, p.signal, alphas[p.name]) for p in hidden}
-        k_keys = {p.name: f"{p.source}/{p.signal}" for p in readout}
-        sizes = {**net.inputs, **{k: v.size for k, v in net.populations.items()}, "__one__": 1}
+        self.pre_keys = {p.name: f"{p.source}/{p.signal}/{alphas[p.name]!r}" for p in hidden}
+        self.pre_src = {self.pre_keys[p.name]: (p.source, p.signal, alphas[p.name]) for p in hidden}
+        self.k_keys = {p.name: f"{p.source}/{p.signal}" for p in readout}
+        self.sizes = {
+            **net.inputs,
+            **{k: v.size for k, v in net.populations.items()},
+            "__one__": 1,
+        }
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> ThreeFactorState:
-            batch = net.batch_size(state)
-            dtype = state_dtype(state)
-            pre = {k: jnp.zeros((batch, sizes[src]), dtype) for k, (src, _, _) in pre_src.items()}
-            post = {
-                f"{t}/{c}": jnp.zeros(
-                    (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
-                )
-                for t, chans in posts.items()
-                for c in chans
-            }
-            pre_k = {k_keys[p.name]: jnp.zeros((batch, sizes[p.source]), dtype) for p in readout}
-            return ThreeFactorState(
-                pre,
-                post,
-                pre_k,
-                jnp.zeros((batch,), dtype),
-                jnp.zeros((batch,), bool),
-                {p.name: jnp.zeros_like(params[p.name]) for p in projs},
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> ThreeFactorState:
+        net, sizes = self.net, self.sizes
+        batch = net.batch_size(state)
+        dtype = state_dtype(state)
+        pre = {k: jnp.zeros((batch, sizes[src]), dtype) for k, (src, _, _) in self.pre_src.items()}
+        post = {
+            f"{t}/{c}": jnp.zeros(
+                (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
             )
+            for t, chans in self.posts.items()
+            for c in chans
+        }
+        pre_k = {
+            self.k_keys[p.name]: jnp.zeros((batch, sizes[p.source]), dtype) for p in self.readout
+        }
+        return ThreeFactorState(
+            pre,
+            post,
+            pre_k,
+            jnp.zeros((batch,), dtype),
+            jnp.zeros((batch,), bool),
+            {p.name: jnp.zeros_like(params[p.name]) for p in self.projs},
+        )
 
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: ThreeFactorState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, ThreeFactorState, StepOutput]:
-            q = step_quantities(
-                net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
+    def _third_factor(
+        self, q: Any, ts: ThreeFactorState, target: Any, w: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The third factor ``-w (m - baseline)`` of this step, and the new running baseline
+        and ``seen`` flags (the baseline counts only the steps with a loss)."""
+        m = jnp.asarray(self.modulator(q.output, target, q.loss)).astype(w.dtype)
+        if m.shape != ts.baseline.shape:
+            raise ValueError(
+                f"the modulator must return one value per sample, shape "
+                f"{ts.baseline.shape}; got {m.shape}."
             )
-            dtype = ts.baseline.dtype
-            w = weight.astype(dtype)
-            m = jnp.asarray(modulator(q.output, target, q.loss)).astype(dtype)
-            if m.shape != ts.baseline.shape:
-                raise ValueError(
-                    f"the modulator must return one value per sample, shape "
-                    f"{ts.baseline.shape}; got {m.shape}."
-                )
-            counted = w > 0
-            if beta is None:
-                M = m
-                baseline, seen = ts.baseline, ts.seen
-            else:
-                M = jnp.where(ts.seen, m - ts.baseline, jnp.zeros_like(m))
-                running = jnp.where(ts.seen, beta * ts.baseline + (1.0 - beta) * m, m)
-                baseline = jnp.where(counted, running, ts.baseline)
-                seen = ts.seen | counted
-            third = -(w * M)  # descent on this increases the modulator
-            z_of = {(p.source, p.signal): q.z[p.name].astype(dtype) for p in projs}
-            pre = {
-                k: a * ts.pre[k] + (1.0 - a) * z_of[(src, sig)]
-                for k, (src, sig, a) in pre_src.items()
-            }
-            post = {}
-            rho = {}
-            for t, chans in posts.items():
-                D = q.D[t]
-                for c in chans:
-                    e = ts.post[f"{t}/{c}"]
-                    S = e.shape[-1]
-                    new = sum(D[..., :, r] * e[..., r : r + 1] for r in range(S)) + q.F[t][c]
-                    post[f"{t}/{c}"] = new
-                    rho[f"{t}/{c}"] = jnp.sum(q.g[t]["spike"] * new, axis=-1)
-            pre_k = {
-                k_keys[p.name]: kappa * ts.pre_k[k_keys[p.name]] + z_of[(p.source, p.signal)]
-                for p in readout
-            }
-            grads = dict(ts.grads)
-            error = q.lam[READOUT]["spike"]  # w_t * dl_t/dy_t
-            for p in readout:
-                W = params[p.name]
-                grads[p.name] = grads[p.name] + p.op.outer(W, pre_k[k_keys[p.name]], error)
-            for p in hidden:
-                W = params[p.name]
-                r = rho[f"{p.target}/{p.channel}"]
-                post_factor = third[:, None] * r
-                if p.target in q.cost:
-                    post_factor = post_factor + q.cost[p.target] * r
-                grads[p.name] = grads[p.name] + p.op.outer(W, pre[pre_keys[p.name]], post_factor)
-            new_ts = ThreeFactorState(pre, post, pre_k, baseline, seen, grads)
-            return q.new_state, new_ts, StepOutput(q.output, q.loss)
+        counted = w > 0
+        beta = self.beta
+        if beta is None:
+            return -(w * m), ts.baseline, ts.seen
+        M = jnp.where(ts.seen, m - ts.baseline, jnp.zeros_like(m))
+        running = jnp.where(ts.seen, beta * ts.baseline + (1.0 - beta) * m, m)
+        baseline = jnp.where(counted, running, ts.baseline)
+        return -(w * M), baseline, ts.seen | counted  # descent on -M raises the modulator
 
-        def gradients(
-            params: Mapping[str, jax.Array], ts: ThreeFactorState
-        ) -> dict[str, jax.Array]:
-            return dict(ts.grads)
+    def _traces(
+        self, q: Any, ts: ThreeFactorState, z_of: Mapping[tuple[str, str], jax.Array]
+    ) -> tuple[dict, dict, dict, dict]:
+        """The new presynaptic, postsynaptic and readout traces, and the postsynaptic
+        eligibility ``rho`` per population channel."""
+        pre = {
+            k: a * ts.pre[k] + (1.0 - a) * z_of[(src, sig)]
+            for k, (src, sig, a) in self.pre_src.items()
+        }
+        post, rho = {}, {}
+        for t, chans in self.posts.items():
+            D = q.D[t]
+            for c in chans:
+                e = ts.post[f"{t}/{c}"]
+                S = e.shape[-1]
+                new = sum(D[..., :, r] * e[..., r : r + 1] for r in range(S)) + q.F[t][c]
+                post[f"{t}/{c}"] = new
+                rho[f"{t}/{c}"] = jnp.sum(q.g[t]["spike"] * new, axis=-1)
+        pre_k = {
+            self.k_keys[p.name]: self.kappa * ts.pre_k[self.k_keys[p.name]]
+            + z_of[(p.source, p.signal)]
+            for p in self.readout
+        }
+        return pre, post, pre_k, rho
 
-        def reset_gradients(ts: ThreeFactorState) -> ThreeFactorState:
-            return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
+    def step(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Any,
+        ts: ThreeFactorState,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        spike_cost: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[Any, ThreeFactorState, StepOutput]:
+        q = step_quantities(
+            self.net,
+            params,
+            state,
+            x,
+            target,
+            weight,
+            self.loss_fn,
+            self.posts,
+            self.sigs,
+            spike_cost,
+        )
+        dtype = ts.baseline.dtype
+        third, baseline, seen = self._third_factor(q, ts, target, weight.astype(dtype))
+        z_of = {(p.source, p.signal): q.z[p.name].astype(dtype) for p in self.projs}
+        pre, post, pre_k, rho = self._traces(q, ts, z_of)
+        grads = dict(ts.grads)
+        error = q.lam[READOUT]["spike"]  # w_t * dl_t/dy_t
+        for p in self.readout:
+            W = params[p.name]
+            grads[p.name] = grads[p.name] + p.op.outer(W, pre_k[self.k_keys[p.name]], error)
+        for p in self.hidden:
+            W = params[p.name]
+            r = rho[f"{p.target}/{p.channel}"]
+            post_factor = third[:, None] * r
+            if p.target in q.cost:
+                post_factor = post_factor + q.cost[p.target] * r
+            grads[p.name] = grads[p.name] + p.op.outer(W, pre[self.pre_keys[p.name]], post_factor)
+        new_ts = ThreeFactorState(pre, post, pre_k, baseline, seen, grads)
+        return q.new_state, new_ts, StepOutput(q.output, q.loss)
 
-        def reset_traces(params: Any, state: Any, ts: ThreeFactorState) -> ThreeFactorState:
-            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.pre, ts.post, ts.pre_k))
-            return ts._replace(pre=zero[0], post=zero[1], pre_k=zero[2])  # baseline kept
+    def gradients(self, params: Mapping[str, jax.Array], ts: ThreeFactorState) -> dict:
+        return dict(ts.grads)
 
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def reset_gradients(self, ts: ThreeFactorState) -> ThreeFactorState:
+        return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
+
+    def reset_traces(self, params: Any, state: Any, ts: ThreeFactorState) -> ThreeFactorState:
+        zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.pre, ts.post, ts.pre_k))
+        return ts._replace(pre=zero[0], post=zero[1], pre_k=zero[2])  # baseline kept
