@@ -3,6 +3,7 @@
 Everything here is a pytree or a pure function; nothing holds mutable state.
 """
 
+from traxon.core.gated import GRU, GatedCell, MinGRU
 from traxon.core.network import Network, Population, Projection, Readout, SimulationResult
 from traxon.core.neurons import ALIF, LIF, Graded, Izhikevich, LeakyIntegrator, Neuron
 from traxon.core.ops import (
@@ -21,6 +22,7 @@ from traxon.core.synapses import Alpha, Delta, DualExpon, Expon, Synapse
 __all__ = [
     "ALIF",
     "CSR",
+    "GRU",
     "LIF",
     "SURROGATES",
     "Alpha",
@@ -32,9 +34,11 @@ __all__ = [
     "Expon",
     "FixedInDegree",
     "FixedOutDegree",
+    "GatedCell",
     "Graded",
     "Izhikevich",
     "LeakyIntegrator",
+    "MinGRU",
     "Network",
     "Neuron",
     "Population",

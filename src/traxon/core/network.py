@@ -96,6 +96,10 @@ class Projection(Module):
             default: the neuron's output, spikes or a graded neuron's rate ``f(V)``) or the
             name of one of its state variables, e.g. ``"V"`` for the membrane potential.
             Inputs have one signal, their values.
+        port: the gate the projection feeds when the target is a gated cell
+            (:class:`~traxon.core.GRU`, :class:`~traxon.core.MinGRU`): one of its ``gates``
+            (e.g. ``"z"``). Projections onto the same gate are summed; a gate with none gets
+            zero. Leave it ``None`` for other targets.
 
     Example:
         >>> from traxon.core import Dense, Expon, Projection
@@ -113,8 +117,14 @@ class Projection(Module):
     name: str | None = static(default=None)
     trainable: bool = static(default=True)
     signal: str = static(default="spike")
+    port: str | None = static(default=None)
 
     def __post_init__(self) -> None:
+        if self.port is not None and (not isinstance(self.port, str) or not self.port):
+            raise TypeError(
+                "`port` must be None or the name of a gate of the target cell (e.g. 'z'); "
+                f"got {self.port!r}."
+            )
         if not isinstance(self.signal, str) or not self.signal:
             raise TypeError(
                 "`signal` must be 'spike' or the name of a state variable of the source "
@@ -194,9 +204,10 @@ class Channel:
     """A postsynaptic input channel of a population: where projections' ``u`` arrives."""
 
     id: str
-    kind: str  # "current", "jump" or "synapse"
+    kind: str  # "current", "jump", "synapse" or "gate"
     synapse: Synapse | None
     reversal: float | None
+    port: str | None = None  # the gate of a gated cell this channel feeds (kind "gate")
 
     def state_names(self) -> tuple[str, ...]:
         if self.kind != "synapse":
@@ -287,7 +298,13 @@ class PopulationPlan:
                 inp = syn.output(syn_new)  # type: ignore[union-attr]
             current = current + (inp if ch.reversal is None else inp * (ch.reversal - v_prev))
         neuron_state = {k: state[k] for k in (*self.neuron.state_names, *self.aux)}
-        new.update(self.neuron.update(neuron_state, current, jump, dt))
+        gates = _gates(self.neuron)
+        if gates:  # a gated cell: each channel is one gate's input, the others are zero
+            by_port = {ch.port: u[ch.id] for ch in self.channels}
+            inputs = {g: by_port.get(g, jnp.zeros_like(v_prev)) for g in gates}
+            new.update(self.neuron.update_gates(neuron_state, inputs, dt))  # type: ignore[attr-defined]
+        else:
+            new.update(self.neuron.update(neuron_state, current, jump, dt))
         if self.pre_traces:
             spike = self.neuron.output({k: new[k] for k in neuron_state})
             for tr in self.pre_traces:
@@ -311,6 +328,7 @@ class ProjectionPlan:
     n_out: int
     trainable: bool
     from_input: bool
+    port: str | None = None  # the gate fed, for a target that is a gated cell
 
 
 class SimulationResult(NamedTuple):
@@ -479,13 +497,17 @@ class Network:
                 signal = self._state_signal(proj, where, pops, from_input)
                 if proj.signal not in state_reads[proj.source]:
                     state_reads[proj.source].append(proj.signal)
-            if proj.align == "pre":
+            gates = _gates(pops[proj.target].neuron)
+            ch_key: tuple
+            if gates or proj.port is not None:
+                ch_key = self._gate_channel(proj, where, pops, gates)
+            elif proj.align == "pre":
                 key = proj.synapse.key()  # type: ignore[union-attr]
                 table = pre_traces[proj.source]
                 if key not in table:
                     table[key] = PreTrace(f"pre{len(table)}", proj.synapse)  # type: ignore[arg-type]
                 signal = table[key].id
-                ch_key: tuple = ("current", proj.reversal)
+                ch_key = ("current", proj.reversal)
             elif proj.synapse is None:
                 ch_key = ("current", proj.reversal)
             elif isinstance(proj.synapse, Delta):
@@ -496,20 +518,27 @@ class Network:
             if ch_key not in table_c:
                 kind = ch_key[0]
                 syn = proj.synapse if kind == "synapse" else None
-                table_c[ch_key] = Channel(f"in{len(table_c)}", kind, syn, proj.reversal)
+                port = proj.port if kind == "gate" else None
+                table_c[ch_key] = Channel(f"in{len(table_c)}", kind, syn, proj.reversal, port)
+            source, delay, op = proj.source, proj.delay, proj.op.sized(n_in, n_out)
+            if isinstance(proj.op, Bias):
+                # A bias reads the constant one whatever source it names: its presynaptic
+                # signal (es_d_rtrl's trace of it) is 1, not the source's first column.
+                source, signal, delay, from_input, n_in = ONE, "x", 0, True, 1
             plans.append(
                 ProjectionPlan(
                     name=name,
-                    source=proj.source,
+                    source=source,
                     signal=signal,
                     target=proj.target,
                     channel=table_c[ch_key].id,
-                    op=proj.op.sized(n_in, n_out),
-                    delay=proj.delay,
+                    op=op,
+                    delay=delay,
                     n_in=n_in,
                     n_out=n_out,
                     trainable=proj.trainable,
                     from_input=from_input,
+                    port=ch_key[1] if ch_key[0] == "gate" else None,
                 )
             )
         self.populations: dict[str, PopulationPlan] = {
@@ -553,6 +582,37 @@ class Network:
                 f"`signal={proj.signal!r}`; use align='post' with a synapse on the target."
             )
         return proj.signal
+
+    @staticmethod
+    def _gate_channel(
+        proj: Projection, where: str, pops: Mapping[str, Population], gates: tuple[str, ...]
+    ) -> tuple:
+        """The channel key of a projection onto a gated cell (``port=``), checked."""
+        neuron = pops[proj.target].neuron
+        kind = type(neuron).__name__
+        if not gates:
+            raise ValueError(
+                f"{where}: `port={proj.port!r}` names a gate, but population {proj.target!r} "
+                f"({kind}) has no gates; leave `port` unset (ports are for gated cells such "
+                "as GRU and MinGRU)."
+            )
+        if proj.port is None:
+            raise ValueError(
+                f"{where}: population {proj.target!r} is a gated cell ({kind}) whose inputs "
+                f"are its gates {list(gates)}; give the projection `port=` one of them."
+            )
+        if proj.port not in gates:
+            raise ValueError(
+                f"{where}: unknown port {proj.port!r}; population {proj.target!r} ({kind}) "
+                f"has the gates {list(gates)}."
+            )
+        if proj.synapse is not None or proj.reversal is not None:
+            raise ValueError(
+                f"{where}: a gate's input is the instantaneous sum of its weight ops; leave "
+                "`synapse` and `reversal` unset on projections onto a gated cell "
+                f"({kind} {proj.target!r}). To filter an input, put a population in between."
+            )
+        return ("gate", proj.port)
 
     def _topological_order(self) -> tuple[str, ...]:
         deps: dict[str, set[str]] = {k: set() for k in self.populations}
@@ -606,6 +666,7 @@ class Network:
                         "neuron": _describe(p.neuron),
                         "channels": [
                             [ch.id, ch.kind, _describe(ch.synapse), ch.reversal]
+                            + ([ch.port] if ch.port is not None else [])
                             for ch in p.channels
                         ],
                         "pre_traces": [[tr.id, _describe(tr.synapse)] for tr in p.pre_traces],
@@ -621,6 +682,7 @@ class Network:
                         "op": _describe(p.op),
                         "delay": p.delay,
                         "trainable": p.trainable,
+                        **({"port": p.port} if p.port is not None else {}),
                     }
                     for p in self.projections
                 },
@@ -898,6 +960,11 @@ def _describe(obj: Any) -> Any:
     if callable(obj) and hasattr(obj, "__qualname__"):
         return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
     return f"<{type(obj).__qualname__}>"  # no repr: it may hold a memory address
+
+
+def _gates(neuron: Neuron) -> tuple[str, ...]:
+    """The gate names of a gated cell (its input ports), ``()`` for other neurons."""
+    return tuple(getattr(neuron, "gates", ()))
 
 
 def _is_count(n: Any) -> bool:
