@@ -3,6 +3,7 @@
 Everything here is a pytree or a pure function; nothing holds mutable state.
 """
 
+from traxon.core.conv import Conv1D, Conv2D
 from traxon.core.gated import GRU, GatedCell, MinGRU
 from traxon.core.network import Network, Population, Projection, Readout, SimulationResult
 from traxon.core.neurons import ALIF, LIF, Graded, Izhikevich, LeakyIntegrator, Neuron
@@ -27,6 +28,8 @@ __all__ = [
     "SURROGATES",
     "Alpha",
     "Bias",
+    "Conv1D",
+    "Conv2D",
     "Delta",
     "Dense",
     "DualExpon",
