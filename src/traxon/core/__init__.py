@@ -4,6 +4,7 @@ Everything here is a pytree or a pure function; nothing holds mutable state.
 """
 
 from traxon.core.conv import Conv1D, Conv2D
+from traxon.core.gap import GapJunction, SparseGapJunction
 from traxon.core.gated import GRU, GatedCell, MinGRU
 from traxon.core.network import Network, Population, Projection, Readout, SimulationResult
 from traxon.core.neurons import ALIF, LIF, Graded, Izhikevich, LeakyIntegrator, Neuron
@@ -37,6 +38,7 @@ __all__ = [
     "Expon",
     "FixedInDegree",
     "FixedOutDegree",
+    "GapJunction",
     "GatedCell",
     "Graded",
     "Izhikevich",
@@ -49,6 +51,7 @@ __all__ = [
     "Readout",
     "SimulationResult",
     "Sparse",
+    "SparseGapJunction",
     "Surrogate",
     "Synapse",
     "WeightOp",

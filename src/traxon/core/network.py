@@ -492,6 +492,9 @@ class Network:
             names.add(name)
             n_in, n_out = sizes[proj.source], sizes[proj.target]
             proj.op.check_sizes(n_in, n_out, where)
+            check_projection = getattr(proj.op, "check_projection", None)
+            if check_projection is not None:  # ops that constrain their projection
+                check_projection(proj, where)
             signal = "x" if from_input else "spike"
             if proj.signal != "spike":
                 signal = self._state_signal(proj, where, pops, from_input)

@@ -220,10 +220,10 @@ def bind_param_rule(
     projs = trainable(net)
     for p in projs:
         if not getattr(p.op, "param_traces", True):
+            hint = getattr(p.op, "param_traces_hint", "Use algorithm='es_d_rtrl' (or 'bptt').")
             raise ValueError(
                 f"weight `{p.name}`: {algorithm.name} keeps one trace per weight entry and needs "
-                "to know which neuron each entry drives, which this weight op does not say. "
-                "Use algorithm='es_d_rtrl' (or 'bptt')."
+                "to know which neuron each entry drives, which this weight op does not say. " + hint
             )
     posts = _merge(post_populations(net), blocks or {})
     sigs = _merge(learning_signals(net), signals or {})

@@ -209,10 +209,10 @@ def check_network(net: Network, algorithm: Algorithm) -> None:
     for p in trainable(net):
         needs_traces = algorithm.per_entry_traces or p.name in exact
         if needs_traces and not getattr(p.op, "param_traces", True):
+            hint = getattr(p.op, "param_traces_hint", "Use algorithm='es_d_rtrl' (or 'bptt').")
             raise ValueError(
-                f"weight `{p.name}`: d_rtrl needs to know which neuron each entry of it "
-                "drives, which this weight op does not say. Use algorithm='es_d_rtrl' "
-                "(or 'bptt')."
+                f"weight `{p.name}`: {algorithm.name} needs to know which neuron each entry "
+                f"of it drives, which this weight op does not say. {hint}"
             )
 
 

@@ -71,7 +71,8 @@ def self_weights(op: WeightOp, W: jax.Array, n: int) -> jax.Array:
 
     Each weight entry's contribution is :math:`w_p\, \partial u / \partial w_p` (the op is
     linear in its weights); entries whose presynaptic index equals their postsynaptic one are
-    summed per neuron.
+    summed per neuron. An op with a ``self_weights(W, n)`` method (a gap junction, whose
+    diagonal is minus each neuron's total conductance) gives it itself.
 
     Example:
         >>> import jax.numpy as jnp
@@ -80,6 +81,9 @@ def self_weights(op: WeightOp, W: jax.Array, n: int) -> jax.Array:
         >>> self_weights(Dense(), jnp.arange(9.0).reshape(3, 3), 3)
         Array([0., 4., 8.], dtype=float32)
     """
+    own = getattr(op, "self_weights", None)
+    if own is not None:  # an op whose diagonal is not one entry per neuron (gap junctions)
+        return own(W, n)
     code = jnp.arange(1, n + 1, dtype=W.dtype)[None]  # neuron index + 1, (1, n)
     shape = (1, *W.shape)
     slope = jnp.broadcast_to(op.pre_factor(W, jnp.ones_like(code)), shape)  # du/dw per entry
@@ -132,7 +136,7 @@ class snap(Algorithm):
             if p.delay == 1 and p.source == p.target and p.target in posts
         )
         for p in recurrent:
-            if not getattr(p.op, "param_traces", True):
+            if not getattr(p.op, "param_traces", True) and not hasattr(p.op, "self_weights"):
                 raise ValueError(
                     f"weight `{p.name}`: snap needs the self-connection of every neuron, which "
                     "this weight op does not expose. Use algorithm='es_d_rtrl', 'rtrl' (small "
