@@ -184,173 +184,233 @@ class es_d_rtrl(Algorithm):
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
-        everything = trainable(net)
-        names = {p.name for p in everything}
+        names = {p.name for p in trainable(net)}
         unknown = [k for k in self.exact if k not in names]
         if unknown:
             raise ValueError(
                 f"`exact` names weights {unknown} that are not trainable weights of this "
                 f"network; they are {sorted(names)}."
             )
-        exact = tuple(p for p in everything if p.name in self.exact)
-        projs = tuple(p for p in everything if p.name not in self.exact)
-        posts = post_populations(net)
-        sigs = learning_signals(net)
-        kappa = readout_decay(net)
+        b = _Bound(net, loss_fn, self.decay, self.exact)
+        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
 
-        # Static layout: decay groups of every projection and the traces they share.
-        groups: dict[str, list[tuple[float, str, tuple[int, ...]]]] = {}
-        pre_keys: dict[str, tuple[str, str, float]] = {}
+
+#: One decay group of a projection: its decay, the key of its presynaptic trace, and the
+#: indices of the postsynaptic state variables that share that decay.
+_Group = tuple[float, str, tuple[int, ...]]
+
+
+class _Bound:
+    """:class:`es_d_rtrl` bound to a network and a loss: the static layout of its traces
+    (decay groups, trace keys and widths) and the tracer's functions."""
+
+    def __init__(
+        self, net: Network, loss_fn: LossFn, decay: str | float, exact_names: tuple[str, ...]
+    ) -> None:
+        self.net, self.loss_fn = net, loss_fn
+        everything = trainable(net)
+        self.exact = exact = tuple(p for p in everything if p.name in exact_names)
+        self.projs = projs = tuple(p for p in everything if p.name not in exact_names)
+        self.posts = post_populations(net)
+        self.sigs = sigs = learning_signals(net)
+        self.kappa = kappa = readout_decay(net)
+        self.groups: dict[str, list[_Group]] = {}
+        self.pre_keys: dict[str, tuple[str, str, float]] = {}
         for p in projs:
             plan = net.populations[p.target]
-            if self.decay == "auto" or p.target == READOUT:
+            if decay == "auto" or p.target == READOUT:
                 # The readout is linear with D = kappa and F = 1: its own decay is exact.
                 alphas = state_decays(net, plan)
             else:
-                alphas = np.full(len(plan.traced), float(self.decay))
-            groups[p.name] = []
+                alphas = np.full(len(plan.traced), float(decay))
+            self.groups[p.name] = []
             for a in sorted(set(alphas.tolist())):
                 key = f"{p.source}/{p.signal}/{a!r}"
-                pre_keys[key] = (p.source, p.signal, a)
+                self.pre_keys[key] = (p.source, p.signal, a)
                 which = tuple(int(i) for i in np.flatnonzero(alphas == a))
-                groups[p.name].append((a, key, which))
-        filtered = {p.name for p in projs if kappa > 0 and p.target != READOUT}
-        exact_filtered = {
+                self.groups[p.name].append((a, key, which))
+        self.filtered = {p.name for p in projs if kappa > 0 and p.target != READOUT}
+        self.exact_filtered = {
             p.name: sigs.get(p.target, ()) for p in exact if kappa > 0 and p.target != READOUT
         }
         # Width of every presynaptic trace: the signal's width (a slice of a population's
         # spikes is narrower than the population).
-        sizes = {key: p.n_in for p in projs for _, key, _ in groups[p.name]}
+        self.sizes = {key: p.n_in for p in projs for _, key, _ in self.groups[p.name]}
 
-        def post_key(target: str, channel: str) -> str:
-            return f"{target}/{channel}"
+    @staticmethod
+    def _post_key(target: str, channel: str) -> str:
+        return f"{target}/{channel}"
 
-        def k_key(p: Any, key: str, sig: str) -> str:
-            return f"{post_key(p.target, p.channel)}/{key}/{sig}"
+    def _k_key(self, p: Any, key: str, sig: str) -> str:
+        return f"{self._post_key(p.target, p.channel)}/{key}/{sig}"
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> ESDRTRLState:
-            batch = net.batch_size(state)
-            dtype = state_dtype(state)
-            pre = {k: jnp.zeros((batch, sizes[k]), dtype) for k in pre_keys}
-            post = {
-                post_key(t, c): jnp.zeros(
-                    (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
-                )
-                for t, chans in posts.items()
-                for c in chans
-            }
-            pre_k: dict[str, jax.Array] = {}
-            post_k: dict[str, jax.Array] = {}
-            for p in projs:
-                if p.name in filtered:
-                    for _, key, _ in groups[p.name]:
-                        pre_k[key] = pre[key]
-                        for s in sigs.get(p.target, ()):
-                            post_k[k_key(p, key, s)] = jnp.zeros(
-                                (batch, net.populations[p.target].size), dtype
-                            )
-            grads = {p.name: jnp.zeros_like(params[p.name]) for p in projs}
-            E, G, _ = init_param_traces(net, params, exact, exact_filtered, batch)
-            acc = {p.name: jnp.zeros_like(params[p.name]) for p in exact}
-            count = jnp.zeros((), jnp.int32)
-            return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
-
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: ESDRTRLState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, ESDRTRLState, StepOutput]:
-            q = step_quantities(
-                net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> ESDRTRLState:
+        net = self.net
+        batch = net.batch_size(state)
+        dtype = state_dtype(state)
+        pre = {k: jnp.zeros((batch, self.sizes[k]), dtype) for k in self.pre_keys}
+        post = {
+            self._post_key(t, c): jnp.zeros(
+                (batch, net.populations[t].size, len(net.populations[t].traced)), dtype
             )
-            dtype = state_dtype(state)
-            count = ts.count + 1
-            # Presynaptic traces: the signal each projection read this step.
-            z_of = {(p.source, p.signal): q.z[p.name] for p in projs}
-            pre = {
-                k: a * ts.pre[k] + z_of[(src, sig)].astype(dtype)
-                for k, (src, sig, a) in pre_keys.items()
-            }
-            # Postsynaptic traces.
-            post = {}
-            for t, chans in posts.items():
-                D = q.D[t]
-                for c in chans:
-                    e = ts.post[post_key(t, c)]
-                    S = e.shape[-1]
-                    de = sum(D[..., :, r] * e[..., r : r + 1] for r in range(S))
-                    post[post_key(t, c)] = de + q.F[t][c]
-            corr = {k: _correction(a, count, dtype) for k, (_, _, a) in pre_keys.items()}
-            pre_k, post_k = dict(ts.pre_k), dict(ts.post_k)
-            norm = _correction(kappa, count, dtype) if filtered else None
-            grads = dict(ts.grads)
-            for p in projs:
-                W = params[p.name]
-                eps = post[post_key(p.target, p.channel)]
-                # Pairs (pre, post) whose batch-summed outer products make this step's
-                # gradient: summed in one outer product over the concatenated batch.
-                terms: list[tuple[jax.Array, jax.Array]] = []
-                for _, key, which in groups[p.name]:
-                    if p.name in filtered:
-                        a_hat = kappa * ts.pre_k[key] + corr[key] * pre[key]
-                        pre_k[key] = a_hat
-                        post_sig: Any = None
-                        for s in sigs.get(p.target, ()):
-                            w = _contract(q.g[p.target][s], eps, which)
-                            kk = k_key(p, key, s)
-                            b_hat = kappa * ts.post_k[kk] + w
-                            post_k[kk] = b_hat
-                            term = q.lam[p.target][s] * b_hat
-                            post_sig = term if post_sig is None else post_sig + term
-                            if s == "spike" and p.target in q.cost:
-                                # Spike costs act on this step's spikes, not via the readout.
-                                terms.append((pre[key], corr[key] * q.cost[p.target] * w))
-                        assert norm is not None  # set whenever a weight is filtered
-                        if post_sig is not None:
-                            terms.append((a_hat, norm * post_sig))
-                    else:
-                        v = _contract(q.delta[p.target], eps, which)
-                        terms.append((pre[key], corr[key] * v))
-                contrib = _summed_outer(p.op, W, terms)
-                grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
-            E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
-            for p in exact:
-                W = params[p.name]
-                e_new, g_new, terms = param_trace_terms(
-                    p, q, W, ts.E[p.name], ts.G.get(p.name), kappa
-                )
-                E[p.name] = e_new
-                if g_new is not None:
-                    G[p.name] = g_new
-                acc[p.name] = acc[p.name] + batch_dot(terms).astype(W.dtype)
-            new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
-            return q.new_state, new_ts, StepOutput(q.output, q.loss)
+            for t, chans in self.posts.items()
+            for c in chans
+        }
+        pre_k: dict[str, jax.Array] = {}
+        post_k: dict[str, jax.Array] = {}
+        for p in self.projs:
+            if p.name in self.filtered:
+                for _, key, _ in self.groups[p.name]:
+                    pre_k[key] = pre[key]
+                    for s in self.sigs.get(p.target, ()):
+                        post_k[self._k_key(p, key, s)] = jnp.zeros(
+                            (batch, net.populations[p.target].size), dtype
+                        )
+        grads = {p.name: jnp.zeros_like(params[p.name]) for p in self.projs}
+        E, G, _ = init_param_traces(net, params, self.exact, self.exact_filtered, batch)
+        acc = {p.name: jnp.zeros_like(params[p.name]) for p in self.exact}
+        count = jnp.zeros((), jnp.int32)
+        return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
 
-        def gradients(params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict[str, jax.Array]:
-            return {**ts.grads, **ts.acc}
+    def _traces(self, q: Any, ts: ESDRTRLState, dtype: Any) -> tuple[dict, dict]:
+        r"""The new presynaptic traces (the signal each projection read this step, decayed
+        per group) and postsynaptic traces (:math:`\epsilon \leftarrow D \epsilon + F`)."""
+        z_of = {(p.source, p.signal): q.z[p.name] for p in self.projs}
+        pre = {
+            k: a * ts.pre[k] + z_of[(src, sig)].astype(dtype)
+            for k, (src, sig, a) in self.pre_keys.items()
+        }
+        post = {}
+        for t, chans in self.posts.items():
+            D = q.D[t]
+            for c in chans:
+                e = ts.post[self._post_key(t, c)]
+                S = e.shape[-1]
+                de = sum(D[..., :, r] * e[..., r : r + 1] for r in range(S))
+                post[self._post_key(t, c)] = de + q.F[t][c]
+        return pre, post
 
-        def reset_gradients(ts: ESDRTRLState) -> ESDRTRLState:
-            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.grads, ts.acc))
-            return ts._replace(grads=zero[0], acc=zero[1])
+    def _filtered_terms(
+        self,
+        p: Any,
+        group: _Group,
+        q: Any,
+        ts: ESDRTRLState,
+        pre: Mapping[str, jax.Array],
+        eps: jax.Array,
+        corr: jax.Array,
+        norm: jax.Array,
+        pre_k: dict[str, jax.Array],
+        post_k: dict[str, jax.Array],
+    ) -> list[tuple[jax.Array, jax.Array]]:
+        """The (pre, post) pairs of one decay group of a weight whose credit reaches the
+        loss through the leaky readout (traces filtered by its decay ``kappa``); updates
+        ``pre_k`` and ``post_k`` in place."""
+        _, key, which = group
+        kappa = self.kappa
+        terms: list[tuple[jax.Array, jax.Array]] = []
+        a_hat = kappa * ts.pre_k[key] + corr * pre[key]
+        pre_k[key] = a_hat
+        post_sig: Any = None
+        for s in self.sigs.get(p.target, ()):
+            w = _contract(q.g[p.target][s], eps, which)
+            kk = self._k_key(p, key, s)
+            b_hat = kappa * ts.post_k[kk] + w
+            post_k[kk] = b_hat
+            term = q.lam[p.target][s] * b_hat
+            post_sig = term if post_sig is None else post_sig + term
+            if s == "spike" and p.target in q.cost:
+                # Spike costs act on this step's spikes, not via the readout.
+                terms.append((pre[key], corr * q.cost[p.target] * w))
+        if post_sig is not None:
+            terms.append((a_hat, norm * post_sig))
+        return terms
 
-        def reset_traces(params: Any, state: Any, ts: ESDRTRLState) -> ESDRTRLState:
-            zero = jax.tree_util.tree_map(
-                jnp.zeros_like, (ts.pre, ts.post, ts.pre_k, ts.post_k, ts.E, ts.G)
+    def _exact_step(
+        self, params: Mapping[str, jax.Array], q: Any, ts: ESDRTRLState
+    ) -> tuple[dict, dict, dict]:
+        """The parameter-dimension traces and gradients of the weights named in ``exact``."""
+        E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
+        for p in self.exact:
+            W = params[p.name]
+            e_new, g_new, terms = param_trace_terms(
+                p, q, W, ts.E[p.name], ts.G.get(p.name), self.kappa
             )
-            return ts._replace(
-                pre=zero[0],
-                post=zero[1],
-                pre_k=zero[2],
-                post_k=zero[3],
-                count=jnp.zeros_like(ts.count),
-                E=zero[4],
-                G=zero[5],
-            )
+            E[p.name] = e_new
+            if g_new is not None:
+                G[p.name] = g_new
+            acc[p.name] = acc[p.name] + batch_dot(terms).astype(W.dtype)
+        return E, G, acc
 
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def step(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Any,
+        ts: ESDRTRLState,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        spike_cost: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[Any, ESDRTRLState, StepOutput]:
+        q = step_quantities(
+            self.net,
+            params,
+            state,
+            x,
+            target,
+            weight,
+            self.loss_fn,
+            self.posts,
+            self.sigs,
+            spike_cost,
+        )
+        dtype = state_dtype(state)
+        count = ts.count + 1
+        pre, post = self._traces(q, ts, dtype)
+        corr = {k: _correction(a, count, dtype) for k, (_, _, a) in self.pre_keys.items()}
+        pre_k, post_k = dict(ts.pre_k), dict(ts.post_k)
+        norm = _correction(self.kappa, count, dtype)
+        grads = dict(ts.grads)
+        for p in self.projs:
+            W = params[p.name]
+            eps = post[self._post_key(p.target, p.channel)]
+            # Pairs (pre, post) whose batch-summed outer products make this step's
+            # gradient: summed in one outer product over the concatenated batch.
+            terms: list[tuple[jax.Array, jax.Array]] = []
+            for group in self.groups[p.name]:
+                _, key, which = group
+                if p.name in self.filtered:
+                    terms += self._filtered_terms(
+                        p, group, q, ts, pre, eps, corr[key], norm, pre_k, post_k
+                    )
+                else:
+                    v = _contract(q.delta[p.target], eps, which)
+                    terms.append((pre[key], corr[key] * v))
+            contrib = _summed_outer(p.op, W, terms)
+            grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
+        E, G, acc = self._exact_step(params, q, ts)
+        new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
+        return q.new_state, new_ts, StepOutput(q.output, q.loss)
+
+    def gradients(self, params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict:
+        return {**ts.grads, **ts.acc}
+
+    def reset_gradients(self, ts: ESDRTRLState) -> ESDRTRLState:
+        zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.grads, ts.acc))
+        return ts._replace(grads=zero[0], acc=zero[1])
+
+    def reset_traces(self, params: Any, state: Any, ts: ESDRTRLState) -> ESDRTRLState:
+        zero = jax.tree_util.tree_map(
+            jnp.zeros_like, (ts.pre, ts.post, ts.pre_k, ts.post_k, ts.E, ts.G)
+        )
+        return ts._replace(
+            pre=zero[0],
+            post=zero[1],
+            pre_k=zero[2],
+            post_k=zero[3],
+            count=jnp.zeros_like(ts.count),
+            E=zero[4],
+            G=zero[5],
+        )
