@@ -9,6 +9,7 @@ Cook et al. 2019 hermaphrodite, 473 cells, 4,879 chemical connections of total w
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -232,8 +233,6 @@ def test_the_worm_as_a_network_runs(worm):
 
     from traxon.connectome import connectome_network
 
-    with pytest.raises(NotImplementedError, match="gap-junction"):
-        connectome_network(worm, electrical=True)
     net = connectome_network(worm, n_inputs=4, cells="neurons", input_cells="sensory")
     assert net.populations["brain"].size == 302
     # One readout unit per class left: interneuron, motor, "neuron" (CANL/R), sensory.
@@ -283,3 +282,88 @@ def test_a_network_rebuilds_from_another(worm):
     assert wider.inputs == {"x": 5}
     with pytest.raises(TypeError, match="rebuild"):
         net.rebuild(neurons=3)
+
+
+def test_the_worm_with_graded_neurons_and_gap_junctions(worm, cect_cook):
+    """Graded neurons, chemical synapses and the gap junctions of the source as one
+    trainable conductance per coupled pair, input through the sensory neurons only."""
+    import jax
+    import jax.numpy as jnp
+
+    from traxon.connectome import connectome_network
+    from traxon.core import Graded, SparseGapJunction
+
+    net = connectome_network(
+        worm,
+        n_inputs=3,
+        cells="neurons",
+        input_cells="sensory",
+        neuron=Graded(tau=10.0, activation="tanh"),
+        electrical=True,
+    )
+    assert isinstance(net.populations["brain"].neuron, Graded)
+    gap = next(p for p in net.projections if p.name == "gap")
+    assert (gap.source, gap.target, gap.signal, gap.delay) == ("brain", "brain", "V", 1)
+    op = gap.op
+    assert isinstance(op, SparseGapJunction) and op.symmetric and op.positive
+    # Against the source: every junction between two neurons, once, with its weight.
+    names = list(cect_cook.nodes)
+    source = np.asarray(cect_cook.connections["Generic_GJ"])
+    neurons = worm.ids[worm.is_neuron].tolist()
+    cols = [names.index(c) for c in neurons]
+    among = np.triu(source[np.ix_(cols, cols)], 1)
+    assert op.n_pairs == np.count_nonzero(among) == 1091
+    got = np.zeros_like(among)
+    got[op.a.array, op.b.array] = op.base.array
+    np.testing.assert_array_equal(got, among)
+    # The current it passes: I = V (G - diag(G 1)), G the source's symmetric matrix times
+    # the (initially equal) trainable scale.
+    params, state = net.init(jax.random.PRNGKey(0), batch_size=2)
+    W = np.asarray(params["gap"])
+    assert np.all(W[0] == W) and W[0] > 0
+    G = (among + among.T) * W[0]
+    v = np.random.default_rng(0).normal(size=(2, len(neurons))).astype(np.float32)
+    expected = v @ (G - np.diag(G.sum(axis=0)))
+    np.testing.assert_allclose(
+        op.apply(params["gap"], jnp.asarray(v)), expected, rtol=1e-4, atol=1e-4
+    )
+    # Mean total conductance per neuron: gap_conductance (0.5 by default).
+    np.testing.assert_allclose(G.sum(axis=0).mean(), 0.5, rtol=1e-5)
+    # The chemical synapses are those of the source among the neurons, unchanged.
+    chem = np.asarray(cect_cook.connections["Generic_CS"])[np.ix_(cols, cols)]
+    assert params["brain->brain"].shape == (np.count_nonzero(chem),)
+    # Graded cells: the readout averages f(V) per class, not a rate in Hz.
+    res = net.simulate(params, state, jnp.full((6, 2, 3), 0.5), record=("spike", "V"))
+    rate = np.asarray(res.record["brain"]["spike"])
+    np.testing.assert_allclose(rate, np.tanh(np.asarray(res.record["brain"]["V"])), rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(res.outputs))) and np.all(np.abs(res.outputs) <= 1.0)
+
+
+def test_worm_gap_junctions_with_the_learning_rules(worm):
+    """A trainable shared conductance: es_d_rtrl (and bptt) train it, the per-entry rules
+    refuse it with advice; fixed junctions leave every rule free."""
+    from traxon.connectome import connectome_network
+    from traxon.core import Graded, Izhikevich
+    from traxon.learn import mse
+    from traxon.trace import get_algorithm
+
+    small = worm.subset(worm.index_of(["AVAL", "AVAR", "AVBL", "AVBR", "ASHL", "ASHR", "RIML"]))
+    assert small.electrical is not None and small.electrical.pre.size > 0
+    graded = Graded(tau=10.0)
+    net = connectome_network(
+        small, n_inputs=2, input_cells="sensory", neuron=graded, electrical=True
+    )
+    for name in ("es_d_rtrl", "bptt"):
+        get_algorithm(name).bind(net, mse.fn, window=5)
+    with pytest.raises(ValueError, match=r"weight `gap`: d_rtrl .*symmetric=False.*'es_d_rtrl'"):
+        get_algorithm("d_rtrl").bind(net, mse.fn)
+    fixed = connectome_network(
+        small, n_inputs=2, neuron=graded, electrical=True, gap_trainable=False
+    )
+    get_algorithm("d_rtrl").bind(fixed, mse.fn)
+    with pytest.raises(ValueError, match="no state 'V'"):
+        connectome_network(small, neuron=Izhikevich(), electrical=True)
+    with pytest.raises(TypeError, match="`neuron` must be a traxon Neuron"):
+        connectome_network(small, neuron="graded")
+    with pytest.raises(ValueError, match="no gap junctions"):
+        connectome_network(dataclasses.replace(small, electrical=None), electrical=True)

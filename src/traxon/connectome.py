@@ -11,15 +11,20 @@ transmitters and cell classes); :func:`synthetic_connectome` generates one of fu
 *Drosophila* size with heavy-tailed degrees; :func:`connectome_network` turns one into a
 :class:`~traxon.core.Network`:
 
-* one population ``"brain"`` of LIF neurons with exponential AlignPost synapses;
+* one population ``"brain"`` of LIF neurons (or any cell model, ``neuron=``, e.g. graded
+  neurons for the worm) with exponential AlignPost synapses;
 * recurrent weights ``"brain->brain"``: a :class:`~traxon.core.CSR` op with Dale's law (the
   sign of each presynaptic neuron from its transmitter) and magnitude
   :math:`w_e = |W_e|\, c_e\, \sigma` from the synapse count :math:`c_e` (``base``), with a
   trainable scale :math:`W_e` per connection, or one per cell-type group (``groups``);
 * an input encoder ``"x->brain"`` (:class:`~traxon.core.Dense`, trainable; or
   :class:`~traxon.core.Sparse` onto chosen cells only, ``input_cells``);
+* with ``electrical=True``, the gap junctions: a projection ``"gap"`` of the brain onto
+  itself reading the membranes at ``delay=1`` through a
+  :class:`~traxon.core.SparseGapJunction` (one non-negative conductance per coupled pair);
 * a fixed readout ``"brain->readout"`` giving each region's mean firing rate (Hz),
-  exponentially averaged over ``rate_window`` steps.
+  exponentially averaged over ``rate_window`` steps (for graded neurons the mean output
+  :math:`f(V)`).
 
 Memory for the full fly brain (139,255 neurons, 1.5e7 connections): two int32 indices and
 one float32 count per connection on the host (~180 MB), one int32 index and one float
@@ -1176,6 +1181,9 @@ def connectome_network(
     cells: Any = None,
     input_cells: Any = None,
     electrical: bool = False,
+    neuron: Any = None,
+    gap_conductance: float = 0.5,
+    gap_trainable: bool = True,
 ) -> Any:
     r"""A traxon :class:`~traxon.core.Network` of a connectome (see the module docstring).
 
@@ -1208,8 +1216,21 @@ def connectome_network(
             ``cells`` (e.g. ``"sensory"``), or cell ids (names); the others are reached only
             through the connectome. The encoder is then a :class:`~traxon.core.Sparse` op
             from every input to every chosen cell (trainable, ``(n_inputs * K,)``).
-        electrical: gap junctions (``connectome.electrical``) as projections: not available
-            yet, so ``True`` raises. The network uses chemical synapses only.
+        electrical: simulate the gap junctions (``connectome.electrical``) too: one
+            projection ``"gap"`` of the brain onto itself reading the membrane
+            (``signal="V"``, ``delay=1``) through a
+            :class:`~traxon.core.SparseGapJunction` with one non-negative conductance per
+            coupled pair, :math:`g_e = |W_e|\, c_e` for a junction of weight :math:`c_e`
+            (the source's count). ``False``: chemical synapses only.
+        neuron: the cell model (a :class:`~traxon.core.Neuron`), e.g.
+            :class:`~traxon.core.Graded` for the worm's mostly graded neurons; default
+            ``LIF(tau=tau_mem)``. With a non-spiking model the readout averages each
+            region's output :math:`f(V)` (no conversion to Hz).
+        gap_conductance: initial total gap-junction conductance of an average cell (the
+            initial :math:`W_e` is the same for every pair).
+        gap_trainable: whether the gap-junction conductances are trained. Trained, they need
+            a rule that traces a shared conductance: ``es_d_rtrl``, ``bptt`` or ``rtrl``
+            (the per-entry rules refuse it and say so).
 
     Returns:
         The network; its populations are ``"brain"`` and ``"readout"`` (one unit per region).
@@ -1223,6 +1244,7 @@ def connectome_network(
         >>> {k: v.shape for k, v in sorted(params.items())}
         {'brain->brain': (3000,), 'brain->readout': (1,), 'x->brain': (8, 300)}
     """
+    from traxon._checks import check_positive, to_float
     from traxon.core import (
         CSR,
         LIF,
@@ -1230,19 +1252,37 @@ def connectome_network(
         Expon,
         LeakyIntegrator,
         Network,
+        Neuron,
         Population,
         Projection,
         Sparse,
+        SparseGapJunction,
     )
 
     if not isinstance(connectome, Connectome):
         raise TypeError(f"`connectome` must be a Connectome; got {type(connectome).__name__}.")
-    if electrical:
-        n_gap = 0 if connectome.electrical is None else connectome.electrical.pre.size
-        raise NotImplementedError(
-            f"electrical=True: gap-junction projections are not available in traxon yet; the "
-            f"connectome's {n_gap} electrical entries are kept in `connectome.electrical` but "
-            "cannot be simulated. Use electrical=False (chemical synapses only)."
+    if neuron is None:
+        neuron = LIF(tau=tau_mem)
+    elif not isinstance(neuron, Neuron):
+        raise TypeError(
+            f"`neuron` must be a traxon Neuron (e.g. Graded(tau=10.0)); got "
+            f"{type(neuron).__name__}."
+        )
+    if not isinstance(electrical, (bool, np.bool_)):
+        raise TypeError(f"`electrical` must be True or False; got {electrical!r}.")
+    if electrical and connectome.electrical is None:
+        raise ValueError(
+            "electrical=True, but this connectome has no gap junctions (`electrical` is "
+            "None): load them (load_cect does; Connectome.from_edges(electrical=...)) or "
+            "leave electrical=False."
+        )
+    gap_conductance = float(to_float(gap_conductance, None, "gap_conductance"))
+    check_positive(gap_conductance, "gap_conductance", allow_zero=True)
+    if electrical and "V" not in neuron.state_names:
+        raise ValueError(
+            f"electrical=True couples the cells' membranes, and {type(neuron).__name__} has "
+            f"no state 'V' (its states: {list(neuron.state_names)}); use a neuron with a "
+            "membrane potential V (Graded, LIF, ALIF)."
         )
     if cells is not None:
         connectome = connectome.subset(_choose_cells(connectome, cells, "cells"))
@@ -1311,7 +1351,8 @@ def connectome_network(
     kappa = math.exp(-1.0 / rate_window)
     sizes = connectome.region_sizes().astype(np.float64)
     region = connectome.region.astype(np.int64)
-    scale = (1.0 - kappa) * (1000.0 / dt) / np.maximum(sizes[region], 1.0)
+    per_second = 1000.0 / dt if neuron.spiking else 1.0  # spikes per step -> Hz
+    scale = (1.0 - kappa) * per_second / np.maximum(sizes[region], 1.0)
     readout_op = CSR.from_edges(
         np.arange(n),
         region,
@@ -1320,17 +1361,36 @@ def connectome_network(
         base=scale.astype(np.float32),
         groups=np.zeros(n, np.int32),  # one fixed weight (1.0): a pure region average
     )
+    projections = [
+        Projection("x", "brain", encoder, synapse=Expon(tau_syn)),
+        Projection("brain", "brain", recurrent, synapse=Expon(tau_syn), delay=1),
+        Projection("brain", "readout", readout_op, trainable=False),
+    ]
+    if electrical:
+        gap = connectome.electrical
+        assert gap is not None  # checked above
+        one_way = gap.pre < gap.post  # each pair is listed in both directions
+        if np.any(one_way):
+            op = SparseGapJunction.from_pairs(
+                gap.pre[one_way],
+                gap.post[one_way],
+                n,
+                base=gap.weight[one_way],
+                positive=True,
+                gain=gap_conductance,
+            )
+            projections.append(
+                Projection(
+                    "brain", "brain", op, signal="V", delay=1, name="gap", trainable=gap_trainable
+                )
+            )
     return Network(
         inputs={"x": int(n_inputs)},
         populations={
-            "brain": Population(LIF(tau=tau_mem), n),
+            "brain": Population(neuron, n),
             "readout": Population(LeakyIntegrator(kappa=kappa), connectome.n_regions),
         },
-        projections=[
-            Projection("x", "brain", encoder, synapse=Expon(tau_syn)),
-            Projection("brain", "brain", recurrent, synapse=Expon(tau_syn), delay=1),
-            Projection("brain", "readout", readout_op, trainable=False),
-        ],
+        projections=projections,
         dt=dt,
     )
 
