@@ -1,5 +1,9 @@
 """A battery of networks written the way brainpy.state's documentation and examples write
-them, each trained through the adapter with no change to the model code.
+them, each trained through the adapter with no change to the model code: e-prop ALIF, COBA
+E/I (a shared ``EventFixedProb`` weight) and CUBA E/I (one ``EventFixedProb`` weight per
+connection) read on the E cells, Linear (bias) -> LIF -> Linear (bias) -> LIF as a class and
+as ``Sequential``, brainpy.state's surrogate-gradient example, AlignPre, currents in nA,
+``FixedNumConn`` and ``SparseLinear`` recurrent layers; three of them draw a random initial V.
 
 For every network: it attaches; traxon's BPTT equals brainstate's own gradient
 (``brainstate.transform.grad`` over ``brainstate.transform.for_loop`` of the module) in
@@ -304,6 +308,144 @@ class Currents(brainstate.nn.Module):
         return self.out(self.neu.get_spike())
 
 
+class CubaEI(brainstate.nn.Module):
+    """The CUBA E/I network of brainpy.state's examples: E and I cells project through
+    ``EventFixedProb`` with one weight per connection (an initializer as ``conn_weight``),
+    current-based ``Expon`` synapses, a random initial V; readout of the E cells."""
+
+    def __init__(self, n_in=N_IN, n_exc=12, n_inh=4):
+        super().__init__()
+        self.n_exc = n_exc
+        self.num = n_exc + n_inh
+        self.N = bps.LIF(
+            self.num,
+            V_rest=-49.0 * u.mV,
+            V_th=-50.0 * u.mV,
+            V_reset=-60.0 * u.mV,
+            tau=20.0 * u.ms,
+            V_initializer=braintools.init.Normal(-55.0, 2.0, unit=u.mV),
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                self.num,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.E = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                n_exc,
+                self.num,
+                conn_num=0.3,
+                conn_weight=braintools.init.Normal(1.6 * u.mS, 0.2 * u.mS),
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.I = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                n_inh,
+                self.num,
+                conn_num=0.3,
+                conn_weight=braintools.init.Normal(-9.0 * u.mS, 1.0 * u.mS),
+            ),
+            syn=bps.Expon.desc(self.num, tau=10.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.out = bps.LeakyRateReadout(n_exc, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        spk = self.N.get_spike()
+        self.E(spk[:, : self.n_exc])
+        self.I(spk[:, self.n_exc :])
+        self.inp(x)
+        self.N()
+        return self.out(self.N.get_spike()[:, : self.n_exc])
+
+
+class FixedNumRecurrent(brainstate.nn.Module):
+    """A recurrent LIF layer whose recurrent weights are ``FixedNumConn`` (three inputs per
+    neuron, one weight per connection), written as brainstate documents the layer."""
+
+    def __init__(self, n_in=N_IN, n=12):
+        super().__init__()
+        self.neu = bps.LIF(
+            n, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.i2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n,
+                w_init=braintools.init.KaimingNormal(scale=30.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.r2r = bps.AlignPostProj(
+            comm=brainstate.nn.FixedNumConn(
+                n, n, conn_num=3, conn_weight=braintools.init.Normal(0.5 * u.mS, 0.2 * u.mS), seed=1
+            ),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        self.r2r(self.neu.get_spike())
+        self.i2r(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class SparseRecurrent(brainstate.nn.Module):
+    """A recurrent LIF layer whose recurrent weights are a ``SparseLinear`` over a
+    ``brainevent.CSR`` matrix (only its non-zeros are weights)."""
+
+    def __init__(self, n_in=N_IN, n=12):
+        super().__init__()
+        import brainevent
+
+        rng = np.random.default_rng(5)
+        dense = (rng.random((n, n)) < 0.3) * rng.normal(0.5, 0.2, (n, n))
+        self.neu = bps.LIF(
+            n, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.i2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n,
+                w_init=braintools.init.KaimingNormal(scale=30.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.r2r = bps.AlignPostProj(
+            comm=brainstate.nn.SparseLinear(brainevent.CSR.fromdense(jnp.asarray(dense) * u.mS)),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        self.r2r(self.neu.get_spike())
+        self.i2r(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
 UNITLESS = 1.0
 NETWORKS = {
     "eprop_alif": (EpropALIF, UNITLESS),
@@ -313,6 +455,9 @@ NETWORKS = {
     "surrogate_tutorial": (SurrogateTutorial, UNITLESS),
     "align_pre": (AlignPre, UNITLESS),
     "currents_in_nA": (Currents, u.nA),
+    "cuba_ei_event_fixed_prob": (CubaEI, UNITLESS),
+    "fixed_num_conn": (FixedNumRecurrent, UNITLESS),
+    "sparse_linear": (SparseRecurrent, UNITLESS),
 }
 
 
@@ -390,12 +535,14 @@ def _start_values(net, state):
 
 
 # The whole battery runs under `-m slow`; the default run keeps it cheap: every network's
-# exactness check but AlignPre's (also checked in test_adapter.py), and the online rules,
-# evaluate and fit on one network.
+# exactness check but AlignPre's (also checked in test_adapter.py) and the sparse ones'
+# (each sparse construct is also checked by tests/test_adapter_sparse.py), and the online
+# rules, evaluate and fit on one network.
 CHEAP = {"two_layer_sequential"}
+SPARSE = {"cuba_ei_event_fixed_prob", "fixed_num_conn", "sparse_linear"}
 
 
-def networks(cheap=frozenset(NETWORKS) - {"align_pre"}):
+def networks(cheap=frozenset(NETWORKS) - {"align_pre"} - SPARSE):
     return [
         pytest.param(n, marks=() if n in cheap else pytest.mark.slow, id=n)
         for n in sorted(NETWORKS)
@@ -642,3 +789,43 @@ def test_a_module_without_random_initial_states_draws_nothing():
     brainstate.random.seed(0)
     learner = traxon.online_learner(TwoLayer(), "es_d_rtrl", optax.sgd(0.0))
     assert not learner.net.draws_initial_state
+
+
+class EpropConcatenated(brainstate.nn.Module):
+    """e-prop written with one Linear on ``concatenate([x, spk])`` (not supported)."""
+
+    def __init__(self, n_in=N_IN, n_rec=8):
+        super().__init__()
+        self.neu = bps.LIF(
+            n_rec, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.syn = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in + n_rec,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n_rec, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        self.syn(jnp.concatenate([x, self.neu.get_spike()], axis=-1))
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+def test_unsupported_constructs_raise_the_documented_errors():
+    # docs/brainstate.md, "Not supported": each message as the page quotes it.
+    with pytest.raises(ValueError, match="could not tell how many input channels"):
+        traxon.adapters.adapt(EpropConcatenated())
+    with pytest.raises(ValueError, match=r"mixes several sources \(\['neu', 'input'\]\)"):
+        traxon.adapters.adapt(EpropConcatenated(), input_size=N_IN)
+    with pytest.raises(ValueError, match=r"an input with units\? pass input_unit="):
+        traxon.adapters.adapt(Currents())
+    net = traxon.adapters.adapt(Currents(), call=lambda m, x: m.update(x * u.nA))
+    with pytest.raises(ValueError, match="the input is a Quantity in nA, but the module was"):
+        net.as_inputs(np.ones((2, N_IN)) * u.nA)
