@@ -15,6 +15,7 @@ With :math:`h` all traced state variables of all populations (size :math:`H`) an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from traxon.core.network import Network
-from traxon.trace._quantities import stack, unstack
+from traxon.trace._quantities import flat_state
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -59,95 +60,87 @@ class rtrl(Algorithm):
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
-        names = tuple(p.name for p in trainable(net))
-        pops = tuple(net.populations)
+        b = _Bound(net, loss_fn)
+        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
 
-        def split(state: Any) -> tuple[jax.Array, Any]:
-            h = jnp.concatenate(
-                [
-                    stack(net.populations[k], state[k]).reshape(
-                        state[k][net.populations[k].traced[0]].shape[0], -1
-                    )
-                    for k in pops
-                ],
-                axis=-1,
-            )
-            return h, state
 
-        def merge(h: jax.Array, like: Any) -> Any:
-            out = {k: dict(v) for k, v in like.items()}
-            offset = 0
-            for k in pops:
-                plan = net.populations[k]
-                S = len(plan.traced)
-                n = plan.size * S
-                block = h[..., offset : offset + n].reshape((*h.shape[:-1], plan.size, S))
-                offset += n
-                aux = {a: like[k][a] for a in plan.aux}
-                out[k] = unstack(plan, block, aux)
-            return out
+class _Bound:
+    """:class:`rtrl` bound to a network and a loss: the tracer's functions."""
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> RTRLState:
-            h, _ = split(state)
-            theta, _ = ravel_pytree({k: params[k] for k in names})
-            J = jnp.zeros((*h.shape, theta.size), h.dtype)
-            return RTRLState(J, {k: jnp.zeros_like(params[k]) for k in names})
+    def __init__(self, net: Network, loss_fn: LossFn) -> None:
+        self.net, self.loss_fn = net, loss_fn
+        self.names = tuple(p.name for p in trainable(net))
+        self.split, self.merge = flat_state(net)
 
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: RTRLState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, RTRLState, StepOutput]:
-            theta, unravel = ravel_pytree({k: params[k] for k in names})
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> RTRLState:
+        h = self.split(state)
+        theta, _ = ravel_pytree({k: params[k] for k in self.names})
+        J = jnp.zeros((*h.shape, theta.size), h.dtype)
+        return RTRLState(J, {k: jnp.zeros_like(params[k]) for k in self.names})
 
-            costs = dict(spike_cost or {})
+    def _sample(
+        self,
+        params: Mapping[str, jax.Array],
+        st: Any,
+        xb: Any,
+        tb: Any,
+        Jb: jax.Array,
+        wb: jax.Array,
+        cb: Any,
+    ) -> Any:
+        r"""One sample's step: :math:`J \leftarrow A J + B` with the full Jacobians ``A``
+        (state) and ``B`` (weights), and the gradient :math:`\partial l / \partial h \, J`."""
+        net, split, merge = self.net, self.split, self.merge
+        theta, unravel = ravel_pytree({k: params[k] for k in self.names})
+        st1 = jax.tree_util.tree_map(lambda a: a[None], st)
+        x1 = jax.tree_util.tree_map(lambda a: a[None], xb)
 
-            def one(st: Any, xb: Any, tb: Any, Jb: jax.Array, wb: jax.Array, cb: Any) -> Any:
-                st1 = jax.tree_util.tree_map(lambda a: a[None], st)
-                x1 = jax.tree_util.tree_map(lambda a: a[None], xb)
-                hb, _ = split(st1)
+        def f(h: jax.Array, th: jax.Array) -> tuple[jax.Array, Any]:
+            new, _ = net.forward({**params, **unravel(th)}, merge(h, st1), x1)
+            return split(new)[0], new
 
-                def f(h: jax.Array, th: jax.Array) -> tuple[jax.Array, Any]:
-                    p = {**params, **unravel(th)}
-                    new, _ = net.forward(p, merge(h, st1), x1)
-                    return split(new)[0][0], new
+        h0 = split(st1)[0]
+        A = jax.jacfwd(lambda h: f(h[None], theta)[0])(h0)
+        Bt = jax.jacfwd(lambda th: f(h0[None], th)[0])(theta)
+        h_new, new = f(h0[None], theta)
+        J_new = A @ Jb + Bt
 
-                h0 = hb[0]
-                A = jax.jacfwd(lambda h: f(h[None], theta)[0])(h0)
-                Bt = jax.jacfwd(lambda th: f(h0[None], th)[0])(theta)
-                h_new, new = f(h0[None], theta)
-                J_new = A @ Jb + Bt
+        def loss_of(h: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+            sig = net.signals(merge(h[None], new))
+            y = net.output(sig)
+            loss = self.loss_fn(y, jax.tree_util.tree_map(lambda a: a[None], tb))
+            extra = sum(jnp.sum(c * sig[k]["spike"][0]) for k, c in cb.items())
+            return wb * loss[0] + extra, (y[0], loss[0])
 
-                def loss_of(h: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-                    sig = net.signals(merge(h[None], new))
-                    y = net.output(sig)
-                    loss = loss_fn(y, jax.tree_util.tree_map(lambda a: a[None], tb))
-                    extra = sum(jnp.sum(c * sig[k]["spike"][0]) for k, c in cb.items())
-                    return wb * loss[0] + extra, (y[0], loss[0])
+        dl, (y, loss) = jax.grad(loss_of, has_aux=True)(h_new)
+        new0 = jax.tree_util.tree_map(lambda a: a[0], new)
+        return new0, J_new, dl @ J_new, y, loss
 
-                dl, (y, loss) = jax.grad(loss_of, has_aux=True)(h_new)
-                g = dl @ J_new
-                new0 = jax.tree_util.tree_map(lambda a: a[0], new)
-                return new0, J_new, g, y, loss
+    def step(
+        self,
+        params: Mapping[str, jax.Array],
+        state: Any,
+        ts: RTRLState,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        spike_cost: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[Any, RTRLState, StepOutput]:
+        _, unravel = ravel_pytree({k: params[k] for k in self.names})
+        costs = dict(spike_cost or {})
+        one = functools.partial(self._sample, params)
+        new_state, J, g, y, loss = jax.vmap(one)(state, x, target, ts.J, weight, costs)
+        gsum = unravel(jnp.sum(g, axis=0))
+        grads = {k: ts.grads[k] + gsum[k] for k in self.names}
+        return new_state, RTRLState(J, grads), StepOutput(y, loss)
 
-            new_state, J, g, y, loss = jax.vmap(one)(state, x, target, ts.J, weight, costs)
-            gsum = unravel(jnp.sum(g, axis=0))
-            grads = {k: ts.grads[k] + gsum[k] for k in names}
-            return new_state, RTRLState(J, grads), StepOutput(y, loss)
+    def gradients(self, params: Mapping[str, jax.Array], ts: RTRLState) -> dict:
+        return dict(ts.grads)
 
-        def gradients(params: Mapping[str, jax.Array], ts: RTRLState) -> dict[str, jax.Array]:
-            return dict(ts.grads)
+    def reset_gradients(self, ts: RTRLState) -> RTRLState:
+        return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
 
-        def reset_gradients(ts: RTRLState) -> RTRLState:
-            return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
-
-        def reset_traces(params: Any, state: Any, ts: RTRLState) -> RTRLState:
-            return ts._replace(J=jnp.zeros_like(ts.J))
-
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def reset_traces(self, params: Any, state: Any, ts: RTRLState) -> RTRLState:
+        return ts._replace(J=jnp.zeros_like(ts.J))
