@@ -415,3 +415,35 @@ def test_every_rule_trains_a_recurrent_gru(x64, gru_problem, name):
     assert set(grads) == set(ref)
     for k, g in grads.items():
         assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0, (name, k)
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark against the peer's minimal GRU.
+
+
+@pytest.mark.slow
+def test_gated_cells_benchmark_smoke():
+    """``benchmarks/gated_cells.py --smoke`` runs every row, and both libraries compute the
+    same function from the same weights."""
+    import json
+    import os
+    from pathlib import Path
+
+    from tests.helpers import run_checked
+
+    pytest.importorskip("braintrace")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    proc = run_checked([root / "benchmarks" / "gated_cells.py", "--smoke"], cwd=root, env=env)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert "machine" in lines[0] and lines[-1].get("summary"), (lines[0], lines[-1])
+    rows = {r["algorithm"]: r for r in lines if "algorithm" in r}
+    assert not [r for r in rows.values() if "error" in r], rows
+    want = {"forward", "d_rtrl", "es_d_rtrl", "bptt", "peer_forward", "peer_d_rtrl"}
+    assert want | {"peer_pp_prop"} <= set(rows)
+    assert rows["peer_forward"]["max_output_diff"] < 1e-4
+    assert rows["bptt"]["cosine_vs_bptt"] > 1 - 1e-6
+    for name in ("d_rtrl", "es_d_rtrl"):
+        assert rows[name]["ratio_vs_peer"] is not None and rows[name]["per_step_ms"] > 0
+        assert -1 <= rows[name]["cosine_vs_bptt"] <= 1
