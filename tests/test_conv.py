@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import cosine, float64, rel_error
+from tests.helpers import cosine, float64, rel_error, run_checked
 from traxon.core import (
     LIF,
     Conv1D,
@@ -398,3 +399,18 @@ def test_the_other_rules_train_a_recurrent_convolution(rec2d, name):
         assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0, (name, k)
     if name == "synthetic_gradients":
         assert_exact(grads, rec2d.ref, label=name)
+
+
+# --------------------------------------------------------------------------------------
+# The example.
+
+
+@pytest.mark.slow
+def test_conv_events_example_runs_quick(tmp_path, subprocess_env):
+    """examples/conv_events.py --quick trains a few batches and reports its baselines."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "conv_events.py"
+    proc = run_checked([script, "--quick"], cwd=tmp_path, env=subprocess_env)
+    out = proc.stdout
+    assert "8 batches of 32" in out, out
+    assert "held-out accuracy: " in out and "chance 0.250" in out, out
+    assert "untrained network" in out and "played backwards" in out, out
