@@ -98,11 +98,11 @@ _PER_ENTRY_HINT = (
 )
 
 
-class _Gap(WeightOp):
+class _Gap:
     """What the two gap-junction ops share: the projection check and the trace hints."""
 
-    symmetric: bool = static(default=True)
-    positive: bool = static(default=False)
+    symmetric: bool
+    positive: bool
 
     @property
     def param_traces(self) -> bool:
@@ -136,7 +136,7 @@ class _Gap(WeightOp):
         return jnp.sign(W) if self.positive else 1.0
 
 
-class GapJunction(_Gap):
+class GapJunction(_Gap, WeightOp):
     r"""Dense gap junctions within one population: :math:`u_i = \sum_j G_{ji}\,(z_j - z_i)`.
 
     ``W`` has shape ``(n, n)``. With ``symmetric=True`` (the default) the strict upper
@@ -161,6 +161,8 @@ class GapJunction(_Gap):
     """
 
     gain: float = 1.0
+    symmetric: bool = static(default=True)
+    positive: bool = static(default=False)
 
     def __post_init__(self) -> None:
         _flag(self, "symmetric")
@@ -220,7 +222,7 @@ class GapJunction(_Gap):
         return a * self._mask(W.shape[0], W.dtype) * self._sign(W)
 
 
-class SparseGapJunction(_Gap):
+class SparseGapJunction(_Gap, WeightOp):
     r"""Gap junctions between listed pairs of one population, one conductance per pair.
 
     Pair ``e`` joins neurons ``a[e]`` and ``b[e]`` with conductance :math:`g_e = W_e\,
@@ -245,6 +247,8 @@ class SparseGapJunction(_Gap):
     n: int = static(default=0)
     base: Any = static(default=None)
     gain: float = 1.0
+    symmetric: bool = static(default=True)
+    positive: bool = static(default=False)
 
     @staticmethod
     def from_pairs(
