@@ -178,6 +178,34 @@ def gap_junctions(symmetric: bool) -> tuple[str, Network, dict, np.ndarray, np.n
     return setting, net, params, xs, ys
 
 
+def conv_lif() -> tuple[str, Network, dict, np.ndarray, np.ndarray]:
+    """A strided Conv2D from a (2, 6, 6) spike map into 4 maps of 3x3 LIF neurons, a 'SAME'
+    recurrent Conv2D between the maps (delay 1), exponential synapses, a leaky readout
+    (T 50, batch 4)."""
+    from traxon.core import Conv2D
+
+    conv = Conv2D(2, 4, kernel_size=3, in_shape=(6, 6), stride=2, gain=6.0)
+    rec = Conv2D(4, 4, kernel_size=3, in_shape=(3, 3), gain=1.0)
+    net = Network(
+        conv.n_in,
+        {"h": Population(LIF(tau=20.0), conv.n_out)},
+        [
+            Projection("x", "h", conv, synapse=Expon(5.0)),
+            Projection("h", "h", rec, synapse=Expon(5.0), delay=1),
+        ],
+        readout=Readout("h", 2, tau=20.0),
+    )
+    params = net.init_params(jax.random.PRNGKey(0), jnp.float64)
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    xs = np.asarray(jax.random.uniform(keys[0], (50, B, conv.n_in)) < 0.3, np.float64)
+    ys = np.asarray(jax.random.randint(keys[1], (50, B), 0, 2))
+    setting = (
+        "(2, 6, 6) input spikes, `Conv2D` 3x3 stride 2 into 4 maps of 3x3 LIF, recurrent "
+        "3x3 'SAME' `Conv2D` (delay 1), Expon synapses, leaky readout, 50 steps, batch 4"
+    )
+    return setting, net, params, xs, ys
+
+
 #: Models beyond the LIF benchmark, one row each: ``name: () -> (setting, net, params, xs,
 #: ys)``; each is compared with BPTT by ``MODEL_RULES`` (cells: the lowest cosine over the
 #: model's weights, with that weight, and the mean).
@@ -186,6 +214,7 @@ MODELS = {
     "`MinGRU`": lambda: gated_cell("MinGRU"),
     "`Graded` + `GapJunction(symmetric=False)`": lambda: gap_junctions(symmetric=False),
     "`Graded` + `GapJunction()` (symmetric)": lambda: gap_junctions(symmetric=True),
+    "`LIF` + `Conv2D` (input and recurrent)": conv_lif,
 }
 MODEL_RULES = ("d_rtrl", "es_d_rtrl", "rtrl")
 
