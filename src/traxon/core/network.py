@@ -31,7 +31,7 @@ import numpy as np
 from traxon._checks import check_finite, check_positive, is_concrete, to_float
 from traxon._module import Module, static
 from traxon.core.neurons import LeakyIntegrator, Neuron
-from traxon.core.ops import Bias, Dense, WeightOp
+from traxon.core.ops import Bias, Dense, WeightOp, bind_indices, index_arrays, indices_bound
 from traxon.core.synapses import Delta, Synapse
 
 __all__ = ["Network", "Population", "Projection", "Readout", "SimulationResult"]
@@ -799,6 +799,36 @@ class Network:
                 raise ValueError(f"weight `{k}` must have shape {tuple(shape)}; got {got}.")
 
     # ----------------------------------------------------------------------------------
+    def index_arrays(self) -> tuple[Any, ...]:
+        """The connectivity of the network's weight ops: their index arrays (read-only NumPy
+        arrays; see :func:`traxon.core.ops.index_arrays`), in projection order."""
+        cached = self.__dict__.get("_index_arrays")
+        if cached is None:
+            cached = index_arrays(p.op for p in self.projections)
+            self.__dict__["_index_arrays"] = cached
+        return cached
+
+    def connectivity(self) -> tuple[jax.Array, ...]:
+        """The values of :meth:`index_arrays` as device arrays, put on the device once.
+
+        The jitted functions of :meth:`simulate` and of the online learner receive them as
+        arguments (connectivity as data): the compiled program holds no copy of the indices,
+        and runs another network of the same shapes with that network's ``connectivity()``.
+
+        Example:
+            >>> from traxon.connectome import connectome_network, synthetic_connectome
+            >>> net = connectome_network(synthetic_connectome(50, 400, 2, seed=0), n_inputs=2)
+            >>> [a.shape for a in net.connectivity()][:2]
+            [(51,), (400,)]
+        """
+        cached = self.__dict__.get("_connectivity")
+        if cached is None:
+            with jax.ensure_compile_time_eval():  # concrete arrays, even if first asked in a jit
+                cached = tuple(jnp.asarray(k.array) for k in self.index_arrays())
+            self.__dict__["_connectivity"] = cached
+        return cached
+
+    # ----------------------------------------------------------------------------------
     def signals(self, state: Mapping[str, Any]) -> dict[str, dict[str, jax.Array]]:
         """Every population's output signals computed from a state."""
         return {k: p.signals(state[k]) for k, p in self.populations.items()}
@@ -914,7 +944,23 @@ class Network:
         self.check_params(params)
         xs = self.as_inputs(xs, batch=self.batch_size(state), leading=1)
         record = tuple(record)
+        keys = self.index_arrays()
+        if not keys or indices_bound(keys):  # no indices, or the caller passes them as data
+            return self._simulate(params, state, xs, record)
+        run = self.__dict__.get("_simulate_jit")
+        if run is None:
 
+            def with_indices(indices: Any, params: Any, state: Any, xs: Any, record: Any) -> Any:
+                with bind_indices(keys, indices):
+                    return self._simulate(params, state, xs, record)
+
+            run = jax.jit(with_indices, static_argnums=4)
+            self.__dict__["_simulate_jit"] = run
+        return run(self.connectivity(), params, state, xs, record)
+
+    def _simulate(
+        self, params: Mapping[str, jax.Array], state: Mapping[str, Any], xs: Any, record: tuple
+    ) -> SimulationResult:
         def body(carry: Any, x_t: Any) -> tuple[Any, Any]:
             new_state, internals = self.forward(params, carry, x_t)
             rec = {}

@@ -17,11 +17,22 @@ Every op is linear in its weight and its output is indexed by postsynaptic neuro
 
 Dale's law: give ``sign`` (``+1``, ``-1`` or one sign per presynaptic neuron); the op then
 uses :math:`|W|` times the sign, so training cannot flip a synapse's type.
+
+**Connectivity is data.** The index arrays of the sparse ops (``pre_index``, ``post_index``,
+``indptr``, ``post``, ``base``, ``groups``, ``sign``, ``mask``) are kept as read-only NumPy
+arrays, listed by :meth:`WeightOp.index_arrays`. A jitted function that receives them as
+arguments makes the ops read them there: inside :func:`bind_indices` every op method reads
+:func:`index_data` -- the bound (traced) array -- instead of the NumPy constant, so the
+compiled program holds no copy of the connectivity and runs any connectome of the same
+shapes. Outside a binding the ops read the NumPy arrays, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -40,6 +51,9 @@ __all__ = [
     "FixedOutDegree",
     "Sparse",
     "WeightOp",
+    "bind_indices",
+    "index_arrays",
+    "index_data",
 ]
 
 
@@ -72,6 +86,13 @@ class WeightOp(Module):
         """This op as used between ``n_in`` and ``n_out`` neurons (after :meth:`check_sizes`):
         itself, or a copy that knows a size it could not infer. Never mutates ``self``."""
         return self
+
+    def index_arrays(self) -> tuple[_Frozen, ...]:
+        """The read-only arrays this op's methods read through :func:`index_data` (its
+        connectivity): every ``_Frozen`` field, then arrays derived from them. A jitted
+        function can receive their values as arguments (see :func:`bind_indices`)."""
+        fields = getattr(self, "__dataclass_fields__", {})
+        return tuple(v for v in (getattr(self, k) for k in fields) if isinstance(v, _Frozen))
 
 
 def _edge_list(pre: Any, post: Any, integer: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -390,6 +411,19 @@ class FixedInDegree(_Indexed):
     def _idx(self) -> np.ndarray:
         return self.pre_index.array
 
+    def index_arrays(self) -> tuple[_Frozen, ...]:
+        table = (self._sign_frozen(),) if self.sign is not None else ()
+        return (*super().index_arrays(), *table)
+
+    def _sign_frozen(self) -> _Frozen:
+        """The sign of every entry, ``(n_out, K)``, derived once from ``sign`` and the indices."""
+        cached = self.__dict__.get("_sign_table_cache")
+        if cached is None:
+            s = self.sign.array
+            cached = _Frozen(s[0] * np.ones(self._idx.shape) if s.size == 1 else s[self._idx])
+            object.__setattr__(self, "_sign_table_cache", cached)
+        return cached
+
     def _signs(self, n_in: int, where: str = "FixedInDegree") -> Any:
         if self.sign is None:
             return None
@@ -417,34 +451,34 @@ class FixedInDegree(_Indexed):
         """``x`` with the padded entries (``mask`` false) set to zero."""
         if self.mask is None:
             return x
-        mask = self.mask.array.reshape((1,) * (x.ndim - 2) + self.mask.array.shape)
+        data = index_data(self.mask)
+        mask = data.reshape((1,) * (x.ndim - 2) + self.mask.array.shape)
         return jnp.where(jnp.asarray(mask), x, jnp.zeros((), x.dtype))
 
     def _effective(self, W: jax.Array) -> jax.Array:
         if self.sign is None:
             return self._masked(W)
-        return self._masked(jnp.abs(W) * jnp.asarray(self._sign_table(), W.dtype))
+        return self._masked(jnp.abs(W) * self._sign_table(W.dtype))
 
-    def _sign_table(self) -> np.ndarray:
-        s = self.sign.array
-        return s[0] * np.ones(self._idx.shape) if s.size == 1 else s[self._idx]
+    def _sign_table(self, dtype: Any) -> jax.Array:
+        return jnp.asarray(index_data(self._sign_frozen()), dtype)
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        return jnp.einsum("bik,ik->bi", z[:, self._idx], self._effective(W))
+        return jnp.einsum("bik,ik->bi", z[:, index_data(self.pre_index)], self._effective(W))
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        f = z[:, self._idx]
+        f = z[:, index_data(self.pre_index)]
         if self.sign is not None:
-            f = f * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))[None]
+            f = f * (self._sign_table(W.dtype) * jnp.sign(W))[None]
         return self._masked(f)
 
     def to_params(self, x: jax.Array) -> jax.Array:
         return x[:, :, None]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
-        g = jnp.einsum("bik,bi->ik", pre[:, self._idx], post).astype(W.dtype)
+        g = jnp.einsum("bik,bi->ik", pre[:, index_data(self.pre_index)], post).astype(W.dtype)
         if self.sign is not None:
-            g = g * (jnp.asarray(self._sign_table(), W.dtype) * jnp.sign(W))
+            g = g * (self._sign_table(W.dtype) * jnp.sign(W))
         return self._masked(g)
 
 
@@ -532,12 +566,13 @@ class FixedOutDegree(_Indexed):
     def _scatter_all(self, W: jax.Array, z: jax.Array) -> jax.Array:
         contrib = z[:, :, None] * W[None]
         out = jnp.zeros((z.shape[0], self.n_out), contrib.dtype)
-        return out.at[:, self._idx].add(contrib)
+        return out.at[:, index_data(self.post_index)].add(contrib)
 
     def _scatter_active(self, W: jax.Array, z: jax.Array) -> jax.Array:
         cap = int(self.max_active)  # type: ignore[arg-type]
         n_in = z.shape[1]
-        post_index = jnp.asarray(self._idx)  # a numpy array cannot be indexed by a tracer
+        # a numpy array cannot be indexed by a tracer
+        post_index = jnp.asarray(index_data(self.post_index))
 
         def one(zb: jax.Array) -> jax.Array:
             (rows,) = jnp.nonzero(zb, size=cap, fill_value=n_in)
@@ -558,10 +593,11 @@ class FixedOutDegree(_Indexed):
         return z[:, :, None]
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, self._idx]
+        return x[:, index_data(self.post_index)]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
-        return jnp.einsum("bj,bjk->jk", pre, post[:, self._idx]).astype(W.dtype)
+        idx = index_data(self.post_index)
+        return jnp.einsum("bj,bjk->jk", pre, post[:, idx]).astype(W.dtype)
 
 
 class Sparse(_Indexed):
@@ -615,17 +651,19 @@ class Sparse(_Indexed):
         )
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        vals = z[:, self.pre.array] * W[None, :]
-        return jnp.zeros((z.shape[0], self.n_out), vals.dtype).at[:, self.post.array].add(vals)
+        vals = z[:, index_data(self.pre)] * W[None, :]
+        out = jnp.zeros((z.shape[0], self.n_out), vals.dtype)
+        return out.at[:, index_data(self.post)].add(vals)
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        return z[:, self.pre.array]
+        return z[:, index_data(self.pre)]
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, self.post.array]
+        return x[:, index_data(self.post)]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
-        return jnp.sum(pre[:, self.pre.array] * post[:, self.post.array], axis=0).astype(W.dtype)
+        g = pre[:, index_data(self.pre)] * post[:, index_data(self.post)]
+        return jnp.sum(g, axis=0).astype(W.dtype)
 
 
 def _unfreeze(x: Any) -> np.ndarray:
@@ -644,6 +682,105 @@ class _Frozen:
 
     def __repr__(self) -> str:
         return f"array(shape={self.array.shape}, dtype={self.array.dtype})"
+
+
+# ------------------------------------------------------------------------------------------
+# Connectivity as data: index arrays bound to (traced) values while a function is traced.
+
+_BOUND: contextvars.ContextVar[dict[int, tuple[_Frozen, Any]] | None] = contextvars.ContextVar(
+    "traxon_bound_indices", default=None
+)
+
+
+def index_data(frozen: _Frozen) -> Any:
+    """The value an op reads for one of its index arrays: the array bound to it by
+    :func:`bind_indices` (a jitted function's argument), else the NumPy array itself.
+
+    Example:
+        >>> import numpy as np
+        >>> from traxon.core import CSR
+        >>> from traxon.core.ops import bind_indices, index_data
+        >>> op = CSR.from_edges([0, 1], [1, 0], n_in=2, n_out=2)
+        >>> index_data(op.post).tolist()
+        [1, 0]
+        >>> with bind_indices([op.post], [np.array([0, 0], np.int32)]):
+        ...     index_data(op.post).tolist()
+        [0, 0]
+    """
+    bound = _BOUND.get()
+    if bound is not None:
+        hit = bound.get(id(frozen))
+        if hit is not None and hit[0] is frozen:
+            return hit[1]
+    return frozen.array
+
+
+@contextlib.contextmanager
+def bind_indices(keys: Sequence[_Frozen], values: Sequence[Any]) -> Iterator[None]:
+    """While active, every op reads ``values[i]`` wherever it reads the index array
+    ``keys[i]`` (see :func:`index_data`).
+
+    Bind the arguments of a jitted function to the arrays of :func:`index_arrays`: the
+    compiled program then receives the connectivity as data, and runs again, without
+    compiling, with the index arrays of another network of the same shapes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from traxon.core import CSR
+        >>> from traxon.core.ops import bind_indices, index_arrays
+        >>> op = CSR.from_edges([0, 1], [1, 0], n_in=2, n_out=2)
+        >>> keys = index_arrays([op])
+        >>> @jax.jit
+        ... def apply(indices, W, z):
+        ...     with bind_indices(keys, indices):
+        ...         return op.apply(W, z)
+        >>> apply(tuple(jnp.asarray(k.array) for k in keys), jnp.ones(2), jnp.ones((1, 2)))
+        Array([[1., 1.]], dtype=float32)
+    """
+    keys, values = tuple(keys), tuple(values)
+    if len(keys) != len(values):
+        raise ValueError(
+            f"bind_indices needs one value per index array; got {len(keys)} arrays and "
+            f"{len(values)} values."
+        )
+    for key, value in zip(keys, values, strict=True):
+        if not isinstance(key, _Frozen):
+            raise TypeError(f"index arrays must come from index_arrays(); got {type(key)}.")
+        if tuple(np.shape(value)) != key.array.shape:
+            raise ValueError(
+                f"an index array of shape {key.array.shape} cannot be bound to a value of "
+                f"shape {tuple(np.shape(value))}: the connectivity must have the same shapes."
+            )
+    bound = dict(_BOUND.get() or {})
+    bound.update({id(k): (k, v) for k, v in zip(keys, values, strict=True)})
+    token = _BOUND.set(bound)
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def index_arrays(ops: Iterable[WeightOp]) -> tuple[_Frozen, ...]:
+    """The index arrays of some ops, each once, in order (see :meth:`WeightOp.index_arrays`).
+
+    Example:
+        >>> from traxon.core import CSR, Dense
+        >>> from traxon.core.ops import index_arrays
+        >>> op = CSR.from_edges([0, 1], [1, 0], n_in=2, n_out=2)
+        >>> [k.array.tolist() for k in index_arrays([Dense(), op, op])]
+        [[0, 1, 2], [1, 0], [0, 1]]
+    """
+    seen: dict[int, _Frozen] = {}
+    for op in ops:
+        for key in op.index_arrays():
+            seen.setdefault(id(key), key)
+    return tuple(seen.values())
+
+
+def indices_bound(keys: Iterable[_Frozen]) -> bool:
+    """Whether every one of ``keys`` is bound by an enclosing :func:`bind_indices`."""
+    bound = _BOUND.get() or {}
+    return all(bound.get(id(k), (None,))[0] is k for k in keys)
 
 
 class CSR(_Indexed):
@@ -892,12 +1029,17 @@ class CSR(_Indexed):
     @property
     def pre(self) -> np.ndarray:
         """Presynaptic neuron of every entry, ``(nnz,)`` (expanded from ``indptr``)."""
+        return self._pre_frozen().array
+
+    def _pre_frozen(self) -> _Frozen:
         cached = self.__dict__.get("_pre_cache")
         if cached is None:
-            cached = np.repeat(np.arange(self.n_in, dtype=np.int32), self.out_degree)
-            cached.setflags(write=False)
+            cached = _Frozen(np.repeat(np.arange(self.n_in, dtype=np.int32), self.out_degree))
             object.__setattr__(self, "_pre_cache", cached)
         return cached
+
+    def index_arrays(self) -> tuple[_Frozen, ...]:
+        return (*super().index_arrays(), self._pre_frozen())
 
     @property
     def event_capacity(self) -> int | None:
@@ -938,29 +1080,30 @@ class CSR(_Indexed):
             return a if idx is None else a[idx]
 
         if self.groups is not None:
-            w = W[take(jnp.asarray(self.groups.array))]
+            w = W[take(jnp.asarray(index_data(self.groups)))]
         else:
             w = take(W)
         if self.sign is not None:
             w = jnp.abs(w)  # after the gather: only the gathered entries
         if self.base is not None:
-            w = w * take(jnp.asarray(self.base.array, W.dtype))
+            w = w * take(jnp.asarray(index_data(self.base), W.dtype))
         return w
 
     def _signed(self, z: jax.Array) -> jax.Array:
         if self.sign is None:
             return z
-        return z * jnp.asarray(self.sign.array, z.dtype)[None, :]
+        return z * jnp.asarray(index_data(self.sign), z.dtype)[None, :]
 
     def _scatter_all(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        vals = z[:, self.pre] * self._entries(W, None)[None, :]
-        return jnp.zeros((z.shape[0], self.n_out), vals.dtype).at[:, self.post.array].add(vals)
+        vals = z[:, index_data(self._pre_frozen())] * self._entries(W, None)[None, :]
+        out = jnp.zeros((z.shape[0], self.n_out), vals.dtype)
+        return out.at[:, index_data(self.post)].add(vals)
 
     def _scatter_active(self, W: jax.Array, z: jax.Array) -> jax.Array:
         cap, n_in = int(self.max_active), self.n_in  # type: ignore[arg-type]
         n_events = int(self.event_capacity)  # type: ignore[arg-type]
-        indptr = jnp.asarray(self.indptr.array)
-        post = jnp.asarray(self.post.array)
+        indptr = jnp.asarray(index_data(self.indptr))
+        post = jnp.asarray(index_data(self.post))
         positions = jnp.arange(n_events, dtype=indptr.dtype)
 
         def one(zb: jax.Array) -> jax.Array:
@@ -983,7 +1126,8 @@ class CSR(_Indexed):
             return self._scatter_all(W, z)
         active = z != 0
         # Integer event counts: a float32 sum loses exactness above 2**24 synapses.
-        deg = jnp.asarray(self.out_degree, self.indptr.array.dtype)
+        indptr = jnp.asarray(index_data(self.indptr))
+        deg = indptr[1:] - indptr[:-1]
         events = jnp.sum(jnp.where(active, deg[None, :], 0), axis=1)
         overflow = jnp.any(jnp.sum(active, axis=1) > self.max_active) | jnp.any(
             events > int(self.event_capacity)  # type: ignore[arg-type]
@@ -1019,23 +1163,24 @@ class CSR(_Indexed):
                 "CSR with `groups` shares one weight among many entries; parameter-dimension "
                 "traces are not available (use algorithm='es_d_rtrl' or 'bptt')."
             )
-        f = self._signed(z)[:, self.pre]
+        f = self._signed(z)[:, index_data(self._pre_frozen())]
         if self.sign is not None:
             f = f * jnp.sign(W)[None, :]
         if self.base is not None:
-            f = f * jnp.asarray(self.base.array, f.dtype)[None, :]
+            f = f * jnp.asarray(index_data(self.base), f.dtype)[None, :]
         return f
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, self.post.array]
+        return x[:, index_data(self.post)]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         def compute(pre: jax.Array, post: jax.Array) -> jax.Array:
-            g = jnp.sum(self._signed(pre)[:, self.pre] * post[:, self.post.array], axis=0)
+            pre_e = self._signed(pre)[:, index_data(self._pre_frozen())]
+            g = jnp.sum(pre_e * post[:, index_data(self.post)], axis=0)
             if self.base is not None:
-                g = g * jnp.asarray(self.base.array, g.dtype)
+                g = g * jnp.asarray(index_data(self.base), g.dtype)
             if self.groups is not None:
-                g = jax.ops.segment_sum(g, jnp.asarray(self.groups.array), self.n_groups)
+                g = jax.ops.segment_sum(g, jnp.asarray(index_data(self.groups)), self.n_groups)
             g = g.astype(W.dtype)
             return g * jnp.sign(W) if self.sign is not None else g
 

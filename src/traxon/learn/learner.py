@@ -26,6 +26,8 @@ divided by the window's length when ``time_reduction="mean"``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
 import os
@@ -41,6 +43,7 @@ import optax
 
 from traxon._checks import all_finite, check_finite, first_nonfinite, is_concrete
 from traxon.core.network import READOUT, Network
+from traxon.core.ops import bind_indices
 from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
 from traxon.learn.losses import Loss, get_loss
 from traxon.trace.base import Algorithm, get_algorithm
@@ -187,6 +190,7 @@ class OnlineLearner:
                 f"{self.algorithm.name} with update_every='sequence' needs `sequence_length` "
                 f"(the longest sequence), or pass traxon.trace.{self.algorithm.name}(window=T)."
             )
+        self._window = window
         self.tracer = self.algorithm.bind(net, self.loss.fn, window=window)
         # BPTT buffers at most this many steps between updates.
         self._buffer = (
@@ -202,12 +206,100 @@ class OnlineLearner:
         self._state: LearnerState | None = None
         # The stateful shell reads, advances and commits `_state`: one thread at a time.
         self._lock = threading.RLock()
-        self._run_jit = jax.jit(self.run)
-        self._step_jit = jax.jit(self.step_fn)
-        self._end_jit = jax.jit(self.end_sequence)
-        self._finish_jit = jax.jit(self._finish)
-        self._reset_jit = jax.jit(self.reset_sequence)
-        self._eval_jit = jax.jit(self._evaluate)
+        # Connectivity as data: each jitted function takes the network's index arrays as its
+        # first argument (`self._indices`), so the compiled program holds no copy of them.
+        self._indices = net.connectivity()
+        self._run_jit = self.jit("run")
+        self._step_jit = self.jit("step_fn")
+        self._end_jit = self.jit("end_sequence")
+        self._finish_jit = self.jit("_finish")
+        self._reset_jit = self.jit("reset_sequence")
+        self._eval_jit = self.jit("_evaluate")
+
+    def jit(self, method: str = "run", **jit_kwargs: Any) -> Any:
+        """A method of the functional core, jitted with the connectivity passed as data.
+
+        The jitted function takes the network's index arrays (:attr:`connectivity`) first,
+        then the method's own arguments. Its compiled program holds no copy of the sparse
+        ops' indices (``jax.jit(learner.run)`` would capture them as constants) and runs,
+        without compiling again, the learner of another network of the same shapes given
+        that network's ``connectivity()`` (see :meth:`rewired`).
+
+        Arguments:
+            method: ``"run"``, ``"step_fn"``, ``"end_sequence"`` or ``"reset_sequence"``.
+            jit_kwargs: passed to :func:`jax.jit` (e.g. ``donate_argnums=1``: the state).
+
+        Example:
+            >>> import jax.numpy as jnp, traxon
+            >>> from traxon.connectome import connectome_network, synthetic_connectome
+            >>> net = connectome_network(synthetic_connectome(40, 300, 2, seed=0), n_inputs=2)
+            >>> learner = traxon.online_learner(net, "es_d_rtrl", loss="mse")
+            >>> run = learner.jit("run")
+            >>> ls, m = run(learner.connectivity, learner.init(), jnp.ones((3, 1, 2)),
+            ...             jnp.zeros((3, 1, 2)))
+            >>> m["loss"].shape
+            (3,)
+        """
+        allowed = ("run", "step_fn", "end_sequence", "reset_sequence", "_finish", "_evaluate")
+        if method not in allowed:
+            raise ValueError(f"`method` must be one of {allowed[:4]}; got {method!r}.")
+        fn = getattr(self, method)
+        keys = self.net.index_arrays()
+
+        def with_indices(indices: Any, *args: Any) -> Any:
+            with bind_indices(keys, indices):
+                return fn(*args)
+
+        with_indices.__name__ = with_indices.__qualname__ = method
+        return jax.jit(with_indices, **jit_kwargs)
+
+    @property
+    def connectivity(self) -> tuple[jax.Array, ...]:
+        """The network's index arrays on the device (``net.connectivity()``): the first
+        argument of the functions of :meth:`jit`."""
+        return self._indices
+
+    def rewired(self, net: Network) -> OnlineLearner:
+        """This learner for another network that differs only in its connectivity: the
+        same compiled steps, run with ``net``'s index arrays (no compilation).
+
+        ``net`` must describe the same network but for the values of its index arrays
+        (same populations, ops, shapes, parameters), e.g. the same connectome builder on
+        another connectome with as many connections per op. The new learner has no state
+        yet (``init_state``); the weights are per connection of ``net``.
+
+        Example:
+            >>> import jax.numpy as jnp, traxon
+            >>> from traxon.connectome import connectome_network, synthetic_connectome
+            >>> nets = [connectome_network(synthetic_connectome(40, 300, 2, seed=s), n_inputs=2)
+            ...         for s in (0, 1)]
+            >>> a = traxon.online_learner(nets[0], "es_d_rtrl", loss="mse")
+            >>> b = a.rewired(nets[1])
+            >>> _ = b.init_state(1)
+            >>> _ = b.step(jnp.ones((1, 2)), jnp.zeros((1, 2)))
+            >>> b._step_jit is a._step_jit
+            True
+        """
+        if not isinstance(net, Network) or type(net) is not type(self.net):
+            raise TypeError(
+                f"`net` must be a {type(self.net).__name__} like this learner's; got "
+                f"{type(net).__name__}."
+            )
+        mine, theirs = _structure(self.net), _structure(net)
+        if mine != theirs:
+            where = _first_difference(mine, theirs)
+            raise ValueError(
+                f"`net` differs from this learner's network in more than its connectivity "
+                f"(at {where}); rewired() reuses the compiled steps, so only the values of "
+                "the index arrays may change. Build a learner for it: online_learner(net, ...)."
+            )
+        new = copy.copy(self)
+        new.net = net
+        new.tracer = self.algorithm.bind(net, self.loss.fn, window=self._window)
+        new._indices = net.connectivity()
+        new._state = None
+        new._lock = threading.RLock()
+        return new
 
     # ------------------------------------------------------------------------------
     # Functional core.
@@ -595,7 +687,7 @@ class OnlineLearner:
             masks = np.ones((T, B), np.float32)
         self._check_mask(masks, (T, B))
         self.loss.check_target(ys, B, self.n_out, leading=1)
-        out = self._eval_jit(params, xs, jnp.asarray(ys), jnp.asarray(masks))
+        out = self._eval_jit(self._indices, params, xs, jnp.asarray(ys), jnp.asarray(masks))
         return jax.tree_util.tree_map(float, out)
 
     # ------------------------------------------------------------------------------
@@ -752,14 +844,14 @@ class OnlineLearner:
             if self._state is None:
                 batch = next(iter(self.net.as_inputs(x).values())).shape[0]
                 self.init_state(batch)
-            new, metrics = self._step_jit(self.state, x, y, mask)
+            new, metrics = self._step_jit(self._indices, self.state, x, y, mask)
             self._commit(new, metrics)
         return jax.tree_util.tree_map(lambda v: float(v), metrics)
 
     def end(self) -> None:
         """Stateful :meth:`end_sequence`."""
         with self._lock:
-            new, _, _, bad = self._finish_jit(self.state)
+            new, _, _, bad = self._finish_jit(self._indices, self.state)
             self._commit(new, {"nonfinite": np.zeros(0, bool)}, bad)
 
     def fit(
@@ -810,8 +902,9 @@ class OnlineLearner:
                     if self._state is None:
                         self.init_state(np.shape(x)[1])
                     start = time.perf_counter()
-                    new, metrics = self._run_jit(self._reset_jit(self.state), x, y, mask)
-                    new, norm, due, end_bad = jax.block_until_ready(self._finish_jit(new))
+                    ind = self._indices
+                    new, metrics = self._run_jit(ind, self._reset_jit(ind, self.state), x, y, mask)
+                    new, norm, due, end_bad = jax.block_until_ready(self._finish_jit(ind, new))
                     self._commit(new, metrics, end_bad)
                 summary = _summarise(metrics, time.perf_counter() - start, norm, due, end_bad)
                 history.append(summary)
@@ -876,6 +969,35 @@ class OnlineLearner:
                 self.init_state(batch_size)
             self._state = load_checkpoint(path, self.state, self.fingerprint())
             return self._state
+
+
+def _structure(net: Network) -> dict[str, Any]:
+    """``net.describe()`` with every op's index arrays reduced to their shapes and dtypes."""
+    from traxon.core.network import _describe
+    from traxon.core.ops import _Frozen
+
+    desc = net.describe()
+    for p in net.projections:
+        op: dict[str, Any] = {"type": type(p.op).__qualname__}
+        for field in dataclasses.fields(p.op):
+            v = getattr(p.op, field.name)
+            op[field.name] = (
+                ["array", list(v.array.shape), str(v.array.dtype)]
+                if isinstance(v, _Frozen)
+                else _describe(v)
+            )
+        # Sizes derived from the index values (the gather capacity of an event-driven op).
+        op["event_capacity"] = getattr(p.op, "event_capacity", None)
+        desc["projections"][p.name]["op"] = op
+    return desc
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k, None) != b.get(k, None):
+                return _first_difference(a.get(k), b.get(k), f"{where}/{k}")
+    return f"{where or '/'}: {a!r} vs {b!r}"[:300]
 
 
 def _mem_available() -> int | None:
