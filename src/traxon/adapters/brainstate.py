@@ -38,14 +38,29 @@ import numpy as np
 from traxon._module import static
 from traxon.adapters import _prepare, _sparse, _spikes
 from traxon.adapters._graph import Graph, Lit, Node, flatten
+from traxon.adapters._keys import ENV, GLOBAL
+from traxon.adapters._states import (
+    BatchedStates,
+    DrawnReset,
+    batch_of,
+    initial_values,
+    shortest_paths,
+)
+from traxon.adapters._values import (
+    brainstate,
+    is_quantity,
+    leaf_keys,
+    leaves,
+    mantissa,
+    state_kind,
+    unit_of,
+)
 from traxon.core.network import ONE, READOUT, Network, PopulationPlan, ProjectionPlan
 from traxon.core.neurons import Neuron
 from traxon.core.ops import WeightOp
 
 __all__ = ["AdaptedNetwork", "adapt"]
 
-ENV = "__env__"
-GLOBAL = "__global__"
 _ELEMENTWISE = {
     "mul",
     "add",
@@ -86,46 +101,6 @@ _SELECT = _LAYOUT | {
     "concatenate",
 }
 _FIXED_CONN = _sparse.KNOWN  # brainevent's fixed-number and CSR kernels, brainunit's CSR
-
-
-def _bs() -> Any:
-    import brainstate
-
-    return brainstate
-
-
-def _is_quantity(v: Any) -> bool:
-    import brainunit as u
-
-    return isinstance(v, u.Quantity)
-
-
-def _leaves(value: Any) -> list[Any]:
-    """Leaves of a state value, Quantities kept whole."""
-    return jax.tree_util.tree_leaves(value, is_leaf=_is_quantity)
-
-
-def _mantissa(v: Any) -> Any:
-    import brainunit as u
-
-    return u.get_mantissa(v) if isinstance(v, u.Quantity) else v
-
-
-def _unit(v: Any) -> Any:
-    import brainunit as u
-
-    if isinstance(v, u.Quantity) and not u.get_unit(v).is_unitless:
-        return u.get_unit(v)
-    return None
-
-
-def _kind(state: Any) -> str:
-    bs = _bs()
-    if isinstance(state, bs.ParamState):
-        return "param"
-    if isinstance(state, bs.HiddenState):
-        return "hidden"
-    return "aux"
 
 
 # --------------------------------------------------------------------------------------
@@ -262,7 +237,7 @@ class Analysis:
     """The module's step traced at one batch size, with its contract read off."""
 
     def __init__(self, net: AdaptedNetwork, batch: int) -> None:
-        bs = _bs()
+        bs = brainstate()
         self.batch = batch
         self.n_in = net.n_in
         x = jnp.zeros((batch, net.n_in), jnp.float32)
@@ -276,7 +251,7 @@ class Analysis:
 
         # Traced on its own, with concrete values, even when first needed inside a jit
         # (another batch size), and in the environment captured when the module was attached.
-        with jax.ensure_compile_time_eval(), _BatchedStates(net, batch):
+        with jax.ensure_compile_time_eval(), BatchedStates(net.batched_states, batch):
             sf = bs.transform.StatefulFunction(step, return_only_write=False)
             sf.make_jaxpr(x, i0, t0)
             states = list(sf.get_states(x, i0, t0))
@@ -295,15 +270,15 @@ class Analysis:
                     f"the step uses a {type(s).__name__} that belongs to no submodule of the "
                     "module; attach every state to the module before adapting it."
                 )
-            keyed = jax.tree_util.tree_flatten_with_path(v, is_leaf=_is_quantity)[0]
+            keyed = jax.tree_util.tree_flatten_with_path(v, is_leaf=is_quantity)[0]
             for path, leaf in keyed:
                 leaves.append(
                     _Leaf(
                         s,
                         net.paths[id(s)],
                         jax.tree_util.keystr(path),
-                        _kind(s),
-                        _unit(leaf),
+                        state_kind(s),
+                        unit_of(leaf),
                         int(cast(int, inputs[cursor])),  # an input is a variable, not a Lit
                         -1,
                     )
@@ -711,100 +686,6 @@ def _from_canonical(g: Graph, data_in: int, batch: int) -> int | None:
     return None
 
 
-class _BatchedStates:
-    """Temporarily give every batched state a leading axis of ``batch`` (values restored)."""
-
-    def __init__(self, net: AdaptedNetwork, batch: int) -> None:
-        self.net, self.batch, self.saved = net, batch, []  # type: ignore[var-annotated]
-
-    def __enter__(self) -> None:
-        for s in self.net.batched_states:
-            value = s.value
-            self.saved.append((s, value))
-
-            def resize(v: Any) -> Any:
-                m = jnp.asarray(_mantissa(v))
-                new = jnp.zeros((self.batch, *m.shape[1:]), m.dtype)
-                unit = _unit(v)
-                return new * unit if unit is not None else new
-
-            s.value = jax.tree_util.tree_map(resize, value, is_leaf=_is_quantity)
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, value in reversed(self.saved):
-            s.value = value
-
-
-class _DrawnReset:
-    """The module's own ``reset_state`` at one batch size, as a pure function of a PRNG key.
-
-    ``brainstate.nn.reset_all_states(module, batch)`` is traced once (with the module's
-    values restored afterwards); calling the result with a key evaluates that trace with
-    every brainstate ``RandomState`` it reads set from the key, so random initial values
-    (``V_initializer=braintools.init.Uniform(...)``) are drawn anew, one draw per sample,
-    exactly as the module's reset draws them. ``draws`` tells whether the reset reads a
-    random state at all. Calling it returns ``{(id(state), leaf index): mantissa}`` for
-    every state the reset reads or writes.
-    """
-
-    def __init__(self, net: AdaptedNetwork, batch: int) -> None:
-        bs = _bs()
-        module = net.module
-
-        def reset() -> None:
-            bs.nn.reset_all_states(module, batch)
-
-        before = module.states()
-        with (
-            jax.ensure_compile_time_eval(),
-            _BatchedStates(net, batch),
-            bs.environ.context(**net.environment),
-        ):
-            sf = bs.transform.StatefulFunction(reset, return_only_write=False)
-            sf.make_jaxpr()
-            self.states = list(sf.get_states())
-            self.closed = sf.get_jaxpr()
-            inputs = [jax.tree_util.tree_leaves(s.value) for s in self.states]
-        if {id(s) for s in module.states().values()} != set(net.attached):
-            net._reattach(before)  # a reset that makes new State objects: not drawn
-            self.states, inputs = [], []
-        self.inputs = inputs
-        self.draws = any(isinstance(s, bs.random.RandomState) for s in self.states)
-
-    def __call__(self, key: jax.Array) -> dict[tuple[int, int], jax.Array]:
-        import jax.extend.core as jex
-
-        bs = _bs()
-        args: list[Any] = []
-        for n, (s, leaves) in enumerate(zip(self.states, self.inputs, strict=True)):
-            if isinstance(s, bs.random.RandomState):
-                leaves = [_as_key_like(jax.random.fold_in(key, n), leaves[0])]
-            args.extend(leaves)
-        outs = jex.jaxpr_as_fun(self.closed)(*args)
-        outs = outs[len(outs) - len(args) :]  # the states' new values follow the output
-        drawn: dict[tuple[int, int], jax.Array] = {}
-        cursor = 0
-        for s, leaves in zip(self.states, self.inputs, strict=True):
-            for i in range(len(leaves)):
-                drawn[(id(s), i)] = outs[cursor]
-                cursor += 1
-        return drawn
-
-
-def _as_key_like(key: jax.Array, like: Any) -> jax.Array:
-    """``key`` (a raw ``uint32[2]`` key or a typed one) in the form of ``like``, the value of
-    a brainstate ``RandomState`` (a typed key of some implementation, or raw key data)."""
-    raw = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    if not jax.dtypes.issubdtype(jnp.asarray(like).dtype, jax.dtypes.prng_key):
-        shape, dtype = jnp.shape(like), jnp.asarray(like).dtype
-        return raw if raw.shape == shape else jax.random.bits(key, shape, dtype)
-    impl = jax.random.key_impl(like)
-    data_shape = jax.random.key_data(like).shape
-    if raw.shape != data_shape:
-        raw = jax.random.bits(jax.random.wrap_key_data(raw), data_shape, jnp.uint32)
-    return jax.random.wrap_key_data(raw, impl=impl)
-
-
 # --------------------------------------------------------------------------------------
 # The contract.
 
@@ -873,7 +754,7 @@ class AdaptedNetwork(Network):
         input_unit: Any = None,
         draw_initial_state: bool = True,
     ) -> None:
-        bs = _bs()
+        bs = brainstate()
         import brainunit as u
 
         if not isinstance(module, bs.nn.Module):
@@ -897,7 +778,7 @@ class AdaptedNetwork(Network):
             )
         _prepare.ensure_batched_states(module)
         if input_size is None:
-            input_size = _prepare.infer_input_size(module, call, self._batch_of(module.states()))
+            input_size = _prepare.infer_input_size(module, call, batch_of(module.states()))
         if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
             raise TypeError(f"`input_size` must be an integer; got {input_size!r}.")
         if input_size < 1:
@@ -927,19 +808,19 @@ class AdaptedNetwork(Network):
                 "the module has no states: call brainstate.nn.init_all_states(module, "
                 "batch_size) before adapting it."
             )
-        self.paths, self._slots = self._shortest_paths(module)
+        self.paths, self._slots = shortest_paths(module)
         self.attached = {id(s): s for s in states.values()}
-        self.attach_batch = self._batch_of(states)
+        self.attach_batch = batch_of(states)
         self.batched_states = [
             s
             for s in states.values()
-            if _kind(s) != "param"
-            and _leaves(s.value)
-            and jnp.ndim(_mantissa(_leaves(s.value)[0])) >= 1
-            and jnp.shape(_mantissa(_leaves(s.value)[0]))[0] == self.attach_batch
+            if state_kind(s) != "param"
+            and leaves(s.value)
+            and jnp.ndim(mantissa(leaves(s.value)[0])) >= 1
+            and jnp.shape(mantissa(leaves(s.value)[0]))[0] == self.attach_batch
         ]
-        self.start = self._initial_values(module, states)
-        self._resets: dict[int, _DrawnReset] = {}
+        self.start = initial_values(module, states, self.attach_batch, self._slots)
+        self._resets: dict[int, DrawnReset] = {}
         #: Whether :meth:`init_state` given a key draws the module's random initial values
         #: anew (its ``reset_state`` reads brainstate's random state) -- the learner then
         #: passes one key per sequence.
@@ -959,7 +840,7 @@ class AdaptedNetwork(Network):
         return super().as_inputs(x, batch, leading)
 
     def _in_unit(self, x: Any) -> Any:
-        if not _is_quantity(x):
+        if not is_quantity(x):
             return x
         if self.input_unit is None:
             import brainunit as u
@@ -971,101 +852,6 @@ class AdaptedNetwork(Network):
                 "plain arrays."
             )
         return x.to_decimal(self.input_unit)
-
-    def _initial_values(self, module: Any, states: Any) -> dict[int, list[jax.Array]]:
-        """Every state's values at the start of a sequence: what the module's own
-        ``reset_state`` sets (not what it holds now, which may be the end of an earlier run).
-
-        The module is reset, read and given its current values back, so attaching changes
-        nothing. A ``reset_state`` that makes new State objects instead of writing to them is
-        read by path, and the original objects are put back where they were. A reset that
-        fails falls back to the current values (the weights keep theirs in any case).
-        """
-        import brainstate
-
-        def read(s: Any) -> list[jax.Array]:
-            return [jnp.asarray(_mantissa(v)) for v in _leaves(s.value)]
-
-        current = {id(s): read(s) for s in states.values()}
-        saved = {id(s): s.value for s in states.values()}
-        try:
-            brainstate.nn.reset_all_states(module, self.attach_batch)
-            # Read by path: a reset may have made new State objects (e.g. it calls
-            # init_state); the original objects are then put back where they were.
-            after = module.states()
-            fresh = {id(s): read(after[p]) for p, s in states.items() if p in after}
-            if {id(s) for s in after.values()} != set(saved):
-                self._reattach(states)
-        except Exception:  # a module whose reset_state needs other arguments
-            fresh = current
-            self._reattach(states)
-        finally:
-            for s in states.values():
-                s.value = saved[id(s)]
-        start = {}
-        for key, values in current.items():
-            new = fresh.get(key, values)
-            same = len(new) == len(values) and all(
-                a.shape == b.shape and a.dtype == b.dtype for a, b in zip(new, values, strict=True)
-            )
-            start[key] = new if same else values
-        return start
-
-    def _reattach(self, states: Any) -> None:
-        """Put every original State object back into the slots it was found in (a reset
-        that replaced them re-pointed the module to new objects)."""
-        for s in states.values():
-            for owner, attr, key in self._slots.get(id(s), ()):
-                if key is None:
-                    if getattr(owner, attr, None) is not s:
-                        setattr(owner, attr, s)
-                else:
-                    getattr(owner, attr)[key] = s
-
-    # ------------------------------------------------------------------------------
-    @staticmethod
-    def _shortest_paths(module: Any) -> tuple[dict[int, str], dict[int, list]]:
-        """The shortest attribute path to every state (modules may be reachable along
-        several paths; the shortest reads best, e.g. ``neu.V`` rather than ``inp.post.V``),
-        and every ``(module, attribute, dict key or None)`` slot that refers to each state,
-        the one on the shortest path first."""
-        bs = _bs()
-        best: dict[int, str] = {}
-        slots: dict[int, list[tuple[Any, str, Any]]] = {}
-        seen = {id(module)}
-        queue: list[tuple[tuple[str, ...], Any]] = [((), module)]
-        while queue:
-            path, obj = queue.pop(0)
-            for attr, value in sorted(vars(obj).items(), key=lambda kv: str(kv[0])):
-                children = value.items() if isinstance(value, dict) else [(attr, value)]
-                for key, child in children:
-                    label = str(key)
-                    if "<class" in label:  # brainpy's descriptor keys: keep them short
-                        label = f"{attr}{len(best)}"
-                    full = (*path, attr) if key == attr else (*path, attr, label)
-                    if isinstance(child, bs.State):
-                        best.setdefault(id(child), ".".join(full))
-                        where = key if isinstance(value, dict) else None
-                        slots.setdefault(id(child), []).append((obj, attr, where))
-                    elif isinstance(child, bs.nn.Module) and id(child) not in seen:
-                        seen.add(id(child))
-                        queue.append((full, child))
-        for path, state in module.states().items():
-            best.setdefault(id(state), ".".join(str(p) for p in path))
-        return best, slots
-
-    @staticmethod
-    def _batch_of(states: Any) -> int:
-        bs = _bs()
-        for s in states.values():
-            if isinstance(s, bs.HiddenState):
-                shape = jnp.shape(_mantissa(_leaves(s.value)[0]))
-                if len(shape) >= 2:
-                    return int(shape[0])
-        raise ValueError(
-            "no batched hidden state found: initialise the module with "
-            "brainstate.nn.init_all_states(module, batch_size=B) before adapting it."
-        )
 
     def owner_name(self, leaves: Sequence[_Leaf]) -> str:
         """A population's name: the common module path of its states, else the path of
@@ -1168,17 +954,19 @@ class AdaptedNetwork(Network):
         a = self.analysis(self.attach_batch)
         out = {}
         for name, lf in a.params.items():
-            value = _leaves(lf.state.value)
-            leaf = dict(zip(_keys(lf.state.value), value, strict=True))[lf.key]
-            arr = jnp.asarray(_mantissa(leaf))
+            value = leaves(lf.state.value)
+            leaf = dict(zip(leaf_keys(lf.state.value), value, strict=True))[lf.key]
+            arr = jnp.asarray(mantissa(leaf))
             arr = jnp.array(arr, dtype=dtype if dtype is not None else arr.dtype)  # not weak
             out[name] = arr
         return out
 
-    def _reset(self, batch: int) -> _DrawnReset:
+    def _reset(self, batch: int) -> DrawnReset:
         """The module's ``reset_state`` at ``batch`` as a function of a key (cached)."""
         if batch not in self._resets:
-            self._resets[batch] = _DrawnReset(self, batch)
+            self._resets[batch] = DrawnReset(
+                self.module, self.batched_states, self.environment, self._slots, batch
+            )
         return self._resets[batch]
 
     def initial_population(
@@ -1195,7 +983,7 @@ class AdaptedNetwork(Network):
         p = a.pops[pop]
         out = {}
         for lf in p.traced + p.aux:
-            index = _keys(lf.state.value).index(lf.key)
+            index = leaf_keys(lf.state.value).index(lf.key)
             if drawn is not None and (id(lf.state), index) in drawn:
                 arr = drawn[(id(lf.state), index)]
             else:
@@ -1239,7 +1027,7 @@ class AdaptedNetwork(Network):
             glob = {}
             batched = {id(lf.state) for lf in self.batched_leaves(a)}
             for lf in a.globals:
-                index = _keys(lf.state.value).index(lf.key)
+                index = leaf_keys(lf.state.value).index(lf.key)
                 if drawn is not None and (id(lf.state), index) in drawn:
                     v = drawn[(id(lf.state), index)]
                     if id(lf.state) not in batched:
@@ -1513,16 +1301,16 @@ class AdaptedNetwork(Network):
             by_state.setdefault(id(lf.state), {})[lf.key] = params[name]
         for sid, items in by_state.items():
             state = self.attached[sid]
-            leaves = _leaves(state.value)
+            old_leaves = leaves(state.value)
             new = []
-            for key, old in zip(_keys(state.value), leaves, strict=True):
+            for key, old in zip(leaf_keys(state.value), old_leaves, strict=True):
                 if key in items:
-                    value = jnp.asarray(items[key]).astype(jnp.asarray(_mantissa(old)).dtype)
-                    unit = _unit(old)
+                    value = jnp.asarray(items[key]).astype(jnp.asarray(mantissa(old)).dtype)
+                    unit = unit_of(old)
                     new.append(value * unit if unit is not None else value)
                 else:
                     new.append(old)
-            treedef = jax.tree_util.tree_structure(state.value, is_leaf=_is_quantity)
+            treedef = jax.tree_util.tree_structure(state.value, is_leaf=is_quantity)
             state.value = jax.tree_util.tree_unflatten(treedef, new)
             self.written[self.paths[sid]] = state.value
 
@@ -1543,13 +1331,6 @@ class AdaptedNetwork(Network):
                     f"weight `{lf.name}` is no longer part of the module (it was replaced or "
                     "re-initialised after attaching); adapt the module again."
                 )
-
-
-def _keys(value: Any) -> list[str]:
-    return [
-        jax.tree_util.keystr(p)
-        for p, _ in jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_quantity)[0]
-    ]
 
 
 def _short(lf: _Leaf) -> str:
