@@ -417,6 +417,22 @@ def test_every_rule_trains_a_recurrent_gru(x64, gru_problem, name):
         assert np.all(np.isfinite(g)) and np.linalg.norm(g) > 0, (name, k)
 
 
+@pytest.mark.slow
+def test_a_gru_learns_online():
+    """The online learner trains a recurrent GRU layer (d_rtrl, Adam) on the sign of the
+    running sum of its first input: the loss of one batch falls."""
+    import optax
+
+    import traxon
+
+    net = gru_net()
+    xs = jax.random.normal(jax.random.PRNGKey(0), (20, 8, N_IN))
+    ys = (jnp.cumsum(xs[..., 0], axis=0) > 0).astype(jnp.int32)
+    learner = traxon.online_learner(net, "d_rtrl", optax.adam(3e-2))
+    history = learner.fit([(xs, ys, jnp.ones((20, 8)))] * 20)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"], [h["loss"] for h in history]
+
+
 # --------------------------------------------------------------------------------------
 # The benchmark against the peer's minimal GRU.
 
