@@ -327,8 +327,8 @@ def test_the_worm_with_graded_neurons_and_gap_junctions(worm, cect_cook):
     np.testing.assert_allclose(
         op.apply(params["gap"], jnp.asarray(v)), expected, rtol=1e-4, atol=1e-4
     )
-    # Mean total conductance per neuron: gap_conductance (0.5 by default).
-    np.testing.assert_allclose(G.sum(axis=0).mean(), 0.5, rtol=1e-5)
+    # Total conductance of the most coupled neuron: gap_conductance (1.0 by default).
+    np.testing.assert_allclose(G.sum(axis=0).max(), 1.0, rtol=1e-5)
     # The chemical synapses are those of the source among the neurons, unchanged.
     chem = np.asarray(cect_cook.connections["Generic_CS"])[np.ix_(cols, cols)]
     assert params["brain->brain"].shape == (np.count_nonzero(chem),)

@@ -116,7 +116,7 @@ def test_init_conductances_and_sizes():
     totals = np.zeros(4)
     np.add.at(totals, sparse.a.array, g)
     np.add.at(totals, sparse.b.array, g)
-    np.testing.assert_allclose(totals.mean(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(totals.max(), 1.0, rtol=1e-6)  # the most coupled neuron
     assert sparse.n_pairs == 3
 
 

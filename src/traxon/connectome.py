@@ -1182,7 +1182,7 @@ def connectome_network(
     input_cells: Any = None,
     electrical: bool = False,
     neuron: Any = None,
-    gap_conductance: float = 0.5,
+    gap_conductance: float = 1.0,
     gap_trainable: bool = True,
 ) -> Any:
     r"""A traxon :class:`~traxon.core.Network` of a connectome (see the module docstring).
@@ -1226,8 +1226,12 @@ def connectome_network(
             :class:`~traxon.core.Graded` for the worm's mostly graded neurons; default
             ``LIF(tau=tau_mem)``. With a non-spiking model the readout averages each
             region's output :math:`f(V)` (no conversion to Hz).
-        gap_conductance: initial total gap-junction conductance of an average cell (the
-            initial :math:`W_e` is the same for every pair).
+        gap_conductance: initial total gap-junction conductance of the most coupled cell
+            (the initial :math:`W_e` is the same for every pair). Gap-junction degrees are
+            heavy-tailed (in the worm the most coupled neuron has about 35 times the mean
+            total); with graded cells the explicit step is stable while every cell's total
+            stays below about :math:`(1 + \alpha) / (2 (1 - \alpha) R)` (10 for
+            :math:`\tau = 10\,\Delta t`, :math:`R = 1`; see :mod:`traxon.core.gap`).
         gap_trainable: whether the gap-junction conductances are trained. Trained, they need
             a rule that traces a shared conductance: ``es_d_rtrl``, ``bptt`` or ``rtrl``
             (the per-entry rules refuse it and say so).

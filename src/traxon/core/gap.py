@@ -41,10 +41,15 @@ zero then gets no gradient; the default initial conductances are positive.
 :math:`V_t = \alpha V_{t-1} + (1-\alpha) R\, L\, V_t + \dots`: a linear system coupling
 all neurons to be solved every step (implicit integration), not a step whose neurons move
 independently given their inputs. The network refuses a population that reads itself at
-``delay=0``. With ``delay=1`` the coupling is the explicit Euler form of the same
-equation: stable while each neuron's total conductance :math:`\sum_j g_{ij}` stays below
-about :math:`(1 + \alpha) / ((1 - \alpha) R)` (:math:`\approx 2\tau / (R\,\Delta t)` for
-:math:`\Delta t \ll \tau`).
+``delay=0``. With ``delay=1`` the coupling is the explicit step of the same equation,
+:math:`V_t = \alpha V_{t-1} - (1-\alpha) R\, L\, V_{t-1} + \dots` with :math:`L` the
+coupling's Laplacian; it is stable when :math:`(1-\alpha) R\, \lambda_{max}(L) < 1 +
+\alpha`. Since :math:`d_{max} \le \lambda_{max}(L) \le 2 d_{max}` (:math:`d_{max}` the
+largest total conductance :math:`\sum_j g_{ij}` of a neuron), keeping every neuron's total
+below :math:`(1 + \alpha) / (2 (1 - \alpha) R)` (:math:`\approx \tau / (R\, \Delta t)`
+for :math:`\Delta t \ll \tau`) is enough, and a total above twice that is unstable.
+Connectome gap-junction degrees are heavy-tailed: bound the most coupled neuron, not the
+mean.
 """
 
 from __future__ import annotations
@@ -269,8 +274,10 @@ class SparseGapJunction(_Gap, WeightOp):
             n: number of neurons of the population.
             base: ``(E,)`` fixed non-negative magnitude of each pair (e.g. the number of
                 junctions); the trainable ``W`` is then a scale of it.
-            symmetric, positive, gain: as in :class:`GapJunction` (``gain``: the initial
-                total conductance of an average neuron).
+            symmetric, positive: as in :class:`GapJunction`.
+            gain: the initial total conductance of the most coupled neuron (every pair
+                starts with the same ``W``); keeping it below the stability bound of the
+                module docstring keeps the initial network stable.
 
         Example:
             >>> from traxon.core import SparseGapJunction
@@ -361,8 +368,8 @@ class SparseGapJunction(_Gap, WeightOp):
         total = np.bincount(self.b.array, weights=base, minlength=self.n)
         if self.symmetric:
             total = total + np.bincount(self.a.array, weights=base, minlength=self.n)
-        mean = float(np.mean(total))
-        return jnp.full((self.n_pairs,), self.gain / mean if mean > 0 else 0.0, dtype)
+        most = float(np.max(total))
+        return jnp.full((self.n_pairs,), self.gain / most if most > 0 else 0.0, dtype)
 
     def conductances(self, W: jax.Array) -> jax.Array:
         """``(n_pairs,)`` conductance :math:`g_e` of every pair (``positive`` and ``base``
