@@ -388,7 +388,6 @@ def test_pre_factor_refuses_too():
     assert op.param_traces is False
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["three_factor", "uoro", "synthetic_gradients"])
 def test_the_other_rules_train_a_recurrent_convolution(rec2d, name):
     """They differentiate ``apply`` or use ``outer``: a finite, non-zero gradient for each
