@@ -368,3 +368,38 @@ def test_every_rule_runs_under_compare(x64, symmetric):
         assert set(cos[name]) >= {"x->h", "gap"}, name
         assert all(np.isfinite(v) for v in cos[name].values()), name
     assert cos["rtrl"]["gap"] > 1 - 1e-9
+
+
+def test_junction_pairs_are_connectivity_data():
+    """The pairs and magnitudes reach the compiled step as arguments: a learner rewired to
+    another worm-like network with as many junctions runs it through the same programs and
+    gives what a learner built for it gives (and not what the first network gives)."""
+    import dataclasses
+
+    import traxon
+    from traxon.connectome import Edges, connectome_network, synthetic_connectome
+
+    c = synthetic_connectome(n_neurons=12, n_connections=40, n_regions=2, seed=0)
+    rng = np.random.default_rng(0)
+
+    def with_gaps(seed):
+        r = np.random.default_rng(seed)
+        a, b = np.triu_indices(12, 1)
+        pick = r.choice(a.size, 10, replace=False)
+        a, b, w = a[pick], b[pick], r.integers(1, 5, 10).astype(np.float32)
+        gaps = Edges(np.concatenate([a, b]), np.concatenate([b, a]), np.tile(w, 2))
+        net = connectome_network(
+            dataclasses.replace(c, electrical=gaps), n_inputs=2, neuron=Graded(), electrical=True
+        )
+        return net
+
+    net_a, net_b = with_gaps(1), with_gaps(2)
+    x = jnp.asarray(rng.random((6, 1, 2)), jnp.float32)
+    y = jnp.asarray(rng.random((6, 1, 2)), jnp.float32)
+    la = traxon.online_learner(net_a, "es_d_rtrl", loss="mse")
+    lb = traxon.online_learner(net_b, "es_d_rtrl", loss="mse")
+    rb = la.rewired(net_b)
+    params = net_b.init_params(jax.random.PRNGKey(0))
+    got = rb.evaluate(params, x, y)["loss"]
+    assert got == lb.evaluate(params, x, y)["loss"]
+    assert got != la.evaluate(params, x, y)["loss"]

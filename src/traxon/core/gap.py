@@ -62,24 +62,9 @@ import numpy as np
 
 from traxon._checks import check_positive, to_float
 from traxon._module import static
-from traxon.core.ops import WeightOp
+from traxon.core.ops import WeightOp, _Frozen, index_data
 
 __all__ = ["GapJunction", "SparseGapJunction"]
-
-
-class _Indices:
-    """A read-only integer or float array used as static pytree metadata (hashed by
-    identity); ``array`` is what :meth:`traxon.core.Network.describe` reads."""
-
-    __slots__ = ("array",)
-
-    def __init__(self, array: np.ndarray) -> None:
-        array = np.array(array)
-        array.setflags(write=False)
-        self.array = array
-
-    def __repr__(self) -> str:
-        return f"array(shape={self.array.shape}, dtype={self.array.dtype})"
 
 
 def _flag(module: Any, name: str) -> None:
@@ -296,8 +281,8 @@ class SparseGapJunction(_Gap, WeightOp):
         if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 2:
             raise ValueError(f"`n` must be an integer >= 2 (neurons to couple); got {self.n!r}.")
         object.__setattr__(self, "n", int(self.n))
-        a = np.asarray(self.a.array if isinstance(self.a, _Indices) else self.a)
-        b = np.asarray(self.b.array if isinstance(self.b, _Indices) else self.b)
+        a = np.asarray(self.a.array if isinstance(self.a, _Frozen) else self.a)
+        b = np.asarray(self.b.array if isinstance(self.b, _Frozen) else self.b)
         if a.ndim != 1 or a.shape != b.shape or a.size == 0:
             raise ValueError(
                 f"`a` and `b` must be non-empty 1-D arrays of equal length; got shapes "
@@ -319,7 +304,7 @@ class SparseGapJunction(_Gap, WeightOp):
             )
         base = None
         if self.base is not None:
-            base = np.asarray(self.base.array if isinstance(self.base, _Indices) else self.base)
+            base = np.asarray(self.base.array if isinstance(self.base, _Frozen) else self.base)
             if not np.issubdtype(base.dtype, np.number):
                 raise ValueError(f"`base` must be numeric; got dtype {base.dtype}.")
             base = base.astype(np.float64)
@@ -340,10 +325,12 @@ class SparseGapJunction(_Gap, WeightOp):
                 "once, with its total magnitude in `base`"
                 + (", or use symmetric=False for one conductance per direction." if how else ".")
             )
-        object.__setattr__(self, "a", _Indices(lo[order].astype(np.int32)))
-        object.__setattr__(self, "b", _Indices(hi[order].astype(np.int32)))
+        # Read through index_data: a jitted network may receive them as arguments
+        # (connectivity as data, see traxon.core.ops.bind_indices).
+        object.__setattr__(self, "a", _Frozen(lo[order].astype(np.int32)))
+        object.__setattr__(self, "b", _Frozen(hi[order].astype(np.int32)))
         if base is not None:
-            object.__setattr__(self, "base", _Indices(base[order].astype(np.float32)))
+            object.__setattr__(self, "base", _Frozen(base[order].astype(np.float32)))
 
     @property
     def n_pairs(self) -> int:
@@ -361,7 +348,7 @@ class SparseGapJunction(_Gap, WeightOp):
         return (self.n_pairs,)
 
     def _base(self, dtype: Any) -> Any:
-        return 1.0 if self.base is None else jnp.asarray(self.base.array, dtype)
+        return 1.0 if self.base is None else jnp.asarray(index_data(self.base), dtype)
 
     def init(self, key: jax.Array, n_in: int, n_out: int, dtype: Any) -> jax.Array:
         base = np.ones(self.n_pairs) if self.base is None else self.base.array
@@ -376,8 +363,11 @@ class SparseGapJunction(_Gap, WeightOp):
         applied)."""
         return self._magnitude(W) * self._base(W.dtype)
 
+    def _pairs(self) -> tuple[Any, Any]:
+        return index_data(self.a), index_data(self.b)
+
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        a, b = self.a.array, self.b.array
+        a, b = self._pairs()
         flow = (z[:, a] - z[:, b]) * self.conductances(W).astype(z.dtype)[None, :]
         out = jnp.zeros((z.shape[0], self.n), flow.dtype).at[:, b].add(flow)
         return out.at[:, a].add(-flow) if self.symmetric else out
@@ -385,22 +375,24 @@ class SparseGapJunction(_Gap, WeightOp):
     def self_weights(self, W: jax.Array, n: int) -> jax.Array:
         r"""Each neuron's self-connection :math:`\partial u_i / \partial z_i = -\sum_j g_{ij}`."""
         g = self.conductances(W)
-        diag = jnp.zeros((self.n,), g.dtype).at[self.b.array].add(-g)
-        return diag.at[self.a.array].add(-g) if self.symmetric else diag
+        a, b = self._pairs()
+        diag = jnp.zeros((self.n,), g.dtype).at[b].add(-g)
+        return diag.at[a].add(-g) if self.symmetric else diag
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         if self.symmetric:
             raise NotImplementedError(_PER_ENTRY_HINT)
-        diff = z[:, self.a.array] - z[:, self.b.array]
+        a, b = self._pairs()
+        diff = z[:, a] - z[:, b]
         factor = jnp.ones_like(W) * self._base(W.dtype) * self._sign(W)
         return diff * factor[None, :]
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, self.b.array]
+        return x[:, index_data(self.b)]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         pre, post = pre.astype(W.dtype), post.astype(W.dtype)
-        a, b = self.a.array, self.b.array
+        a, b = self._pairs()
         into = post[:, b] - post[:, a] if self.symmetric else post[:, b]
         g = jnp.sum(into * (pre[:, a] - pre[:, b]), axis=0)
         return g * self._base(W.dtype) * self._sign(W) * jnp.ones_like(W)
