@@ -138,6 +138,34 @@ def test_es_d_rtrl_wrong_decay_is_not_exact(x64):
     assert rel_error(grads["x->h"], ref["x->h"]) > 1e-2
 
 
+def test_es_d_rtrl_keeps_only_decay_groups_a_signal_reads(x64):
+    """decay="auto": a state variable that no learning signal reads (the Expon synapse of
+    LIF, whose spikes read V alone) has delta = 0, so its decay group gets no presynaptic
+    trace and no outer product; ALIF's spikes read the adaptation variable, whose slow
+    trace is kept. Dropping the zero group leaves the gradient as it was: equal to the one
+    decay run with the membrane leak."""
+
+    def x_decays(net):
+        tracer = get_algorithm("es_d_rtrl").bind(net, cross_entropy.fn)
+        params, state = net.init(jax.random.PRNGKey(0), 2, dtype=jnp.float64)
+        keys = tracer.init(params, state).pre
+        return sorted(float(k.split("/")[-1]) for k in keys if k.startswith("x/"))
+
+    m, s, a = np.exp(-1.0 / 10.0), np.exp(-1.0 / 5.0), np.exp(-1.0 / 200.0)
+    np.testing.assert_allclose(x_decays(EXACT_CASES["lif_expon"]), [m])
+    np.testing.assert_allclose(x_decays(EXACT_CASES["alif"]), [m, a])
+    assert not np.isclose(s, m)
+    net = EXACT_CASES["lif_expon"]
+    params, state = net.init(jax.random.PRNGKey(0), B, dtype=jnp.float64)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+    xs = {"x": (jax.random.uniform(k1, (20, B, N_IN)) < 0.3).astype(jnp.float64)}
+    ts, ws = jax.random.randint(k2, (20, B), 0, 2), jnp.ones((20, B), jnp.float64) / B
+    auto = run_tracer("es_d_rtrl", net, params, state, xs, ts, ws)
+    one = run_tracer("es_d_rtrl", net, params, state, xs, ts, ws, decay=float(m))
+    assert float(jnp.abs(auto["x->h"]).max()) > 0
+    assert rel_error(auto["x->h"], one["x->h"]) < 1e-12
+
+
 def recurrent(n=12, rec_gain=1.0, readout_tau=20.0, in_gain=6.0):
     return Network(
         N_IN,

@@ -36,6 +36,7 @@ __all__ = [
     "StepQuantities",
     "check_elementwise",
     "loss_reach",
+    "signal_support",
     "stack",
     "step_quantities",
     "unstack",
@@ -191,6 +192,47 @@ def signal_jacobian(
     tangents = jnp.broadcast_to(eye[:, None, None, :], (S, *h.shape))
     cols = jax.vmap(lambda t: jax.jvp(sig, (h,), (t,))[1])(tangents)
     return {k: jnp.moveaxis(v, 0, -1) for k, v in cols.items()}
+
+
+def signal_support(
+    plan: PopulationPlan, signals: tuple[str, ...], dtype: Any = jnp.float32
+) -> np.ndarray:
+    """Which traced variables the given signals can depend on, as a boolean ``(S,)`` mask.
+
+    A structural (data-flow) analysis of ``plan.signals`` traced to a jaxpr: variable ``s``
+    is ``False`` only when no requested signal is computed from it, so ``g[..., s]`` (see
+    :func:`signal_jacobian`) is exactly zero in every state. Every primitive is assumed to
+    make each of its outputs depend on all of its inputs, which can only keep variables,
+    never drop one that matters.
+
+    Example:
+        >>> from traxon.core import LIF, Dense, Expon, Network, Population, Projection
+        >>> net = Network(2, {"h": Population(LIF(), 3)},
+        ...               [Projection("x", "h", Dense(), synapse=Expon(5.0))])
+        >>> plan = net.populations["h"]
+        >>> plan.traced, signal_support(plan, ("spike",)).tolist()  # spikes read V only
+        (('V', 'in0.g'), [True, False])
+    """
+    traced, aux = plan.traced, plan.aux
+    aval = jax.ShapeDtypeStruct((1, plan.size), dtype)
+
+    def sig(hs: tuple[jax.Array, ...], ax: tuple[jax.Array, ...]) -> list[jax.Array]:
+        out = plan.signals(
+            {**dict(zip(traced, hs, strict=True)), **dict(zip(aux, ax, strict=True))}
+        )
+        return [out[k] for k in signals]
+
+    closed = jax.make_jaxpr(sig)(tuple(aval for _ in traced), tuple(aval for _ in aux))
+    jaxpr = closed.jaxpr
+    deps: dict[int, frozenset[int]] = {
+        id(v): frozenset({i}) for i, v in enumerate(jaxpr.invars[: len(traced)])
+    }
+    for eqn in jaxpr.eqns:
+        d = frozenset().union(*(deps.get(id(v), frozenset()) for v in eqn.invars))
+        for v in eqn.outvars:
+            deps[id(v)] = d
+    used = frozenset().union(*(deps.get(id(v), frozenset()) for v in jaxpr.outvars))
+    return np.asarray([i in used for i in range(len(traced))], dtype=bool)
 
 
 def step_quantities(

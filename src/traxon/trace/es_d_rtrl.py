@@ -29,7 +29,12 @@ e-prop case). ``outer`` is the op's batch-summed outer product (one GEMM for den
 :math:`e^{-\Delta t/\tau_a}`, ...): the slow adaptation variable of an ALIF neuron then keeps a
 slow presynaptic trace, which is where the credit of long-delay tasks lives. A float gives
 one decay for every variable (one GEMM per step). The readout's own weights always use the
-readout's decay :math:`\kappa`, which makes them exact.
+readout's decay :math:`\kappa`, which makes them exact. A variable that no learning signal
+reads (by data flow: :func:`~traxon.trace._quantities.signal_support`), such as the
+synaptic current of an LIF neuron whose spikes read only :math:`V`, has
+:math:`\delta_t[\cdot, s] = 0` in every state; a decay group made only of such variables
+contributes exactly zero and gets neither a presynaptic trace nor a share of the outer
+product.
 
 **Leaky readout** (:math:`\kappa > 0`): the weights upstream of the readout filter their
 contracted trace with :math:`\kappa`. In rank-one form, with
@@ -63,7 +68,7 @@ import numpy as np
 from traxon.core.network import READOUT, Network, state_dtype
 from traxon.core.ops import CSR, Bias, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse
 from traxon.trace._param_traces import batch_dot, init_param_traces, param_trace_terms
-from traxon.trace._quantities import state_decays, step_quantities
+from traxon.trace._quantities import signal_support, state_decays, step_quantities
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -223,12 +228,17 @@ class _Bound:
                 alphas = state_decays(net, plan)
             else:
                 alphas = np.full(len(plan.traced), float(decay))
+            # A decay group whose variables no learning signal (nor a spike cost) reads has
+            # g = delta = 0 on all of them in every state: its term is exactly zero, so it
+            # gets neither a presynaptic trace nor a share of the outer product.
+            reads = signal_support(plan, (*sigs.get(p.target, ()), "spike"))
             self.groups[p.name] = []
             for a in sorted(set(alphas.tolist())):
                 key = f"{p.source}/{p.signal}/{a!r}"
-                self.pre_keys[key] = (p.source, p.signal, a)
-                which = tuple(int(i) for i in np.flatnonzero(alphas == a))
-                self.groups[p.name].append((a, key, which))
+                which = tuple(int(i) for i in np.flatnonzero((alphas == a) & reads))
+                if which:
+                    self.pre_keys[key] = (p.source, p.signal, a)
+                    self.groups[p.name].append((a, key, which))
         self.filtered = {p.name for p in projs if kappa > 0 and p.target != READOUT}
         self.exact_filtered = {
             p.name: sigs.get(p.target, ()) for p in exact if kappa > 0 and p.target != READOUT
