@@ -66,9 +66,11 @@ class AdaptedOp(WeightOp):
         return self.net.analysis(batch).ops[self.name]
 
     def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
+        """The weight's shape in the module (``()`` for a shared scalar)."""
         return self.net.weight_shapes[self.name]
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        """``u = op(W, z)``: the module's own equation applied to the signal ``z``."""
         info = self._info(z.shape[0])
         if info.fixed is not None:
             return info.fixed.apply(info.transform(W), selected(info, z))
@@ -80,16 +82,21 @@ class AdaptedOp(WeightOp):
         return jnp.broadcast_to(u, (z.shape[0], u.shape[-1]))  # a bias may be (1, N)
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
+        """The gradient in ``W`` of ``post . apply(W, pre)`` (the op's vector-Jacobian product)."""
         _, vjp = jax.vjp(lambda w: self.apply(w, pre.astype(W.dtype)), W)
         return vjp(post.astype(W.dtype))[0]
 
     def _slope(self, info: WeightUse, W: jax.Array) -> jax.Array:
+        """The derivative of what the equation reads with respect to the weight leaf (its
+        element-wise transform, e.g. a unit scale), one value per weight entry."""
         slope = jax.jvp(info.transform, (W,), (jnp.ones_like(W),))[1]
         if self.kind == "bias" and slope.shape != W.shape:  # broadcast over the batch
             slope = jnp.reshape(slope, (-1, *W.shape))[0]
         return slope
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        """``du/dW`` per sample in the weight's layout (for a dense weight ``z_j`` times the
+        slope of its transform), the presynaptic factor of parameter-dimension traces."""
         info = self._info(z.shape[0])
         slope = self._slope(info, W)
         z = selected(info, z)
@@ -103,6 +110,7 @@ class AdaptedOp(WeightOp):
         return info.fixed.pre_factor(z) * slope[None]
 
     def to_params(self, x: jax.Array) -> jax.Array:
+        """A per-neuron quantity ``(batch, N)`` broadcast to the weight's layout."""
         if self.kind == "dense":
             return x[:, None]
         if self.kind in ("elementwise", "bias"):

@@ -50,12 +50,15 @@ class Node:
 
     @property
     def name(self) -> str:
+        """The equation's primitive's name (``dot_general``, ``mul``, ...)."""
         return str(self.primitive.name)
 
     def input_ids(self) -> list[int]:
+        """The ids of the equation's variable inputs (literals left out)."""
         return [a for a in self.ins if isinstance(a, int)]
 
     def apply(self, *args: Any) -> list[Any]:
+        """Evaluate the equation on ``args``; a list of its outputs."""
         bound = self.primitive.get_bind_params(self.params)
         if isinstance(bound, tuple):  # older JAX: (subfuns, params)
             subfuns, bind_params = bound
@@ -66,6 +69,7 @@ class Node:
 
 
 def _body(params: Mapping[str, Any]) -> Any:
+    """The inner jaxpr of a call-like equation's ``params``, if it has one."""
     for key in ("jaxpr", "call_jaxpr"):
         if key in params:
             return params[key]
@@ -250,11 +254,13 @@ class Graph:
         return result, {i: env[i] for i in record}
 
     def shape(self, i: int | Lit) -> tuple[int, ...]:
+        """The shape of value ``i`` (a variable id or a literal)."""
         if isinstance(i, Lit):
             return tuple(jnp.shape(i.value))
         return tuple(self.avals[i].shape)
 
     def dtype(self, i: int) -> Any:
+        """The dtype of variable ``i``."""
         return self.avals[i].dtype
 
 

@@ -20,6 +20,7 @@ __all__ = ["ensure_batched_states", "infer_input_size", "modules"]
 
 
 def _has_batched_hidden_state(module: Any) -> bool:
+    """Whether some ``HiddenState`` of ``module`` already has a batch axis."""
     import brainstate
     import brainunit as u
 

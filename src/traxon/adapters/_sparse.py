@@ -207,6 +207,8 @@ class SparseConn:
 
 
 def _const(g: Any, atom: Any, what: str, weight: str, module: str, kernel: str) -> np.ndarray:
+    """The constant value of a kernel operand (connectivity indices); raises naming the
+    weight, its module and the kernel when the step computes it."""
     if isinstance(atom, int) and atom in g.consts:
         return np.asarray(g.consts[atom])
     raise ValueError(
@@ -217,6 +219,7 @@ def _const(g: Any, atom: Any, what: str, weight: str, module: str, kernel: str) 
 
 
 def _body_scatters(node: Any) -> bool:
+    """Whether a kernel's inner jaxpr scatters (a transposed, post-indexed kernel)."""
     body = node.params.get("jaxpr")
     jaxpr = getattr(body, "jaxpr", body)
     return any("scatter" in e.primitive.name for e in getattr(jaxpr, "eqns", ()))

@@ -30,9 +30,11 @@ class SpikeFunction:
     out: int
 
     def reads(self) -> set[tuple[int, str]]:
+        """The ``(id(state), leaf key)`` pairs the function reads."""
         return {(s, k) for s, k, _ in self.leaves}
 
     def __call__(self, values: Mapping[tuple[int, str], jax.Array]) -> jax.Array:
+        """The spikes, given the values it reads."""
         inputs = {
             i: jnp.asarray(values[(s, k)]).astype(self.graph.dtype(i)) for s, k, i in self.leaves
         }

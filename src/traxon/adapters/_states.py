@@ -226,6 +226,7 @@ class DrawnReset:
         self.draws = any(isinstance(s, bs.random.RandomState) for s in self.states)
 
     def __call__(self, key: jax.Array) -> dict[tuple[int, int], jax.Array]:
+        """The values the module's reset sets when its random states start from ``key``."""
         import jax.extend.core as jex
 
         bs = brainstate()
