@@ -16,7 +16,7 @@ import pytest
 import traxon
 from traxon.connectome import connectome_network, synthetic_connectome
 from traxon.core import CSR, FixedInDegree, FixedOutDegree, Sparse
-from traxon.core.ops import bind_indices, index_arrays
+from traxon.core.ops import bind_indices, index_arrays, index_values
 from traxon.tasks import RegionRates, region_rate_loss
 
 N, N_IN, REGIONS, T = 120, 4, 4, 6
@@ -216,7 +216,7 @@ def test_every_sparse_op_reads_bound_indices_bit_identically(case: int) -> None:
         with bind_indices(keys, indices):
             return everything(W, z, post)
 
-    values = tuple(jnp.asarray(k.array) for k in keys)
+    values = index_values(keys)
     assert const_bytes(jax.jit(bound), values, W, z, post) == 0
     assert same(jax.jit(bound)(values, W, z, post), jax.jit(everything)(W, z, post))
 

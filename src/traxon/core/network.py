@@ -31,7 +31,15 @@ import numpy as np
 from traxon._checks import check_finite, check_positive, is_concrete, to_float
 from traxon._module import Module, static
 from traxon.core.neurons import LeakyIntegrator, Neuron
-from traxon.core.ops import Bias, Dense, WeightOp, bind_indices, index_arrays, indices_bound
+from traxon.core.ops import (
+    Bias,
+    Dense,
+    WeightOp,
+    bind_indices,
+    index_arrays,
+    index_values,
+    indices_bound,
+)
 from traxon.core.synapses import Delta, Synapse
 
 __all__ = ["Network", "Population", "Projection", "Readout", "SimulationResult"]
@@ -823,8 +831,7 @@ class Network:
         """
         cached = self.__dict__.get("_connectivity")
         if cached is None:
-            with jax.ensure_compile_time_eval():  # concrete arrays, even if first asked in a jit
-                cached = tuple(jnp.asarray(k.array) for k in self.index_arrays())
+            cached = index_values(self.index_arrays())
             self.__dict__["_connectivity"] = cached
         return cached
 

@@ -54,6 +54,7 @@ __all__ = [
     "bind_indices",
     "index_arrays",
     "index_data",
+    "index_values",
 ]
 
 
@@ -393,7 +394,7 @@ class FixedInDegree(_Indexed):
                 f"array of shape {idx.shape}."
             )
         self._check_index(idx, None, "pre_index", "FixedInDegree")
-        object.__setattr__(self, "pre_index", _Frozen(idx.astype(np.int32)))
+        object.__setattr__(self, "pre_index", _Frozen(idx.astype(np.int32), gather_index=True))
         _gain(self)
         if self.sign is not None:
             sign = _sign_values(_unfreeze(self.sign), "FixedInDegree")
@@ -464,10 +465,10 @@ class FixedInDegree(_Indexed):
         return jnp.asarray(index_data(self._sign_frozen()), dtype)
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        return jnp.einsum("bik,ik->bi", z[:, index_data(self.pre_index)], self._effective(W))
+        return jnp.einsum("bik,ik->bi", _cols(z, self.pre_index), self._effective(W))
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        f = z[:, index_data(self.pre_index)]
+        f = _cols(z, self.pre_index)
         if self.sign is not None:
             f = f * (self._sign_table(W.dtype) * jnp.sign(W))[None]
         return self._masked(f)
@@ -476,7 +477,7 @@ class FixedInDegree(_Indexed):
         return x[:, :, None]
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
-        g = jnp.einsum("bik,bi->ik", pre[:, index_data(self.pre_index)], post).astype(W.dtype)
+        g = jnp.einsum("bik,bi->ik", _cols(pre, self.pre_index), post).astype(W.dtype)
         if self.sign is not None:
             g = g * (self._sign_table(W.dtype) * jnp.sign(W))
         return self._masked(g)
@@ -531,7 +532,7 @@ class FixedOutDegree(_Indexed):
                 f"array of shape {idx.shape}."
             )
         self._check_index(idx, self.n_out, "post_index", "FixedOutDegree")
-        object.__setattr__(self, "post_index", _Frozen(idx.astype(np.int32)))
+        object.__setattr__(self, "post_index", _Frozen(idx.astype(np.int32), gather_index=True))
         if self.n_out is None:
             object.__setattr__(self, "n_out", int(idx.max()) + 1 if idx.size else 0)
         if self.max_active is not None and self.max_active < 1:
@@ -566,7 +567,7 @@ class FixedOutDegree(_Indexed):
     def _scatter_all(self, W: jax.Array, z: jax.Array) -> jax.Array:
         contrib = z[:, :, None] * W[None]
         out = jnp.zeros((z.shape[0], self.n_out), contrib.dtype)
-        return out.at[:, index_data(self.post_index)].add(contrib)
+        return _add_cols(out, self.post_index, contrib)
 
     def _scatter_active(self, W: jax.Array, z: jax.Array) -> jax.Array:
         cap = int(self.max_active)  # type: ignore[arg-type]
@@ -593,7 +594,7 @@ class FixedOutDegree(_Indexed):
         return z[:, :, None]
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, index_data(self.post_index)]
+        return _cols(x, self.post_index)
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         idx = index_data(self.post_index)
@@ -631,8 +632,8 @@ class Sparse(_Indexed):
             raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
         self._check_index(pre, None, "pre", "Sparse")
         self._check_index(post, int(self.n_out), "post", "Sparse")
-        object.__setattr__(self, "pre", _Frozen(pre.astype(np.int32)))
-        object.__setattr__(self, "post", _Frozen(post.astype(np.int32)))
+        object.__setattr__(self, "pre", _Frozen(pre.astype(np.int32), gather_index=True))
+        object.__setattr__(self, "post", _Frozen(post.astype(np.int32), gather_index=True))
         _gain(self)
 
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
@@ -651,18 +652,18 @@ class Sparse(_Indexed):
         )
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        vals = z[:, index_data(self.pre)] * W[None, :]
+        vals = _cols(z, self.pre) * W[None, :]
         out = jnp.zeros((z.shape[0], self.n_out), vals.dtype)
-        return out.at[:, index_data(self.post)].add(vals)
+        return _add_cols(out, self.post, vals)
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        return z[:, index_data(self.pre)]
+        return _cols(z, self.pre)
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, index_data(self.post)]
+        return _cols(x, self.post)
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
-        g = pre[:, index_data(self.pre)] * post[:, index_data(self.post)]
+        g = _cols(pre, self.pre) * _cols(post, self.post)
         return jnp.sum(g, axis=0).astype(W.dtype)
 
 
@@ -671,14 +672,19 @@ def _unfreeze(x: Any) -> np.ndarray:
 
 
 class _Frozen:
-    """A read-only numpy array usable as static pytree metadata (hashed by identity)."""
+    """A read-only numpy array usable as static pytree metadata (hashed by identity).
 
-    __slots__ = ("array",)
+    ``gather_index``: the array only ever indexes (gathers or scatters), and holds no
+    negative values; passed as data it is unsigned, so that JAX adds no pass that wraps
+    negative indices."""
 
-    def __init__(self, array: np.ndarray) -> None:
+    __slots__ = ("array", "gather_index")
+
+    def __init__(self, array: np.ndarray, gather_index: bool = False) -> None:
         array = np.array(array)
         array.setflags(write=False)
         self.array = array
+        self.gather_index = gather_index
 
     def __repr__(self) -> str:
         return f"array(shape={self.array.shape}, dtype={self.array.dtype})"
@@ -775,6 +781,49 @@ def index_arrays(ops: Iterable[WeightOp]) -> tuple[_Frozen, ...]:
         for key in op.index_arrays():
             seen.setdefault(id(key), key)
     return tuple(seen.values())
+
+
+def index_values(keys: Iterable[_Frozen]) -> tuple[jax.Array, ...]:
+    """The values of index arrays as device arrays, as a jitted function receives them
+    (pure gather indices unsigned: no wrapping of negative indices in the program)."""
+    with jax.ensure_compile_time_eval():  # concrete arrays, even when first asked in a jit
+        return tuple(
+            jnp.asarray(k.array.astype(np.uint32) if k.gather_index else k.array) for k in keys
+        )
+
+
+def _cols(x: jax.Array, key: _Frozen) -> jax.Array:
+    """``x[:, idx]`` for the index array ``key`` (bound or not): ``(B, N) -> (B, *idx.shape)``.
+
+    One gather with the indices as they are: no pass that converts them or wraps negative
+    ones (they are checked to lie in range when the op is built)."""
+    idx = index_data(key)
+    flat = jnp.reshape(idx, (-1, 1))
+    out = jax.lax.gather(
+        x,
+        flat,
+        jax.lax.GatherDimensionNumbers(
+            offset_dims=(0,), collapsed_slice_dims=(1,), start_index_map=(1,)
+        ),
+        slice_sizes=(x.shape[0], 1),
+        mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+    )
+    return jnp.reshape(out, (x.shape[0], *np.shape(idx)))
+
+
+def _add_cols(out: jax.Array, key: _Frozen, vals: jax.Array) -> jax.Array:
+    """``out.at[:, idx].add(vals)`` for the index array ``key`` (bound or not), one scatter."""
+    idx = index_data(key)
+    flat = jnp.reshape(idx, (-1, 1))
+    return jax.lax.scatter_add(
+        out,
+        flat,
+        jnp.reshape(vals, (out.shape[0], -1)),
+        jax.lax.ScatterDimensionNumbers(
+            update_window_dims=(0,), inserted_window_dims=(1,), scatter_dims_to_operand_dims=(1,)
+        ),
+        mode=jax.lax.GatherScatterMode.FILL_OR_DROP,
+    )
 
 
 def indices_bound(keys: Iterable[_Frozen]) -> bool:
@@ -957,7 +1006,7 @@ class CSR(_Indexed):
         object.__setattr__(self, "n_out", int(self.n_out))
         wide = np.int64 if post.size >= 2**31 else np.int32
         object.__setattr__(self, "indptr", _Frozen(indptr.astype(wide)))
-        object.__setattr__(self, "post", _Frozen(post.astype(np.int32)))
+        object.__setattr__(self, "post", _Frozen(post.astype(np.int32), gather_index=True))
         n_in = indptr.size - 1
         if self.sign is not None:
             s = _sign_values(_unfreeze(self.sign), "CSR")
@@ -999,7 +1048,7 @@ class CSR(_Indexed):
             if n_groups < 1:
                 raise ValueError(f"`n_groups` must be a positive integer; got {n_groups!r}.")
             self._check_index(groups, int(n_groups), "groups", "CSR")
-            object.__setattr__(self, "groups", _Frozen(groups.astype(np.int32)))
+            object.__setattr__(self, "groups", _Frozen(groups.astype(np.int32), gather_index=True))
             object.__setattr__(self, "n_groups", int(n_groups))
         elif self.n_groups is not None:
             raise ValueError(f"`n_groups` needs `groups`; got n_groups={self.n_groups!r}.")
@@ -1034,7 +1083,8 @@ class CSR(_Indexed):
     def _pre_frozen(self) -> _Frozen:
         cached = self.__dict__.get("_pre_cache")
         if cached is None:
-            cached = _Frozen(np.repeat(np.arange(self.n_in, dtype=np.int32), self.out_degree))
+            pre = np.repeat(np.arange(self.n_in, dtype=np.int32), self.out_degree)
+            cached = _Frozen(pre, gather_index=True)
             object.__setattr__(self, "_pre_cache", cached)
         return cached
 
@@ -1095,9 +1145,9 @@ class CSR(_Indexed):
         return z * jnp.asarray(index_data(self.sign), z.dtype)[None, :]
 
     def _scatter_all(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        vals = z[:, index_data(self._pre_frozen())] * self._entries(W, None)[None, :]
+        vals = _cols(z, self._pre_frozen()) * self._entries(W, None)[None, :]
         out = jnp.zeros((z.shape[0], self.n_out), vals.dtype)
-        return out.at[:, index_data(self.post)].add(vals)
+        return _add_cols(out, self.post, vals)
 
     def _scatter_active(self, W: jax.Array, z: jax.Array) -> jax.Array:
         cap, n_in = int(self.max_active), self.n_in  # type: ignore[arg-type]
@@ -1163,7 +1213,7 @@ class CSR(_Indexed):
                 "CSR with `groups` shares one weight among many entries; parameter-dimension "
                 "traces are not available (use algorithm='es_d_rtrl' or 'bptt')."
             )
-        f = self._signed(z)[:, index_data(self._pre_frozen())]
+        f = _cols(self._signed(z), self._pre_frozen())
         if self.sign is not None:
             f = f * jnp.sign(W)[None, :]
         if self.base is not None:
@@ -1171,12 +1221,12 @@ class CSR(_Indexed):
         return f
 
     def to_params(self, x: jax.Array) -> jax.Array:
-        return x[:, index_data(self.post)]
+        return _cols(x, self.post)
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         def compute(pre: jax.Array, post: jax.Array) -> jax.Array:
-            pre_e = self._signed(pre)[:, index_data(self._pre_frozen())]
-            g = jnp.sum(pre_e * post[:, index_data(self.post)], axis=0)
+            pre_e = _cols(self._signed(pre), self._pre_frozen())
+            g = jnp.sum(pre_e * _cols(post, self.post), axis=0)
             if self.base is not None:
                 g = g * jnp.asarray(index_data(self.base), g.dtype)
             if self.groups is not None:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from traxon._checks import all_finite, check_finite, first_nonfinite, is_concrete
+from traxon._checks import check_finite, first_nonfinite, is_concrete
 from traxon.core.network import READOUT, Network
 from traxon.core.ops import bind_indices
 from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
@@ -481,12 +481,13 @@ class OnlineLearner:
         new_trainable = optax.apply_updates(trainable, updates)
         # An update is committed only when the loss, the gradient, the new weights and the
         # new optimiser state are all finite (one fused reduction over the new values).
-        finite = all_finite((norm, new_trainable, opt_state)) & ~ls.window_nonfinite
-        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-            lambda a, b: jnp.where(finite, a, b), new, old
+        finite = _all_finite_fused((norm, new_trainable, opt_state)) & ~ls.window_nonfinite
+        # One choice between whole buffers (a conditional), not an element-wise select that
+        # reads the new and the old values once more (docs/decisions.md: the learner's step).
+        new_trainable, opt_state = jax.lax.cond(
+            finite, lambda: (new_trainable, opt_state), lambda: (trainable, ls.opt_state)
         )
-        params = {**ls.params, **keep(new_trainable, trainable)}
-        opt_state = keep(opt_state, ls.opt_state)
+        params = {**ls.params, **new_trainable}
         ls = ls._replace(
             params=params,
             opt_state=opt_state,
@@ -969,6 +970,21 @@ class OnlineLearner:
                 self.init_state(batch_size)
             self._state = load_checkpoint(path, self.state, self.fingerprint())
             return self._state
+
+
+def _all_finite_fused(tree: Any) -> jax.Array:
+    """Whether every floating element of ``tree`` is finite, as one float sum of ``x - x``
+    per array (0 where finite, NaN elsewhere; a sum of zeros never overflows): a reduction
+    that XLA fuses with the code making the values, with no boolean array in between."""
+    total = sum(
+        (
+            jnp.sum(leaf - leaf)
+            for leaf in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+        ),
+        start=jnp.zeros(()),
+    )
+    return jnp.isfinite(total)
 
 
 def _structure(net: Network) -> dict[str, Any]:
