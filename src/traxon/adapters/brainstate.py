@@ -546,6 +546,17 @@ class AdaptedNetwork(Network):
         """Raise if the module's weights were replaced since they were attached."""
         self.weights.check()
 
+    def adopt_params(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """``params`` with every weight the user assigned in the module since the learner
+        last wrote it (in ``params``' dtype); raises if the module's weights were replaced
+        (:meth:`check_attached`). The learner calls it before each step."""
+        self.check_attached()
+        changed = self.changed_params()
+        if not changed:
+            return dict(params)
+        current = self.init_params(dtype=next(iter(params.values())).dtype)
+        return {**params, **{k: current[k] for k in changed}}
+
 
 def adapt(
     module: Any,

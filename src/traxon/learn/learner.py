@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +51,30 @@ from traxon.trace.base import Algorithm, get_algorithm
 __all__ = ["LearnerState", "OnlineLearner", "online_learner"]
 
 MEMORY_LIMIT_ENV = "TRAXON_MEMORY_LIMIT"
+
+
+@runtime_checkable
+class MirroredModel(Protocol):
+    """A network that stands for a model held outside traxon (an adapted brainstate
+    module, :func:`traxon.adapters.adapt`): the one interface the learner uses for it.
+
+    The learner adopts the weights the user assigned in the model before each step
+    (``adopt_params``, which raises when the model's weights were replaced), writes the
+    trained weights back after each update (``write_back``), and, when
+    ``draws_initial_state`` is true, starts every sequence from ``init_state(batch, dtype,
+    key=...)`` with a new key. Its memory is not estimated beforehand (that would run the
+    model on abstract values).
+    """
+
+    draws_initial_state: bool
+
+    def adopt_params(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """``params`` with the weights assigned in the model since the last write."""
+        ...
+
+    def write_back(self, params: Mapping[str, jax.Array]) -> None:
+        """Write ``params`` into the model."""
+        ...
 
 
 class LearnerState(NamedTuple):
@@ -171,6 +195,8 @@ class OnlineLearner:
         self.rate_decay = math.exp(-net.dt / float(rate_tau))
         self.spiking = tuple(k for k, p in net.populations.items() if p.neuron.spiking)
         self.net = net
+        # The model an adapted network stands for (None for a traxon network).
+        self._mirror = net if isinstance(net, MirroredModel) else None
         self.algorithm = get_algorithm(algorithm)
         self.loss = get_loss(loss)
         self.update_every = update_every
@@ -404,7 +430,7 @@ class OnlineLearner:
         variable ``TRAXON_MEMORY_LIMIT`` (bytes), else the accelerator's free memory, else
         the memory available now (at most 90% of physical memory).
         """
-        if hasattr(self.net, "changed_params"):
+        if self._mirror is not None:
             # An adapted brainstate module: tracing its init would run the user's module on
             # abstract values, which it may keep. Not checked.
             return
@@ -614,7 +640,7 @@ class OnlineLearner:
         brainstate module with ``V_initializer=Uniform(...)``) draws it from a key split
         from ``key``; any other network starts from ``init_state`` and ``key`` is unchanged.
         """
-        if not getattr(self.net, "draws_initial_state", False):
+        if self._mirror is None or not self._mirror.draws_initial_state:
             return self.net.init_state(batch, dtype), key
         key, sub = jax.random.split(key)
         return self.net.init_state(batch, dtype, key=sub), key  # type: ignore[call-arg]
@@ -796,14 +822,10 @@ class OnlineLearner:
     def _sync_module(self) -> None:
         """For an adapted brainstate module: raise if its weights were replaced; adopt
         values the user wrote into them since the learner last did."""
-        net: Any = self.net  # an AdaptedNetwork when it has `changed_params`
-        if self._state is None or not hasattr(net, "changed_params"):
+        if self._state is None or self._mirror is None:
             return
-        net.check_attached()
-        changed = net.changed_params()
-        if changed:
-            current = net.init_params(dtype=next(iter(self._state.params.values())).dtype)
-            params = {**self._state.params, **{k: current[k] for k in changed}}
+        params = self._mirror.adopt_params(self._state.params)
+        if any(params[k] is not v for k, v in self._state.params.items()):
             self._state = self._state._replace(params=params)
 
     def _commit(self, new: LearnerState, metrics: Mapping[str, Any], end_bad: Any = False) -> None:
@@ -822,8 +844,8 @@ class OnlineLearner:
                 "adam), or pass on_nonfinite='skip' to skip such updates and count them."
             )
         self._state = new
-        if hasattr(self.net, "write_back"):
-            self.net.write_back(new.params)
+        if self._mirror is not None:
+            self._mirror.write_back(new.params)
 
     def step(self, x: Any, y: Any, mask: Any = None) -> dict[str, float]:
         """Learn from one step of data; returns this step's metrics as floats.
