@@ -98,6 +98,23 @@ def test_simulate_equals_a_loop_of_steps():
     assert float(res.record["h"]["spike"].sum()) > 0
 
 
+def test_simulate_records_what_a_record_function_returns():
+    """``record=f``: only ``f(state, signals)`` per step is kept, nothing of the default."""
+    net = small_net()
+    params, state = weights(net), net.init_state(B)
+    xs = poisson(1, (T, B, N_IN))
+    full = net.simulate(params, state, xs, record=("spike", "V"))
+
+    def rate_and_v0(st, signals):
+        return {"rate": signals["h"]["spike"].mean(axis=1), "v0": st["h"]["V"][:, 0]}
+
+    res = net.simulate(params, state, xs, record=rate_and_v0)
+    assert set(res.record) == {"rate", "v0"} and res.record["rate"].shape == (T, B)
+    np.testing.assert_array_equal(res.record["rate"], full.record["h"]["spike"].mean(axis=2))
+    np.testing.assert_array_equal(res.record["v0"], full.record["h"]["V"][:, :, 0])
+    np.testing.assert_array_equal(res.outputs, full.outputs)
+
+
 def test_wiring_matches_a_hand_computed_trace(x64):
     # Current input through Dense (no synapse), a delta jump, and a leaky readout with bias.
     tau, dt, kappa = 10.0, 0.5, 0.6

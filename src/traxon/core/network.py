@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -346,7 +346,8 @@ class SimulationResult(NamedTuple):
         state: the final state.
         outputs: per-step readout values, ``(T, B, n_out)`` (or ``None`` without readout).
         record: ``{population: {variable: (T, B, N)}}`` for the recorded variables
-            (``"spike"`` for spikes, or any state variable name such as ``"V"``).
+            (``"spike"`` for spikes, or any state variable name such as ``"V"``), or the
+            values of a ``record`` function stacked over time.
     """
 
     state: Any
@@ -932,12 +933,15 @@ class Network:
         params: Mapping[str, jax.Array],
         state: Mapping[str, Any],
         xs: Any,
-        record: Sequence[str] = ("spike",),
+        record: Sequence[str] | Callable[[Any, Any], Any] = ("spike",),
     ) -> SimulationResult:
         """Run ``T`` steps as one ``lax.scan``; ``xs`` has a leading time axis ``(T, B, n_in)``.
 
         ``record`` names what to keep per step for every population: ``"spike"`` and/or
-        state variables such as ``"V"`` (variables a population lacks are skipped).
+        state variables such as ``"V"`` (variables a population lacks are skipped). Or a
+        function ``record(state, signals)`` of each step's new state and signals
+        (``{population: {"spike": (B, N), ...}}``) returning what to keep: only that is
+        stored, e.g. a firing rate per step instead of ``T x B x N`` spikes.
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -947,10 +951,13 @@ class Network:
             >>> res = net.simulate(params, state, jnp.ones((10, 1, 2)), record=("spike", "V"))
             >>> res.record["h"]["V"].shape
             (10, 1, 4)
+            >>> rate = lambda state, signals: signals["h"]["spike"].mean()
+            >>> net.simulate(params, state, jnp.ones((10, 1, 2)), record=rate).record.shape
+            (10,)
         """
         self.check_params(params)
         xs = self.as_inputs(xs, batch=self.batch_size(state), leading=1)
-        record = tuple(record)
+        record = record if callable(record) else tuple(record)
         keys = self.index_arrays()
         if not keys or indices_bound(keys):  # no indices, or the caller passes them as data
             return self._simulate(params, state, xs, record)
@@ -966,10 +973,13 @@ class Network:
         return run(self.connectivity(), params, state, xs, record)
 
     def _simulate(
-        self, params: Mapping[str, jax.Array], state: Mapping[str, Any], xs: Any, record: tuple
+        self, params: Mapping[str, jax.Array], state: Mapping[str, Any], xs: Any, record: Any
     ) -> SimulationResult:
         def body(carry: Any, x_t: Any) -> tuple[Any, Any]:
             new_state, internals = self.forward(params, carry, x_t)
+            out = self.output(internals["signals"]) if self.has_readout else None
+            if callable(record):
+                return new_state, (out, record(new_state, internals["signals"]))
             rec = {}
             for k in self.populations:
                 entry = {}
@@ -979,7 +989,6 @@ class Network:
                     elif var in new_state[k]:
                         entry[var] = new_state[k][var]
                 rec[k] = entry
-            out = self.output(internals["signals"]) if self.has_readout else None
             return new_state, (out, rec)
 
         final, (outs, rec) = jax.lax.scan(body, state, xs)
