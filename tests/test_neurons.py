@@ -10,7 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from traxon.core import ALIF, LIF, Izhikevich, LeakyIntegrator, Surrogate
+from traxon.core import (
+    ALIF,
+    LIF,
+    Dense,
+    Graded,
+    Izhikevich,
+    LeakyIntegrator,
+    Network,
+    Population,
+    Projection,
+    Surrogate,
+)
 
 
 def run(neuron, steps, current, dt, state, jump=0.0):
@@ -362,3 +373,34 @@ def test_neurons_are_pytrees_usable_under_jit_vmap_grad():
 def test_bad_arguments_raise_naming_the_argument(build, exc, match):
     with pytest.raises(exc, match=match):
         build()
+
+
+@pytest.mark.parametrize(
+    "neuron",
+    [
+        LIF(tau=np.array([5.0, 10.0, 20.0]), V_th=np.array([0.5, 1.0, 1.5])),
+        ALIF(tau=np.array([5.0, 10.0, 20.0]), beta=np.array([0.0, 0.5, 1.0])),
+        Graded(tau=np.array([5.0, 10.0, 20.0]), R=np.array([1.0, 2.0, 3.0])),
+    ],
+    ids=["LIF", "ALIF", "Graded"],
+)
+def test_per_neuron_parameters_in_a_network_match_one_population_per_value(neuron):
+    # The suite runs with jax_numpy_rank_promotion="raise" (conftest): per-neuron (N,)
+    # parameters meet the (B, N) state without implicit rank promotion.
+    xs = 2.0 * jax.random.uniform(jax.random.PRNGKey(1), (12, 2, 3))
+
+    def run(n, size, i=None):
+        net = Network(3, {"h": Population(n, size)}, [Projection("x", "h", Dense(2.0))])
+        params = net.init_params(jax.random.PRNGKey(0))
+        if i is not None:
+            params = {"x->h": jnp.asarray(W)[:, i : i + 1]}
+        res = net.simulate(params, net.init_state(2), xs, record=("V",))
+        return params["x->h"], res.record["h"]["V"]
+
+    W, together = run(neuron, 3)
+    for i in range(3):
+        one = jax.tree_util.tree_map(
+            lambda leaf, i=i: np.asarray(leaf)[i] if np.ndim(leaf) else leaf, neuron
+        )
+        _, alone = run(one, 1, i)
+        np.testing.assert_allclose(together[..., i : i + 1], alone, rtol=1e-6, atol=1e-6)

@@ -556,7 +556,7 @@ class Network:
         self.populations: dict[str, PopulationPlan] = {
             k: PopulationPlan(
                 k,
-                p.neuron,
+                _neuron_row(p.neuron, p.size),
                 p.size,
                 tuple(channels[k].values()),
                 tuple(pre_traces[k].values()),
@@ -1030,6 +1030,19 @@ def _describe(obj: Any) -> Any:
 def _gates(neuron: Neuron) -> tuple[str, ...]:
     """The gate names of a gated cell (its input ports), ``()`` for other neurons."""
     return tuple(getattr(neuron, "gates", ()))
+
+
+def _neuron_row(neuron: Neuron, size: int) -> Neuron:
+    """``neuron`` with each per-neuron parameter ``(size,)`` as a row ``(1, size)``, so that
+    it meets the ``(B, size)`` state without rank promotion (which JAX can be set to refuse:
+    ``jax_numpy_rank_promotion='raise'``)."""
+
+    def row(leaf: Any) -> Any:
+        if np.ndim(leaf) == 1 and np.shape(leaf)[0] == size and size > 1:
+            return leaf.reshape(1, size)
+        return leaf
+
+    return jax.tree_util.tree_map(row, neuron)
 
 
 def _is_count(n: Any) -> bool:
