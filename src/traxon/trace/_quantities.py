@@ -149,7 +149,11 @@ def _blocks(
     u: Mapping[str, jax.Array],
     channels: tuple[str, ...],
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``D`` and ``F`` of one population by one linearisation and S + C JVPs."""
+    """``D`` and ``F`` of one population by one linearisation and S + C JVPs.
+
+    Each JVP gets its own one-hot tangent (a broadcast constant that XLA fuses into the
+    linearised ops) rather than one vmapped JVP over a stacked ``(S + C, B, N, S)`` tangent
+    array, which XLA materialised every step (docs/decisions.md, ES-D-RTRL)."""
     h = stack(plan, state)
     aux = _aux(plan, state)
 
@@ -158,21 +162,15 @@ def _blocks(
 
     _, f_jvp = jax.linearize(f, h, dict(u))
     S = h.shape[-1]
-    C = len(channels)
     eye = jnp.eye(S, dtype=h.dtype)
-    th = jnp.concatenate(
-        [jnp.broadcast_to(eye[:, None, None, :], (S, *h.shape)), jnp.zeros((C, *h.shape), h.dtype)]
-    )
-    tu = {
-        k: jnp.stack(
-            [jnp.zeros_like(v)] * S
-            + [jnp.ones_like(v) if k == c else jnp.zeros_like(v) for c in channels]
-        )
-        for k, v in u.items()
+    zero_u = {k: jnp.zeros_like(v) for k, v in u.items()}
+    cols = [f_jvp(jnp.broadcast_to(eye[r], h.shape), zero_u) for r in range(S)]
+    D = jnp.stack(cols, axis=-1)  # (B, N, S_out, S_in)
+    zero_h = jnp.zeros_like(h)
+    F = {
+        c: f_jvp(zero_h, {k: jnp.ones_like(v) if k == c else zero_u[k] for k, v in u.items()})
+        for c in channels
     }
-    cols = jax.vmap(f_jvp)(th, tu)  # (S + C, B, N, S_out)
-    D = jnp.moveaxis(cols[:S], 0, -1)  # (B, N, S_out, S_in)
-    F = {c: cols[S + i] for i, c in enumerate(channels)}
     return D, F
 
 
