@@ -484,6 +484,75 @@ two.step(two.init_params(jax.random.PRNGKey(0)), two.init_state(1), jnp.ones((1,
         ],
     ),
     (
+        "Gated cells, gap junctions and convolutions",
+        "The models of [models beyond spiking neurons](models.md) check their wiring when the "
+        "`Network` is built, and a rule that cannot trace a weight says so when it is bound.",
+        """\
+from traxon.learn import cross_entropy
+
+gru = Population(GRU(), 4)
+worm = Population(Graded(tau=10.0), 5)
+""",
+        [
+            (
+                "A projection onto a gated cell without a port",
+                'Network(3, {"h": gru}, [Projection("x", "h", Dense())])',
+                "A gated cell has no single current: each input feeds one gate.",
+                'Give `port=` one of the gates listed, e.g. `Projection("x", "h", Dense(), '
+                'port="z")`.',
+            ),
+            (
+                "An unknown port",
+                'Network(3, {"h": gru}, [Projection("x", "h", Dense(), port="gate")])',
+                "The port is not one of the cell's gates.",
+                "Use a gate the message lists.",
+            ),
+            (
+                "A port on a population without gates",
+                'Network(3, {"h": worm}, [Projection("x", "h", Dense(), port="z")])',
+                "Only gated cells (GRU, MinGRU) have gates.",
+                "Leave `port` unset.",
+            ),
+            (
+                "A gap junction between two populations",
+                'Network(3, {"a": worm, "b": worm}, [Projection("x", "a", Dense()), '
+                'Projection("a", "b", GapJunction(), signal="V", delay=1)])',
+                "The coupling `g_ij (V_j - V_i)` needs both membranes, so both cells live in "
+                "one population.",
+                "Put the coupled cells in one population (parameters may differ per neuron) "
+                "and list the pairs with `SparseGapJunction`.",
+            ),
+            (
+                "A trainable symmetric conductance under a per-entry rule",
+                'net = Network(3, {"h": worm}, [Projection("x", "h", Dense(3.0)), '
+                'Projection("h", "h", GapJunction(), signal="V", delay=1)], '
+                'readout=Readout("h", 2))\n'
+                'traxon.get_algorithm("d_rtrl").bind(net, cross_entropy.fn)',
+                "One shared conductance drives two neurons; `d_rtrl` keeps one trace per weight "
+                "entry and its neuron.",
+                "Follow the advice: `symmetric=False`, `es_d_rtrl`, `bptt` or `rtrl` "
+                "(`tests/test_gap.py` trains each).",
+            ),
+            (
+                "A convolution under a per-entry rule",
+                'net = Network(2 * 5 * 5, {"h": Population(LIF(), 3 * 5 * 5)}, '
+                '[Projection("x", "h", Conv2D(2, 3, kernel_size=3, in_shape=(5, 5), padding="SAME"))], readout=Readout("h", 2))\n'
+                'traxon.get_algorithm("d_rtrl").bind(net, cross_entropy.fn)',
+                "A kernel entry is shared by every output position, so it has no one neuron "
+                "for a per-entry trace.",
+                "Use `es_d_rtrl`, `bptt` or `rtrl` (`tests/test_conv.py`).",
+            ),
+            (
+                "A convolution whose input does not match the population",
+                'Network(49, {"h": Population(LIF(), 3 * 5 * 5)}, '
+                '[Projection("x", "h", Conv2D(2, 3, kernel_size=3, in_shape=(5, 5), padding="SAME"))])',
+                "The op's input map `(C, H, W)` flattened channel-major must have as many "
+                "values as the source.",
+                "Size the source `C * H * W`, or give the op the source's shape.",
+            ),
+        ],
+    ),
+    (
         "Learning rules",
         "Binding a rule to a network (`online_learner(...)` does it) checks that every "
         "trainable weight gets its gradient. A rule never returns a silent zero gradient.",
