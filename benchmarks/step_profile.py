@@ -9,9 +9,10 @@ B = 16) and times, each as a ``lax.scan`` over T steps, round-robin in one proce
   the forward under ``jax.vjp`` plus the VJP that gives the learning signals and the
   signal Jacobians ``g``;
 * ``quantities`` -- ``step_quantities`` as the tracers call it (adds the per-neuron blocks
-  ``D`` and ``F`` by ``jax.linearize`` and a vmapped JVP);
-* ``es_d_rtrl`` -- the full ``es_d_rtrl`` tracer step (decay="auto": 2 decay groups here,
-  membrane and synapse), gradient accumulated every step;
+  ``D`` and ``F`` by ``jax.linearize`` and one JVP per one-hot column);
+* ``es_d_rtrl`` -- the full ``es_d_rtrl`` tracer step (decay="auto": membrane and synapse
+  decays, but no learning signal reads the synaptic current, so its group is dropped and one
+  group remains), gradient accumulated every step;
 * ``es_d_rtrl_decay`` -- the same with one decay (one group);
 * ``accumulate_as_written`` -- only the gradient accumulation of ``es_d_rtrl`` on random
   factors, written as the tracer writes it: per weight, ``contrib = zeros; contrib +=

@@ -24,7 +24,9 @@ recurrent network diverge after a while).
 
 Rows (``algorithm`` / ``variant``):
 
-* ``forward`` / ``simulate``: ``Network.simulate`` (one ``lax.scan``), no learning;
+* ``forward`` / ``simulate``: ``Network.simulate`` (one ``lax.scan``), no learning,
+  recording what the peer's loop returns (the readout and the mean spike of each step:
+  ``record=`` a function, not the ``T x B x N`` spikes);
 * ``es_d_rtrl`` / ``tracer``: ``get_algorithm("es_d_rtrl")`` (decay="auto": one presynaptic
   trace per distinct state decay), ``tracer.step`` in a ``lax.scan``, gradient accumulated
   every step (``tracer.gradients`` is a view of the accumulator);
@@ -158,12 +160,18 @@ def make_problem(N: int, B: int, T_max: int) -> Problem:
 Built = tuple[Callable[[], Any], dict, float]
 
 
+def _rate(state: dict, signals: dict) -> jax.Array:
+    """What the forward rows record per step: the mean spike of the hidden population."""
+    return jnp.mean(signals["h"]["spike"])
+
+
 def build_forward(pb: Problem, T: int) -> Built:
     xs, _, _ = pb.data(T)
 
     def run(params: dict, state: dict, xs: jax.Array) -> Any:
-        res = pb.net.simulate(params, state, xs, record=("spike",))
-        return res.outputs, jnp.mean(res.record["h"]["spike"])
+        # Like the peer's loop: outputs and a firing rate per step, not T x B x N spikes.
+        res = pb.net.simulate(params, state, xs, record=_rate)
+        return res.outputs, jnp.mean(res.record)
 
     c, sec = compile_jax(run, pb.params, pb.state, xs)
     return (lambda: c(pb.params, pb.state, xs)), memory_stats(c), sec
