@@ -32,8 +32,19 @@ Lines (one JSON object each, the first is ``{"machine": ...}``):
   same network (compiled only, never run), T doubling until it exceeds ``--budget-gb``; the
   last line (``"crossing": true``) reports the first T over the budget.
 
+* ``"kind": "step"`` (only with ``--sizes``, ``--batch`` or ``--gpu``) -- in one process,
+  the learner's ``T``-step run (``learner.jit("run")``) and the forward simulation of the same
+  network, both compiled with the connectivity passed as data, timed round-robin:
+  ``per_step_ms`` (learner), ``forward_ms``, ``ratio_vs_forward``, ``per_sample_step_us``,
+  compile times, the bytes of constants each program captured (``*_const_bytes``), the
+  bytes a connection must move per step at least (``bytes_per_connection``: 36 for the
+  learner with Adam, 16 for the forward step) and the bandwidth that makes at the measured
+  time (``learner_GBps``); with ``--bandwidth-gbs`` also ``roofline_ms`` and ``x_roofline``.
+
 Run::
 
+    python benchmarks/whole_brain.py --sizes 20000 --batch 1   # learner vs forward, CPU
+    python benchmarks/whole_brain.py --gpu --bandwidth-gbs 4300  # the accelerator script
     python benchmarks/whole_brain.py --quick   # a few minutes on an idle 2-core CPU
     python benchmarks/whole_brain.py           # full size: N = 139,255, 1.5e7 connections
     python benchmarks/whole_brain.py --learn-only   # only the "learn" rows (N = 2,000 with
@@ -228,6 +239,105 @@ def learn(cfg: dict[str, Any]) -> None:
         print(json.dumps(out), flush=True)
 
 
+# ------------------------------------------------------------------------------------------
+# Step rows: the learner's step beside the forward step, the connectivity passed as data.
+
+# Bytes each connection must move per step at least (float32): the forward step reads its
+# two indices, its fixed magnitude and its weight (16); the learner with Adam every step reads
+# the indices and the magnitude once and reads and writes the weight and both moments (36).
+FORWARD_BYTES_PER_CONNECTION = 16
+LEARNER_BYTES_PER_CONNECTION = 36
+
+
+def const_bytes(traced: Any) -> int:
+    """Bytes of the constants captured in a traced program (what JAX warns about)."""
+    return int(sum(getattr(c, "nbytes", 0) for c in traced.jaxpr.consts))
+
+
+_BUILT: dict[int, Any] = {}
+
+
+def step_row(n: int, batch: int, steps: int, reps: int, bandwidth: float | None) -> dict:
+    """Time ``T`` learner steps and ``T`` forward steps of the same network (one process,
+    round-robin), each compiled ahead with the connectivity passed as data."""
+    import jax
+    import jax.numpy as jnp
+
+    from traxon.core.ops import bind_indices
+    from traxon.tasks import RegionRates
+
+    t0 = time.perf_counter()
+    if n not in _BUILT:  # one network per size, shared by its batch sizes
+        _BUILT.clear()
+        _BUILT[n] = build(n)
+    c, net = _BUILT[n]
+    build_s = time.perf_counter() - t0
+    learner = learner_for(net)
+    ls = learner.init(batch_size=batch)
+    task = RegionRates(n_regions=c.n_regions, n_in=N_IN, n_steps=steps, window=min(50, steps))
+    b = task.sample(0, batch)
+    x, y, m = jnp.asarray(b.x), jnp.asarray(b.y), jnp.asarray(b.mask)
+    keys, indices = net.index_arrays(), learner.connectivity
+
+    def forward(indices: Any, params: Any, state: Any, xs: Any) -> Any:
+        with bind_indices(keys, indices):
+            res = net.simulate(params, state, xs, record=())
+        return res.state, res.outputs
+
+    t0 = time.perf_counter()
+    traced = jax.jit(forward, donate_argnums=2).trace(indices, ls.params, ls.net_state, x)
+    fwd = traced.lower().compile()
+    fwd_compile_s, fwd_consts = time.perf_counter() - t0, const_bytes(traced)
+    t0 = time.perf_counter()
+    traced = learner.jit("run", donate_argnums=1).trace(indices, ls, x, y, m)
+    run = traced.lower().compile()
+    learn_compile_s, learn_consts = time.perf_counter() - t0, const_bytes(traced)
+    params = jax.tree_util.tree_map(jnp.copy, ls.params)
+    state = jax.tree_util.tree_map(jnp.copy, ls.net_state)
+    t_fwd, t_learn = [], []
+    for i in range(reps + 1):  # round-robin; the first round warms up
+        t0 = time.perf_counter()
+        state, _ = jax.block_until_ready(fwd(indices, params, state, x))
+        if i:
+            t_fwd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ls, metrics = jax.block_until_ready(run(indices, ls, x, y, m))
+        if i:
+            t_learn.append(time.perf_counter() - t0)
+    fwd_ms = 1e3 * sorted(t_fwd)[len(t_fwd) // 2] / steps
+    learn_ms = 1e3 * sorted(t_learn)[len(t_learn) // 2] / steps
+    conn = c.n_connections
+    row: dict[str, Any] = {
+        "kind": "step",
+        "algorithm": "es_d_rtrl",
+        "device": jax.devices()[0].platform,
+        "N": n,
+        "connections": conn,
+        "B": batch,
+        "T": steps,
+        "per_step_ms": learn_ms,
+        "per_sample_step_us": 1e3 * learn_ms / batch,
+        "forward_ms": fwd_ms,
+        "ratio_vs_forward": learn_ms / fwd_ms,
+        "learner_compile_s": learn_compile_s,
+        "forward_compile_s": fwd_compile_s,
+        "learner_const_bytes": learn_consts,
+        "forward_const_bytes": fwd_consts,
+        "bytes_per_connection": LEARNER_BYTES_PER_CONNECTION,
+        "forward_bytes_per_connection": FORWARD_BYTES_PER_CONNECTION,
+        # Effective bandwidth of the floor's bytes at the measured time.
+        "learner_GBps": LEARNER_BYTES_PER_CONNECTION * conn / (learn_ms * 1e-3) / 1e9,
+        "forward_GBps": FORWARD_BYTES_PER_CONNECTION * conn / (fwd_ms * 1e-3) / 1e9,
+        "loss_last": float(jax.device_get(metrics["loss"]).mean()),
+        "build_s": build_s,
+        **memory_stats(run),
+    }
+    if bandwidth:
+        row["roofline_ms"] = LEARNER_BYTES_PER_CONNECTION * conn / (bandwidth * 1e9) * 1e3
+        row["x_roofline"] = learn_ms / row["roofline_ms"]
+    return row
+
+
 def run_child(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
     rows = run_child_rows(cfg, timeout)
     return rows[-1]
@@ -365,6 +475,25 @@ def main() -> None:
         default=24,
         help="training sequences of the full-size learning run (about 30 min here)",
     )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the prepared accelerator run: only step rows (fly size at B = 1 and 64, "
+        "1,000,000 neurons at B = 1), in a few minutes",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="N of the step rows (only those)"
+    )
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=None, help="B of the step rows (only those)"
+    )
+    parser.add_argument("--reps", type=int, default=5, help="timed runs per step row")
+    parser.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=None,
+        help="the device's memory bandwidth (GB/s): step rows then print the roofline",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -372,6 +501,23 @@ def main() -> None:
         (learn if cfg.get("kind") == "learn" else child)(cfg)
         return
     emit_machine("whole_brain.py", sys.argv[1:])
+    if args.gpu or args.sizes or args.batch:
+        if args.gpu and not (args.sizes or args.batch):
+            big = 1_000_000
+            plan = [(FULL_N, 1, 100), (FULL_N, 64, 100), (big, 1, 50)]
+            if args.smoke:
+                plan = [(300, 1, 10), (300, 4, 10), (1_000, 1, 10)]
+        else:
+            steps = args.steps or (10 if args.smoke else 100)
+            plan = [(n, b, steps) for n in args.sizes or [FULL_N] for b in args.batch or [1]]
+        reps = 1 if args.smoke else args.reps
+        for n, b, steps in plan:
+            log(f"step N={n} B={b} T={steps}")
+            try:
+                emit(step_row(n, b, steps, reps, args.bandwidth_gbs))
+            except Exception as exc:  # e.g. out of device memory: report it, go on
+                emit({"kind": "step", "N": n, "B": b, "error": f"{type(exc).__name__}: {exc}"})
+        return
     budget = args.budget_gb * GB
     # Learning runs: (N, connections, regions, sequences, B, test sequences, BPTT too).
     small = (2_000, 200_000, 16)  # the size of examples/whole_brain.py

@@ -71,3 +71,23 @@ def test_benchmark_smoke(script: str) -> None:
         # every traxon row with a peer counterpart got its ratio
         for key in [("es_d_rtrl", "tracer"), ("d_rtrl", "tracer"), ("es_d_rtrl", "learner_sgd")]:
             assert by[key]["ratio_vs_peer"] is not None, by[key]
+
+
+@pytest.mark.slow
+def test_whole_brain_gpu_script_smoke() -> None:
+    """The prepared accelerator run (``whole_brain.py --gpu``) goes end to end on the CPU at
+    tiny sizes: step rows for each (N, B), the connectivity passed as data (no constants)."""
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    cmd = [BENCH / "whole_brain.py", "--gpu", "--smoke", "--bandwidth-gbs", "100"]
+    proc = run_checked(cmd, timeout=600, cwd=ROOT, env=env)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    rows = [line for line in lines if line.get("kind") == "step"]
+    assert "machine" in lines[0] and not [r for r in rows if "error" in r], lines
+    assert {(r["N"], r["B"]) for r in rows} == {(300, 1), (300, 4), (1_000, 1)}
+    for row in rows:
+        missing = [
+            f for f in (*FIELDS, "forward_ms", "bytes_per_connection", "x_roofline") if f not in row
+        ]
+        assert not missing, (missing, row)
+        assert row["learner_const_bytes"] == row["forward_const_bytes"] == 0, row
