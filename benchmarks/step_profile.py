@@ -33,11 +33,23 @@ Run::
     python benchmarks/step_profile.py --quick   # N = 1024 (< 60 s)
     python benchmarks/step_profile.py --smoke   # N = 64, T = 5: every code path, seconds
     python benchmarks/step_profile.py           # N in {256, 1024, 4096} (d_rtrl up to 1024)
+    python benchmarks/step_profile.py --ops     # per-op times, N = 1024 (about a minute)
+
+``--ops`` measures where the time of one step goes op by op, which stays readable on a loaded
+machine where wall-clock differences drown in noise: ``forward``, ``es_d_rtrl``,
+``es_d_rtrl_decay`` and braintrace's ``pp_prop`` (``etrace_grad``, the peer of
+``trace_cost.py``) are each run ``--reps`` times round-robin under ``jax.profiler.trace``;
+per XLA op the fastest repetition is kept, and each line (``"mode": "ops"``) gives their
+sum per step (``op_us_per_step``: the compute, without the gaps between ops), the median
+total, the largest ops, and XLA's own count of floating-point operations and bytes of the
+compiled program (``xla_flops``, ``xla_bytes``: the scan body is counted once, so these
+are per step).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +57,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from _common import (
     base_parser,
     compile_jax,
@@ -224,14 +237,117 @@ def profile(N: int, T: int, T_d: int | None, reps: int, max_seconds: float) -> N
     emit({"benchmark": "step_profile", "summary": True, "N": N, "B": pb.B, "derived_ms": derived})
 
 
+_NOT_OPS = (
+    "$",
+    "Thunk",
+    "Pjit",
+    "Common",
+    "Slinky",
+    "end:",
+    "ParseArguments",
+    "Handle ",
+    "Allocate",
+    "DevicePut",
+)
+
+
+def _op_durations(trace_dir: str, steps: int) -> dict[str, float]:
+    """Microseconds per step of every XLA op in a ``jax.profiler`` trace (perfetto JSON);
+    the ``while`` op that encloses the scan body is left out (its body ops are counted)."""
+    import glob
+    import gzip
+    import json
+
+    path = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)[0]
+    with gzip.open(path) as fh:
+        data = json.load(fh)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    out: dict[str, float] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or name.startswith(_NOT_OPS) or name.startswith("while"):
+            continue
+        out[name] = out.get(name, 0.0) + e.get("dur", 0.0) / steps
+    return out
+
+
+def op_times(N: int, T: int, reps: int) -> None:
+    """``--ops``: per-op times of the forward, the es_d_rtrl steps and the peer's pp_prop."""
+    import tempfile
+
+    pb = make_problem(N, 16, T)
+    comps = components(pb)
+    xs, ys, ws = pb.data(T)
+    args = (pb.params, pb.state, xs, ys, ws)
+    calls: dict[str, Callable[[], Any]] = {}
+    lines: dict[str, dict[str, Any]] = {}
+    for name in ("forward", "es_d_rtrl", "es_d_rtrl_decay"):
+        compiled, _ = compile_jax(comps[name], *args)
+        calls[name] = (lambda c: lambda: c(*args))(compiled)
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        lines[name] = {"xla_flops": cost.get("flops"), "xla_bytes": cost.get("bytes accessed")}
+    try:
+        import brainstate
+        import brainunit as u
+        from trace_cost import DT, build_peer_etrace
+
+        brainstate.environ.set(dt=DT * u.ms)
+        calls["peer_pp_prop"] = build_peer_etrace(pb, T, "pp_prop")[0]
+        lines["peer_pp_prop"] = {}
+    except Exception as exc:  # the peer is optional here
+        emit({"benchmark": "step_profile", "mode": "ops", "N": N, "error": error_text(exc)})
+    for call in calls.values():
+        jax.block_until_ready(call())
+    per_op: dict[str, dict[str, list[float]]] = {k: {} for k in calls}
+    totals: dict[str, list[float]] = {k: [] for k in calls}
+    log(f"op times N={N}: {sorted(calls)} x {reps}")
+    for _ in range(reps):
+        for name, call in calls.items():
+            with tempfile.TemporaryDirectory() as d:
+                with jax.profiler.trace(d, create_perfetto_trace=True):
+                    jax.block_until_ready(call())
+                ops = _op_durations(d, T)
+            totals[name].append(sum(ops.values()))
+            for op, us in ops.items():
+                per_op[name].setdefault(op, []).append(us)
+    fastest = {k: {op: min(v) for op, v in ops.items()} for k, ops in per_op.items()}
+    fwd = sum(fastest["forward"].values())
+    for name, line in lines.items():
+        ops = fastest[name]
+        total = sum(ops.values())
+        top = sorted(ops.items(), key=lambda kv: -kv[1])[:8]
+        line.update(
+            benchmark="step_profile",
+            mode="ops",
+            component=name,
+            N=N,
+            B=pb.B,
+            T=T,
+            reps=reps,
+            op_us_per_step=total,
+            op_us_per_step_median_total=float(np.median(totals[name])),
+            ops_ratio_vs_forward=total / fwd,
+            n_ops=len(ops),
+            top_ops=[[op, us] for op, us in top],
+        )
+        emit(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=None)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--max-seconds", type=float, default=None)
+    parser.add_argument("--ops", action="store_true", help="per-op times (jax.profiler)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.steps = min(args.steps, 5)
+    if args.ops:
+        emit_machine("step_profile.py", sys.argv[1:])
+        for N in args.sizes or ([64] if args.smoke else [1024]):
+            op_times(N, min(args.steps, 50), args.reps or (1 if args.smoke else 5))
+        return
     sizes = args.sizes or ([64] if args.smoke else [1024] if args.quick else [256, 1024, 4096])
     reps = args.reps or (1 if args.smoke else 3 if args.quick else 7)
     max_seconds = args.max_seconds or (1.0 if args.smoke else 3.0 if args.quick else 20.0)
