@@ -1,6 +1,7 @@
 """Write the example notebooks (without outputs) from the cells below.
 
-The notebooks are generated so that they stay reproducible and reviewable: edit this file,
+The notebooks are generated so that they stay reproducible and reviewable: edit this file
+(code that an example script defines is read from that script, see ``example_source``),
 then run::
 
     python examples/notebooks/build.py
@@ -15,12 +16,27 @@ versions. Execute one with::
 from __future__ import annotations
 
 import argparse
+import ast
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent
+
+
+def example_source(name: str, script: str = "brainpy_state_online.py") -> str:
+    """The source of the top-level class or function ``name`` of an example script, as
+    written there: a notebook shows the example's own code instead of a copy of it."""
+    source = (EXAMPLES / script).read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
+            segment = ast.get_source_segment(source, node)
+            if segment is not None:
+                return segment
+    raise ValueError(f"{script} defines no top-level class or function named {name!r}.")
+
 
 QUICKSTART = [
     (
@@ -382,48 +398,8 @@ time step; the recurrent projection reads the spikes of the previous step.""",
     ),
     (
         "code",
-        """\
-class RecurrentSNN(brainstate.nn.Module):
-    def __init__(self, n_in=N_IN, n_rec=N_REC, n_out=2):
-        super().__init__()
-        self.neu = bps.LIF(
-            n_rec,
-            tau=20 * u.ms,
-            V_th=1 * u.mV,
-            V_reset=0 * u.mV,
-            V_rest=0 * u.mV,
-            spk_fun=braintools.surrogate.ReluGrad(alpha=0.3, width=1.0),
-        )
-        self.inp = bps.AlignPostProj(
-            comm=brainstate.nn.Linear(
-                n_in,
-                n_rec,
-                w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
-                b_init=None,
-            ),
-            syn=bps.Expon.desc(n_rec, tau=5 * u.ms),
-            out=bps.CUBA.desc(scale=u.volt),
-            post=self.neu,
-        )
-        self.rec = bps.AlignPostProj(
-            comm=brainstate.nn.Linear(
-                n_rec,
-                n_rec,
-                w_init=braintools.init.KaimingNormal(scale=5.0, unit=u.mS),
-                b_init=None,
-            ),
-            syn=bps.Expon.desc(n_rec, tau=5 * u.ms),
-            out=bps.CUBA.desc(scale=u.volt),
-            post=self.neu,
-        )
-        self.out = bps.LeakyRateReadout(n_rec, n_out, tau=20 * u.ms)
-
-    def update(self, x):
-        spikes = self.neu.get_spike()
-        self.inp(x)
-        self.rec(spikes)
-        self.neu()
-        return self.out(self.neu.get_spike())
+        example_source("RecurrentSNN")
+        + """
 
 
 module = RecurrentSNN()
@@ -440,18 +416,11 @@ of each sequence (the mask).""",
     ),
     (
         "code",
-        """\
-def batch(rng, size=BATCH, steps=STEPS):
-    label = rng.integers(0, 2, size)
-    high = np.repeat(np.arange(2), N_IN // 2)[None] == label[:, None]
-    x = (rng.random((steps, size, N_IN)) < np.where(high, 0.04, 0.005)[None]).astype(np.float32)
-    y = np.broadcast_to(label, (steps, size)).astype(np.int32)
-    mask = np.zeros((steps, size), np.float32)
-    mask[-steps // 3 :] = 1.0
-    return x, y, mask
+        example_source("batch")
+        + """
 
 
-test = batch(np.random.default_rng(1))
+test = batch(np.random.default_rng(1), BATCH, STEPS)
 
 
 def run_module(x):
@@ -516,7 +485,7 @@ memory linear in the number of neurons) and applies the sequence's gradient at i
 learner.init_state(BATCH)
 before = learner.evaluate(learner.state, *test)["accuracy"]
 rng = np.random.default_rng(0)
-history = learner.fit((batch(rng) for _ in range(SEQUENCES)), n_batches=SEQUENCES)
+history = learner.fit((batch(rng, BATCH, STEPS) for _ in range(SEQUENCES)), n_batches=SEQUENCES)
 after = learner.evaluate(learner.state, *test)["accuracy"]
 print(f"test accuracy {before:.2f} -> {after:.2f} after {SEQUENCES} sequences")
 learning_curve(history, keys=("loss", "accuracy", "rate/" + learner.net.order[0]));""",
@@ -559,7 +528,7 @@ is exact.""",
     (
         "code",
         """\
-x, y, mask = batch(np.random.default_rng(2))
+x, y, mask = batch(np.random.default_rng(2), BATCH, STEPS)
 table = compare(learner, x, y, masks=mask, algorithms=["d_rtrl", "es_d_rtrl"])
 print(table.to_markdown())
 fidelity_bars(table, metric="cosine");""",
