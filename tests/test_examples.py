@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 NOTEBOOKS = sorted((ROOT / "examples" / "notebooks").glob("*.ipynb"))
 # Scripts and notebooks that need an optional extra: skipped when it is not installed.
-NEEDS = {"brainpy_state_online": "brainpy.state"}
+NEEDS = {"brainpy_state_online": "brainpy.state", "worm": "cect"}
 
 
 def needs_extra(path: Path) -> None:
