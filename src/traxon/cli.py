@@ -20,10 +20,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["main"]
+
+_N = TypeVar("_N", int, float)
 
 _TASKS = ["evidence", "dms", "digits", "shd"]
 
@@ -39,56 +42,36 @@ def _parse_value(text: str) -> Any:
 # Argument types: a bad value is an argparse error (exit 2) before anything is done.
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
+def _number_type(
+    kind: Callable[[str], _N], accept: Callable[[_N], bool], what: str, in_range: str = ""
+) -> Callable[[str], _N]:
+    """An argparse type: ``kind(text)`` if ``accept`` takes it; otherwise an error saying
+    the value must be ``what`` (or ``in_range`` once it parsed but was refused)."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+        if not accept(value):  # a comparison with nan is False: nan is refused
+            raise argparse.ArgumentTypeError(f"must be {in_range or what}; got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number; got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from None
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of seconds (or inf for no limit); got {text!r}"
-        )
-    return value
-
-
-def _accuracy(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}")
-    return value
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _number_type(
+    float, lambda v: v > 0 and math.isfinite(v), "a positive number", "a positive, finite number"
+)
+_seconds = _number_type(
+    float,
+    lambda v: v > 0,
+    "a number of seconds",
+    "a positive number of seconds (or inf for no limit)",
+)
+_accuracy = _number_type(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+_seed = _number_type(int, lambda v: v >= 0, "a non-negative integer")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
