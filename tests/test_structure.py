@@ -55,7 +55,7 @@ ALLOWED = {
     "learn": {"core", "trace"},
 }
 #: Known exceptions, each named in an open issue; remove an entry when it is fixed.
-PENDING = {("learn", "adapters")}  # issue #20, item 4
+PENDING: set[tuple[str, str]] = set()
 
 
 def _package_imports(package: str) -> set[str]:

@@ -39,6 +39,10 @@ from traxon.learn import (
 )
 from traxon.trace import bptt, bptt_gradient, d_rtrl, es_d_rtrl, get_algorithm, rtrl
 
+# The learner accepts brainstate modules through the adapter's reader, registered here: the
+# learner and the adapter stand side by side on the core and do not import each other.
+learn.learner.register_model_reader(adapters.read_model)
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -1140,6 +1140,22 @@ def _summarise(
     return out
 
 
+#: Readers of models that are not traxon Networks (e.g. a brainstate module), tried in turn:
+#: ``reader(model, input_size, call, input_unit, draw_initial_state) -> Network``, or ``None``
+#: when the model is not of its kind. ``traxon`` registers ``traxon.adapters``' reader when
+#: it is imported (``traxon.learn`` cannot be imported without it), so the learner sees the
+#: adapter only through the model contract, never by import.
+_MODEL_READERS: list[Callable[..., Network | None]] = []
+
+
+def register_model_reader(reader: Callable[..., Network | None]) -> None:
+    """Let :func:`online_learner` accept another kind of model: ``reader(model, input_size,
+    call, input_unit, draw_initial_state)`` returns its :class:`~traxon.core.Network` (with
+    the learner's interface for outside models, see :class:`MirroredModel`), or ``None``."""
+    if reader not in _MODEL_READERS:
+        _MODEL_READERS.append(reader)
+
+
 def _adapt_module(
     module: Any,
     input_size: int | None,
@@ -1147,18 +1163,13 @@ def _adapt_module(
     input_unit: Any = None,
     draw_initial_state: bool = True,
 ) -> Network:
-    try:
-        import brainstate
-    except ImportError:  # pragma: no cover - brainstate is a core dependency
-        brainstate = None  # type: ignore[assignment]  # the usual optional-import pattern
-    if brainstate is None or not isinstance(module, brainstate.nn.Module):
-        raise TypeError(
-            "`net` must be a traxon Network or a brainstate.nn.Module; got "
-            f"{type(module).__name__}."
-        )
-    from traxon.adapters import adapt
-
-    return adapt(module, input_size, call, input_unit, draw_initial_state)
+    for reader in _MODEL_READERS:
+        net = reader(module, input_size, call, input_unit, draw_initial_state)
+        if net is not None:
+            return net
+    raise TypeError(
+        f"`net` must be a traxon Network or a brainstate.nn.Module; got {type(module).__name__}."
+    )
 
 
 def online_learner(
