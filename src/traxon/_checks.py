@@ -21,6 +21,7 @@ __all__ = [
     "check_finite",
     "check_in",
     "check_positive",
+    "check_positive_int",
     "check_shape",
     "first_nonfinite",
     "is_concrete",
@@ -102,6 +103,26 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
         need = "non-negative" if allow_zero else "positive"
         shown = arr.item() if arr.ndim == 0 else f"{arr.min()} (smallest element)"
         raise ValueError(f"`{name}` must be {need} and finite; got {shown}.")
+
+
+def check_positive_int(value: Any, name: str, *, optional: bool = False) -> Any:
+    """Return ``value`` as an ``int`` if it is an integer >= 1 (``None`` passes through when
+    ``optional``); otherwise raise ``ValueError`` naming ``name``. ``True`` is not an integer.
+
+    Example:
+        >>> from traxon._checks import check_positive_int
+        >>> check_positive_int(3, "window"), check_positive_int(None, "window", optional=True)
+        (3, None)
+        >>> check_positive_int(0, "window", optional=True)
+        Traceback (most recent call last):
+        ValueError: `window` must be a positive integer or None; got 0.
+    """
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        allowed = "a positive integer or None" if optional else "a positive integer"
+        raise ValueError(f"`{name}` must be {allowed}; got {value!r}.")
+    return int(value)
 
 
 def check_in(value: Any, name: str, low: float, high: float) -> None:

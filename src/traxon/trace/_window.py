@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from traxon.core.network import Network, state_dtype
 
-__all__ = ["cleared", "record_step", "step_costs", "window_buffer"]
+__all__ = ["add_window", "bound_window", "cleared", "record_step", "step_costs", "window_buffer"]
 
 
 def window_buffer(
@@ -89,3 +89,17 @@ def cleared(ts: Any) -> dict[str, Any]:
         "count": jnp.zeros_like(ts.count),
         "grads": jax.tree_util.tree_map(jnp.zeros_like, ts.grads),
     }
+
+
+def bound_window(own: int | None, given: int | None, missing: str) -> int:
+    """The window a rule is bound with: its own ``window`` if set, else the one the learner
+    gives; ``ValueError(missing)`` when neither is."""
+    size = own or given
+    if size is None:
+        raise ValueError(missing)
+    return size
+
+
+def add_window(ts: Any, g: Mapping[str, jax.Array], names: tuple[str, ...]) -> dict[str, jax.Array]:
+    """The gradient sum of ``ts`` plus one window's gradient ``g`` (in the sum's dtype)."""
+    return {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in names}

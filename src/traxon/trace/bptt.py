@@ -21,8 +21,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from traxon._checks import check_positive_int
 from traxon.core.network import Network
-from traxon.trace._window import cleared, record_step, step_costs, window_buffer
+from traxon.trace._window import (
+    add_window,
+    bound_window,
+    cleared,
+    record_step,
+    step_costs,
+    window_buffer,
+)
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -145,21 +153,18 @@ class bptt(Algorithm):
     def __init__(
         self, truncation: int | None = None, remat: bool = False, window: int | None = None
     ) -> None:
-        for label, v in (("truncation", truncation), ("window", window)):
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"`{label}` must be a positive integer or None; got {v!r}.")
-        self.truncation = truncation
+        self.truncation = check_positive_int(truncation, "truncation", optional=True)
         self.remat = bool(remat)
-        self.window = window
+        self.window = check_positive_int(window, "window", optional=True)
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
-        window = self.window or window
-        if window is None:
-            raise ValueError(
-                "bptt needs a `window` (the number of steps buffered before the gradient is "
-                "computed); the learner sets it from its update schedule."
-            )
+        window = bound_window(
+            self.window,
+            window,
+            "bptt needs a `window` (the number of steps buffered before the gradient is "
+            "computed); the learner sets it from its update schedule.",
+        )
         names = tuple(p.name for p in trainable(net))
         truncation, remat = self.truncation, self.remat
 
@@ -185,8 +190,7 @@ class bptt(Algorithm):
             return {k: grads[k] for k in names}
 
         def flush(params: Mapping[str, jax.Array], ts: BPTTState, state: Any) -> BPTTState:
-            g = window_grad(params, ts)
-            grads = {k: ts.grads[k] + g[k] for k in names}
+            grads = add_window(ts, window_grad(params, ts), names)
             return ts._replace(**{**cleared(ts), "start": state, "last": state, "grads": grads})
 
         def step(
@@ -209,8 +213,7 @@ class bptt(Algorithm):
             return new_state, ts, StepOutput(y, loss)
 
         def gradients(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
-            g = window_grad(params, ts)
-            return {k: ts.grads[k] + g[k] for k in names}
+            return add_window(ts, window_grad(params, ts), names)
 
         def reset_gradients(ts: BPTTState) -> BPTTState:
             return ts._replace(**cleared(ts))

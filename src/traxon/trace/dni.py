@@ -57,9 +57,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from traxon._checks import check_positive_int
 from traxon.core.network import Network, state_dtype
 from traxon.trace._quantities import flat_state
-from traxon.trace._window import cleared, record_step, step_costs, window_buffer
+from traxon.trace._window import (
+    add_window,
+    bound_window,
+    cleared,
+    record_step,
+    step_costs,
+    window_buffer,
+)
 from traxon.trace.base import (
     Algorithm,
     LossFn,
@@ -152,9 +160,8 @@ class synthetic_gradients(Algorithm):
     def __init__(
         self, window: int | None = None, lr: float = 0.1, sync_every: int | None = None
     ) -> None:
-        for label, v in (("window", window), ("sync_every", sync_every)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"`{label}` must be a positive integer or None; got {v!r}.")
+        window = check_positive_int(window, "window", optional=True)
+        sync_every = check_positive_int(sync_every, "sync_every", optional=True)
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 <= lr < 2:
             raise ValueError(f"`lr` must be a float in [0, 2); got {lr!r}.")
         self.window = window
@@ -163,12 +170,12 @@ class synthetic_gradients(Algorithm):
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
         check_network(net, self)
-        size = self.window or window
-        if size is None:
-            raise ValueError(
-                "synthetic_gradients needs a `window` (steps of BPTT between synthetic "
-                "gradients): pass synthetic_gradients(window=...), or let the learner set it."
-            )
+        size = bound_window(
+            self.window,
+            window,
+            "synthetic_gradients needs a `window` (steps of BPTT between synthetic "
+            "gradients): pass synthetic_gradients(window=...), or let the learner set it.",
+        )
         b = _Bound(net, loss_fn, size, self.lr, self.sync_every)
         return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
 
@@ -239,8 +246,7 @@ class _Bound:
     def _close(
         self, params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
     ) -> SyntheticGradientState:
-        g = self._window_grad(params, ts, inject)
-        grads = {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in self.names}
+        grads = add_window(ts, self._window_grad(params, ts, inject), self.names)
         return ts._replace(**{**cleared(ts), "grads": grads})
 
     def _targets(
@@ -315,8 +321,7 @@ class _Bound:
     def gradients(
         self, params: Mapping[str, jax.Array], ts: SyntheticGradientState
     ) -> dict[str, jax.Array]:
-        g = self._window_grad(params, ts, True)
-        return {k: ts.grads[k] + g[k].astype(ts.grads[k].dtype) for k in self.names}
+        return add_window(ts, self._window_grad(params, ts, True), self.names)
 
     def reset_gradients(self, ts: SyntheticGradientState) -> SyntheticGradientState:
         return ts._replace(**cleared(ts))

@@ -56,6 +56,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from traxon._checks import check_positive_int
 from traxon.core.network import Network
 from traxon.core.ops import WeightOp
 from traxon.trace._param_traces import bind_param_rule
@@ -116,8 +117,7 @@ class snap(Algorithm):
     name = "snap"
 
     def __init__(self, n: int = 1) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"`n` must be a positive integer; got {n!r}.")
+        n = check_positive_int(n, "n")
         if n != 1:
             raise NotImplementedError(
                 f"snap(n={n}) is not implemented: only SnAp-1 is. SnAp-{n} keeps the Jacobian "
