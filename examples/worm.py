@@ -46,7 +46,6 @@ import numpy as np
 import optax
 
 import traxon
-from traxon._loss import Loss
 from traxon.connectome import Connectome, connectome_network, load_cect
 from traxon.core import (
     Bias,
@@ -58,6 +57,7 @@ from traxon.core import (
     Sparse,
     SparseGapJunction,
 )
+from traxon.learn import Loss
 
 GROUPS = {
     "anterior touch": ("ALML", "ALMR", "AVM"),
@@ -285,6 +285,7 @@ def plot_touch(path: str, net: Network, trained: dict[str, Any], test: tuple, co
             mean = act[:, y[0] == c].mean(axis=1)
             for i, cell in enumerate(COMMAND):
                 ax.plot(mean[:, i], label=cell, color=plt.cm.tab10(i))
+            ax.axvspan(x.shape[0] - x.shape[0] // 4, x.shape[0] - 1, color="0.9")  # scored
             ax.set_title(f"{name}: stimulus to {group}", fontsize=9)
             ax.set_xlabel("step")
     axes[0, 0].set_ylabel("command interneuron output f(V)")
@@ -437,6 +438,7 @@ def plot_atlas(
     ax.scatter(target[0][scored], model[scored], s=4, alpha=0.5)
     ax.set_xlabel("measured response (Randi et al. 2023), held-out stimulations")
     ax.set_ylabel("model response (BPTT-trained worm)")
+    ax.set_title("functional atlas: held-out stimulations", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
