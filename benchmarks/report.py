@@ -376,6 +376,42 @@ def section_profile(res: list[dict]) -> list[str]:
     return out
 
 
+def section_ops(res: list[dict]) -> list[str]:
+    """``step_profile.py --ops``: per-op times and XLA's counts of one step."""
+    rows = [r for r in res if r.get("mode") == "ops" and "component" in r]
+    out = []
+    for N in sorted({r["N"] for r in rows}):
+        sel = [r for r in rows if r["N"] == N]
+        out += [f"**N = {N}, B = {sel[0]['B']}, {sel[0]['reps']} repetitions**", ""]
+        body = [
+            [
+                r["component"],
+                fmt(r["op_us_per_step"]),
+                fmt(r.get("op_us_per_step_median_total")),
+                fmt(r.get("ops_ratio_vs_forward")),
+                fmt(r["xla_flops"] / 1e6) if r.get("xla_flops") else "--",
+                mb(r.get("xla_bytes")) if r.get("xla_bytes") else "--",
+                fmt(r.get("n_ops")),
+                ", ".join(f"{op} {fmt(us)}" for op, us in r.get("top_ops", [])[:4]),
+            ]
+            for r in sel
+        ]
+        out += table(
+            [
+                "component",
+                "op µs / step (fastest per op)",
+                "op µs / step (median total)",
+                "x forward",
+                "XLA MFLOP / step",
+                "XLA MB / step",
+                "ops",
+                "largest ops (µs)",
+            ],
+            body,
+        )
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Plots.
 
@@ -830,6 +866,7 @@ def document(results: dict[str, list[dict]], images: dict[str, str], report_cmd:
         ("trace_cost", "Learning rules: per-step time and compiled memory", section_trace_cost),
         ("memory_scaling", "Memory versus T and N", section_memory),
         ("step_profile", "Where an es_d_rtrl step spends its time", section_profile),
+        ("step_profile_ops", "Per-op times of one step", section_ops),
     ]
     intro = {
         "simulate": "`benchmarks/simulate.py`: the same E/I LIF network (Expon AlignPost "
@@ -849,6 +886,10 @@ def document(results: dict[str, list[dict]], images: dict[str, str], report_cmd:
         "compiled.",
         "step_profile": "`benchmarks/step_profile.py`: the components of one tracer step, each "
         "timed as a scan over T steps (see the script's docstring for what each one contains).",
+        "step_profile_ops": "`benchmarks/step_profile.py --ops`: each step run under "
+        "`jax.profiler`; per XLA op the fastest repetition, summed (compute without the gaps "
+        "between ops), beside XLA's flop and byte counts of the compiled step. Op times still "
+        "move with the load, XLA's counts do not.",
     }
     for name, title, fn in sections:
         out += [f"## {title}", ""]
@@ -898,6 +939,9 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = run_script(
                 name, args.quick or name in args.quick_scripts, args.results_dir, report_cmd
             )
+    ops = load_results("step_profile_ops", args.results_dir)  # saved by hand: see --ops
+    if ops is not None and "step_profile" in args.scripts:
+        results["step_profile_ops"] = ops
     static = os.path.join(os.path.dirname(args.out), "_static")
     images = plots(results, static)
     text = document(results, images, report_cmd)
