@@ -202,7 +202,7 @@ def run_touch(args: argparse.Namespace, worm: Connectome) -> dict[str, Any]:
     rounds = args.rounds or (3 if args.quick else 150)
     n_test = 64 if args.quick else 512
     test = touch_batch(10_000, n_test, steps, args.noise, args.amplitude)
-    params0 = initial_params(net, 0, 0.1)
+    params0 = initial_params(net, args.seed, 0.1)
     directed = directed_gaps(net)
     n_gap = 2 * params0["gap"].shape[0]
 
@@ -219,7 +219,9 @@ def run_touch(args: argparse.Namespace, worm: Connectome) -> dict[str, Any]:
         learner.init_state(batch, params=start)
         tick = time.perf_counter()
         for i in range(rounds):
-            learner.fit([touch_batch(i, batch, steps, args.noise, args.amplitude)])
+            learner.fit(
+                [touch_batch(i + 1_000 * args.seed, batch, steps, args.noise, args.amplitude)]
+            )
         took = time.perf_counter() - tick
         held = learner.evaluate(learner.params, *test)
         return {
@@ -459,8 +461,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--atlas-lr", type=float, default=1e-2, help="learning rate (atlas)")
     parser.add_argument("--no-d-rtrl", action="store_true", help="skip D-RTRL")
     parser.add_argument("--no-bptt", action="store_true", help="skip the BPTT reference")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="initial readout and training trials (touch)"
+    )
     parser.add_argument("--plot", default=None, help="save a plot of the responses here")
     args = parser.parse_args(argv)
+    # The touch task's training trials of seed s are drawn from seeds 1,000 s + i; the
+    # held-out trials from seed 10,000.
+    if not 0 <= args.seed < 10:
+        parser.error("--seed must be 0-9 (seed 10,000 draws the held-out trials)")
+    if args.task == "touch" and 1_000 * args.seed + (args.rounds or 0) > 10_000:
+        parser.error("--rounds must be at most 10,000 - 1,000 * seed (held-out trials)")
     tick = time.perf_counter()
     worm = the_worm()
     print(
