@@ -71,3 +71,35 @@ def small_brain() -> tuple[Any, Any]:
     batch = RegionRates(n_regions=4, n_in=8, n_steps=10, window=5).sample(0, 4)
     learner = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-2), loss=region_rate_loss())
     return learner, batch
+
+
+def run_tracer(name, net, params, state, xs, ts, ws, costs=None, **options):
+    """Gradient of ``sum_t sum_b w l`` (plus the spike ``costs``, ``{population: (T, B, N)}``)
+    by the rule ``name`` (``options`` passed to it, bound with the sequence as its window),
+    one jitted ``lax.scan`` over the steps; ``xs`` is ``{input: (T, B, n)}``."""
+    from traxon.learn import cross_entropy
+    from traxon.trace import get_algorithm
+
+    tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=ws.shape[0])
+    tstate = tracer.init(params, state, target_example=ts[0])
+
+    def body(carry, inp):
+        st, tst = carry
+        x, t, w, c = inp
+        st, tst, out = tracer.step(params, st, tst, x, t, w, spike_cost=c or None)
+        return (st, tst), out.loss
+
+    inputs = (xs, ts, ws, costs or {})
+    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), inputs)
+    return tracer.gradients(params, tstate)
+
+
+def spike_data(steps, batch, n_in, seed=1, dtype=np.float32):
+    """Random input spikes ``(steps, batch, n_in)`` (probability 0.3), binary labels
+    ``(steps, batch)`` and loss weights ``1 / batch``: one batch for the adapter tests."""
+    import jax.numpy as jnp
+
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    xs = (jax.random.uniform(k1, (steps, batch, n_in)) < 0.3).astype(dtype)
+    ts = jax.random.randint(k2, (steps, batch), 0, 2)
+    return xs, ts, jnp.ones((steps, batch), dtype) / batch

@@ -14,7 +14,7 @@ braintools = pytest.importorskip("braintools")
 u = pytest.importorskip("brainunit")
 
 import traxon  # noqa: E402
-from tests.helpers import rel_error  # noqa: E402
+from tests.helpers import rel_error, run_tracer, spike_data  # noqa: E402
 from traxon.adapters import adapt  # noqa: E402
 from traxon.core import (  # noqa: E402
     LIF,
@@ -211,23 +211,7 @@ def build(cls, batch=B, **kw):
 
 
 def data(steps=T, batch=B, seed=1):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    xs = (jax.random.uniform(k1, (steps, batch, N_IN)) < 0.3).astype(jnp.float32)
-    ts = jax.random.randint(k2, (steps, batch), 0, 2)
-    return xs, ts, jnp.ones((steps, batch), jnp.float32) / batch
-
-
-def run_tracer(name, net, params, state, xs, ts, ws):
-    tracer = get_algorithm(name).bind(net, cross_entropy.fn, window=xs.shape[0])
-    tstate = tracer.init(params, state, target_example=ts[0])
-
-    def body(carry, inp):
-        st, tst = carry
-        st, tst, _ = tracer.step(params, st, tst, *inp)
-        return (st, tst), None
-
-    (_, tstate), _ = jax.lax.scan(body, (state, tstate), ({"x": xs}, ts, ws))
-    return tracer.gradients(params, tstate)
+    return spike_data(steps, batch, N_IN, seed)
 
 
 def brainstate_bptt(module, xs, ts, ws):
@@ -355,7 +339,7 @@ def test_adapted_d_rtrl_equals_brainstate_bptt_on_one_population(x64, cls):
         params, state = net.init(None, B, dtype=jnp.float64)
         spikes = net.simulate(params, state, xs).record
         assert sum(float(v["spike"].sum()) for k, v in spikes.items() if k != "readout") > 30
-        grads = run_tracer("d_rtrl", net, params, state, xs, ts, ws)
+        grads = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
         ours_bptt, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
     for name, g in grads.items():
         ref = match(reference, name)
@@ -388,7 +372,7 @@ def test_adapted_gradient_equals_the_native_twin(x64):
         xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
         net = adapt(module, input_size=N_IN)
         params, state = net.init(None, B, dtype=jnp.float64)
-        adapted = run_tracer("d_rtrl", net, params, state, xs, ts, ws)
+        adapted = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
         w_in = next(v for k, v in params.items() if k.startswith("inp"))
         w_out = next(v for k, v in params.items() if k.startswith("out"))
         native = run_tracer(
@@ -396,7 +380,7 @@ def test_adapted_gradient_equals_the_native_twin(x64):
             twin,
             {"x->h": w_in, "h->readout": w_out},
             twin.init_state(B, jnp.float64),
-            xs,
+            {"x": xs},
             ts,
             ws,
         )
@@ -438,7 +422,7 @@ def test_event_fixed_prob_weights_get_a_gradient(x64):
         net = adapt(module, input_size=N_IN)
         params, state = net.init(None, B, dtype=jnp.float64)
         ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
-        es = run_tracer("es_d_rtrl", net, params, state, xs, ts, ws)
+        es = run_tracer("es_d_rtrl", net, params, state, {"x": xs}, ts, ws)
     for name in ours:
         assert rel_error(ours[name], match(reference, name)) < 1e-8, name
         assert np.all(np.isfinite(np.asarray(es[name])))

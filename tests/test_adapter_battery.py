@@ -27,7 +27,7 @@ braintools = pytest.importorskip("braintools")
 u = pytest.importorskip("brainunit")
 
 import traxon  # noqa: E402
-from tests.helpers import float64, rel_error  # noqa: E402
+from tests.helpers import float64, rel_error, spike_data  # noqa: E402
 from traxon.diagnostics import compare  # noqa: E402
 from traxon.learn import cross_entropy  # noqa: E402
 from traxon.trace import bptt_gradient  # noqa: E402
@@ -476,10 +476,7 @@ def environment():
 
 
 def data(steps=T, batch=B, seed=1):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    xs = (jax.random.uniform(k1, (steps, batch, N_IN)) < 0.3).astype(jnp.float64)
-    ts = jax.random.randint(k2, (steps, batch), 0, 2)
-    return xs, ts, jnp.ones((steps, batch), jnp.float64) / batch
+    return spike_data(steps, batch, N_IN, seed, np.float64)
 
 
 def brainstate_reference(module, xs, ts, ws, unit, start):

@@ -21,7 +21,7 @@ brainevent = pytest.importorskip("brainevent")
 u = pytest.importorskip("brainunit")
 
 import traxon  # noqa: E402
-from tests.helpers import rel_error  # noqa: E402
+from tests.helpers import rel_error, spike_data  # noqa: E402
 from tests.test_adapter import brainstate_bptt, match  # noqa: E402
 from traxon.adapters import adapt  # noqa: E402
 from traxon.adapters._sparse import SparseConn  # noqa: E402
@@ -184,10 +184,7 @@ def build(kind, batch=B):
 
 
 def data(steps=T, batch=B, seed=1):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    xs = (jax.random.uniform(k1, (steps, batch, N_IN)) < 0.3).astype(jnp.float32)
-    ts = jax.random.randint(k2, (steps, batch), 0, 2)
-    return xs, ts, jnp.ones((steps, batch), jnp.float32) / batch
+    return spike_data(steps, batch, N_IN, seed)
 
 
 def sparse_weights(net):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import rel_error
+from tests.helpers import rel_error, run_tracer
 from traxon.core import (
     Dense,
     GapJunction,
@@ -197,20 +197,6 @@ def test_gap_junctions_pull_membranes_together(x64):
 
 # --------------------------------------------------------------------------------------
 # Gradients.
-
-
-def run_tracer(name, net, params, state, xs, ts, ws, **options):
-    tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=T)
-    tstate = tracer.init(params, state, target_example=ts[0])
-
-    def body(carry, inp):
-        st, tst = carry
-        x, t, w = inp
-        st, tst, out = tracer.step(params, st, tst, x, t, w)
-        return (st, tst), out.loss
-
-    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), (xs, ts, ws))
-    return tracer.gradients(params, tstate)
 
 
 def problem(net, zero_gap=False, seed=0):

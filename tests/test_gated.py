@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import cosine, rel_error
+from tests.helpers import cosine, rel_error, run_tracer
 from traxon.core import (
     GRU,
     LIF,
@@ -28,7 +28,7 @@ from traxon.core import (
 )
 from traxon.diagnostics import compare
 from traxon.learn import cross_entropy
-from traxon.trace import ALGORITHMS, get_algorithm
+from traxon.trace import ALGORITHMS
 
 T, B, N_IN, N = 16, 2, 4, 6
 
@@ -102,19 +102,6 @@ def reference(net, params, state, xs, ts, ws):
         return jnp.sum(ws * jax.vmap(cross_entropy.fn)(outputs, ts))
 
     return jax.grad(total)(params)
-
-
-def run_tracer(name, net, params, state, xs, ts, ws, **options):
-    tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=T)
-    tstate = tracer.init(params, state, target_example=ts[0])
-
-    def body(carry, inp):
-        st, tst = carry
-        st, tst, out = tracer.step(params, st, tst, *inp)
-        return (st, tst), out.loss
-
-    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), (xs, ts, ws))
-    return tracer.gradients(params, tstate)
 
 
 def assert_exact(grads, ref, tol=1e-8, names=None):

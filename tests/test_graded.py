@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import rel_error
+from tests.helpers import rel_error, run_tracer
 from traxon.core import (
     Dense,
     Expon,
@@ -38,21 +38,6 @@ ACTIVATIONS = {
     "relu": (lambda v: np.maximum(v, 0.0), lambda v: (v > 0).astype(float)),
     "identity": (lambda v: v, np.ones_like),
 }
-
-
-def run_tracer(name, net, params, state, xs, ts, ws, **options):
-    """Gradient of ``sum_t sum_b w l`` by the rule ``name``, one ``lax.scan`` over steps."""
-    tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=T)
-    tstate = tracer.init(params, state, target_example=ts[0])
-
-    def body(carry, inp):
-        st, tst = carry
-        x, t, w = inp
-        st, tst, out = tracer.step(params, st, tst, x, t, w)
-        return (st, tst), out.loss
-
-    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), (xs, ts, ws))
-    return tracer.gradients(params, tstate)
 
 
 def reference(net, params, state, xs, ts, ws):

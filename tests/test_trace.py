@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import cosine, rel_error
+from tests.helpers import cosine, rel_error, run_tracer
 from traxon.core import (
     ALIF,
     LIF,
@@ -23,21 +23,6 @@ from traxon.learn import cross_entropy
 from traxon.trace import bptt_gradient, get_algorithm
 
 T, B, N_IN = 60, 3, 5
-
-
-def run_tracer(name, net, params, state, xs, ts, ws, costs=None, **options):
-    tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=xs["x"].shape[0])
-    tstate = tracer.init(params, state, target_example=ts[0])
-
-    def body(carry, inp):
-        st, tst = carry
-        x, t, w, c = inp
-        st, tst, out = tracer.step(params, st, tst, x, t, w, spike_cost=c or None)
-        return (st, tst), out.loss
-
-    inputs = (xs, ts, ws, costs or {})
-    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), inputs)
-    return tracer.gradients(params, tstate)
 
 
 def problem(net, seed=0, steps=T, batch=B, min_spikes=30):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import rel_error, small_brain
+from tests.helpers import rel_error, run_tracer, small_brain
 from traxon.core import (
     CSR,
     LIF,
@@ -333,20 +333,6 @@ def test_csr_size_mismatch_raises_when_the_network_is_built():
 # Tracers over CSR weights
 
 T, N_H, N_X = 30, 8, 5
-
-
-def run_tracer(name, net, params, state, xs, ts, ws, **options):
-    tracer = get_algorithm(name, **options).bind(net, cross_entropy.fn, window=xs["x"].shape[0])
-    tstate = tracer.init(params, state, target_example=ts[0])
-
-    def body(carry, inp):
-        st, tst = carry
-        x, t, w = inp
-        st, tst, out = tracer.step(params, st, tst, x, t, w)
-        return (st, tst), out.loss
-
-    (_, tstate), _ = jax.jit(lambda c, i: jax.lax.scan(body, c, i))((state, tstate), (xs, ts, ws))
-    return tracer.gradients(params, tstate)
 
 
 def data(seed=1, n_in=N_X):
