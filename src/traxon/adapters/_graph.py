@@ -145,6 +145,21 @@ def flatten(
     return nodes, inputs, outputs, consts, avals
 
 
+def _reach(starts: Iterable[int], step: Callable[[int], Iterable[int]], stop: set[int]) -> set[int]:
+    """Every id reached from ``starts`` (inclusive) by following ``step``, not looking past
+    ``stop`` ids (a depth-first walk; each id is expanded once)."""
+    seen: set[int] = set()
+    todo = list(starts)
+    while todo:
+        i = todo.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        if i not in stop:
+            todo.extend(step(i))
+    return seen
+
+
 class Graph:
     """Dependency queries and hooked evaluation over flattened nodes."""
 
@@ -172,34 +187,18 @@ class Graph:
     # ------------------------------------------------------------------------------
     def ancestors(self, targets: Iterable[int], stop: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
         """All ids the targets depend on (inclusive), not looking past ``stop`` ids."""
-        seen: set[int] = set()
-        todo = list(targets)
-        while todo:
-            i = todo.pop()
-            if i in seen:
-                continue
-            seen.add(i)
-            if i in stop:
-                continue
+
+        def inputs(i: int) -> Iterable[int]:
             node = self.producer.get(i)
-            if node is not None:
-                todo.extend(node.input_ids())
-        return seen
+            return node.input_ids() if node is not None else ()
+
+        return _reach(targets, inputs, stop)
 
     def descendants(self, sources: Iterable[int], stop: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
         """All ids depending on the sources (inclusive), not looking past ``stop`` ids."""
-        seen: set[int] = set()
-        todo = list(sources)
-        while todo:
-            i = todo.pop()
-            if i in seen:
-                continue
-            seen.add(i)
-            if i in stop:
-                continue
-            for node in self.users.get(i, ()):
-                todo.extend(node.outs)
-        return seen
+        return _reach(
+            sources, lambda i: [o for node in self.users.get(i, ()) for o in node.outs], stop
+        )
 
     # ------------------------------------------------------------------------------
     def evaluate(
