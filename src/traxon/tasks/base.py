@@ -162,6 +162,28 @@ def constant_target(label: np.ndarray, n_steps: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(label.astype(np.int32), (n_steps, label.shape[0])))
 
 
+def check_readout_steps(readout_steps: Any, n_steps: int) -> int:
+    """The number of steps a classification task reads out on (``None``: all ``n_steps``),
+    checked to lie in ``[1, n_steps]``."""
+    if readout_steps is None:
+        return n_steps
+    readout_steps = check_int(readout_steps, "readout_steps", minimum=1)
+    if readout_steps > n_steps:
+        raise ValueError(f"`readout_steps` must be <= `n_steps` ({n_steps}); got {readout_steps}.")
+    return readout_steps
+
+
+def labelled_batch(x: np.ndarray, label: np.ndarray, n_steps: int, readout_steps: int) -> Batch:
+    """A classification batch: inputs ``x``, each sequence's ``label`` as the target at every
+    step, read out on the last ``readout_steps`` steps."""
+    return Batch(
+        x=x,
+        y=constant_target(label, n_steps),
+        mask=readout_mask(n_steps, label.shape[0], readout_steps),
+        label=label,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # batching helpers
 

@@ -25,9 +25,9 @@ from traxon.tasks.base import (
     check_choice,
     check_float,
     check_int,
-    constant_target,
+    check_readout_steps,
+    labelled_batch,
     rate_to_prob,
-    readout_mask,
 )
 
 __all__ = ["SpikingDigits"]
@@ -117,13 +117,7 @@ class SpikingDigits(Task):
         self.test_fraction = check_float(test_fraction, "test_fraction", minimum=0.0, strict=True)
         if self.test_fraction >= 1.0:
             raise ValueError(f"`test_fraction` must be < 1; got {self.test_fraction}.")
-        if readout_steps is None:
-            readout_steps = self.n_steps
-        self.readout_steps = check_int(readout_steps, "readout_steps", minimum=1)
-        if self.readout_steps > self.n_steps:
-            raise ValueError(
-                f"`readout_steps` must be <= `n_steps` ({self.n_steps}); got {self.readout_steps}."
-            )
+        self.readout_steps = check_readout_steps(readout_steps, self.n_steps)
         self._p_max = rate_to_prob(self.max_rate_hz, self.dt, "max_rate_hz")
 
         self._images, self._labels = _load_digits()
@@ -208,12 +202,8 @@ class SpikingDigits(Task):
 
     def _batch(self, rng: np.random.Generator, index: np.ndarray) -> Batch:
         label = self._labels[index].astype(np.int32)
-        return Batch(
-            x=self.encode(self._images[index], rng),
-            y=constant_target(label, self.n_steps),
-            mask=readout_mask(self.n_steps, index.size, self.readout_steps),
-            label=label,
-        )
+        x = self.encode(self._images[index], rng)
+        return labelled_batch(x, label, self.n_steps, self.readout_steps)
 
     def _draw(
         self, rng: np.random.Generator, batch_size: int, split: str

@@ -27,8 +27,8 @@ from traxon.tasks.base import (
     Task,
     check_float,
     check_int,
-    constant_target,
-    readout_mask,
+    check_readout_steps,
+    labelled_batch,
 )
 
 __all__ = ["SpikingHeidelbergDigits", "write_shd_file"]
@@ -214,13 +214,7 @@ class SpikingHeidelbergDigits(Task):
         if not isinstance(binary, (bool, np.bool_)):
             raise TypeError(f"`binary` must be True or False; got {binary!r}.")
         self.binary = bool(binary)
-        if readout_steps is None:
-            readout_steps = self.n_steps
-        self.readout_steps = check_int(readout_steps, "readout_steps", minimum=1)
-        if self.readout_steps > self.n_steps:
-            raise ValueError(
-                f"`readout_steps` must be <= `n_steps` ({self.n_steps}); got {self.readout_steps}."
-            )
+        self.readout_steps = check_readout_steps(readout_steps, self.n_steps)
         self.n_in = self.n_channels // self.downsample
         self.dt = 1000.0 * self.max_time_s / self.n_steps
 
@@ -335,12 +329,8 @@ class SpikingHeidelbergDigits(Task):
         if self.binary:
             x = np.minimum(x, 1)
         label = labels[index]
-        return Batch(
-            x=np.ascontiguousarray(x, np.float32),
-            y=constant_target(label, self.n_steps),
-            mask=readout_mask(self.n_steps, index.size, self.readout_steps),
-            label=label,
-        )
+        x = np.ascontiguousarray(x, np.float32)
+        return labelled_batch(x, label, self.n_steps, self.readout_steps)
 
     def _draw(
         self, rng: np.random.Generator, batch_size: int, split: str
