@@ -176,11 +176,19 @@ def test_learns_a_toy_task(net, name):
 # (2) The jitted step does not recompile; (3) the state keeps its shapes and dtypes.
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_jitted_step_compiles_once_and_keeps_its_state_layout(net, params32, name):
+def start32(name, net, params32):
+    """The rule ``name`` bound to ``net``, float32 weights and state, the batch, the rule's
+    initial state and the layout (shapes and dtypes) of ``(state, tstate)``."""
     tracer = bind(name, net)
     params, state = as_dtype(params32, jnp.float32), net.init_state(B)
-    xs, ts, ws, costs = make_data(jnp.float32)
+    data = make_data(jnp.float32)
+    tstate = tracer.init(params, state, target_example=data[1][0])
+    return tracer, params, state, tstate, data, signature((state, tstate))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jitted_step_compiles_once_and_keeps_its_state_layout(net, params32, name):
+    tracer, params, state, tstate, (xs, ts, ws, costs), layout = start32(name, net, params32)
     traces = []
 
     def step(params, state, tstate, x, target, weight, spike_cost):
@@ -188,8 +196,6 @@ def test_jitted_step_compiles_once_and_keeps_its_state_layout(net, params32, nam
         return tracer.step(params, state, tstate, x, target, weight, spike_cost=spike_cost)
 
     step_jit = jax.jit(step)
-    tstate = tracer.init(params, state, target_example=ts[0])
-    layout = signature((state, tstate))
     for t in range(3):  # feed each step's output back: its types must match the input's
         inp = jax.tree_util.tree_map(lambda a, t=t: a[t], (xs, ts, ws, costs))
         state, tstate, out = step_jit(params, state, tstate, *inp)
@@ -201,11 +207,7 @@ def test_jitted_step_compiles_once_and_keeps_its_state_layout(net, params32, nam
 @pytest.mark.parametrize("name", NAMES)
 def test_state_layout_is_stable_under_scan_and_resets(net, params32, name):
     """Traced only (``jax.eval_shape``): ``lax.scan`` itself rejects a carry that changes."""
-    tracer = bind(name, net)
-    params, state = as_dtype(params32, jnp.float32), net.init_state(B)
-    xs, ts, ws, costs = make_data(jnp.float32)
-    tstate = tracer.init(params, state, target_example=ts[0])
-    layout = signature((state, tstate))
+    tracer, params, state, tstate, (xs, ts, ws, costs), layout = start32(name, net, params32)
 
     (state_t, tstate_t), outs = jax.eval_shape(
         lambda *a: scan_run(tracer, *a), params, state, tstate, xs, ts, ws, costs
