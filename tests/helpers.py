@@ -103,3 +103,33 @@ def spike_data(steps, batch, n_in, seed=1, dtype=np.float32):
     xs = (jax.random.uniform(k1, (steps, batch, n_in)) < 0.3).astype(dtype)
     ts = jax.random.randint(k2, (steps, batch), 0, 2)
     return xs, ts, jnp.ones((steps, batch), dtype) / batch
+
+
+def rate_task_losses(learner, steps, n_in, batch=8, seed=0):
+    """The loss of each of ``steps`` online steps of ``learner`` on a fixed batch: which of two
+    groups of the ``n_in`` input channels (the first 3 and the rest) fires at 40% per step
+    (the other at 2%)? Returns ``(mean of the first tenth, mean of the last tenth)``."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, batch)
+    groups = np.repeat([0, 1], [3, n_in - 3])
+    rates = np.where(label[:, None] == groups[None], 0.4, 0.02)
+    losses = []
+    for _ in range(steps):
+        x = (rng.random((batch, n_in)) < rates).astype(np.float32)
+        losses.append(learner.step(x, label)["loss"])
+    tenth = steps // 10
+    return np.mean(losses[:tenth]), np.mean(losses[-tenth:])
+
+
+def assert_steps_compile_once(module, n_in):
+    """An es_d_rtrl learner on ``module`` (batch 2) compiles its step once: the second and
+    third steps, with other labels, reuse the first's program."""
+    import traxon
+
+    learner = traxon.online_learner(module, "es_d_rtrl", input_size=n_in)
+    x = np.ones((2, n_in), np.float32)
+    learner.step(x, np.array([0, 1]))
+    size = learner._step_jit._cache_size()
+    learner.step(x, np.array([1, 0]))
+    learner.step(x, np.array([1, 1]))
+    assert learner._step_jit._cache_size() == size

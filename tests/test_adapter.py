@@ -14,7 +14,13 @@ braintools = pytest.importorskip("braintools")
 u = pytest.importorskip("brainunit")
 
 import traxon  # noqa: E402
-from tests.helpers import rel_error, run_tracer, spike_data  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    assert_steps_compile_once,
+    rate_task_losses,
+    rel_error,
+    run_tracer,
+    spike_data,
+)
 from traxon.adapters import adapt  # noqa: E402
 from traxon.core import (  # noqa: E402
     LIF,
@@ -398,14 +404,7 @@ def test_networks_written_as_brainpy_state_learn(cls):
     learner = traxon.online_learner(
         module, "es_d_rtrl", optax.adam(1e-2), update_every=10, input_size=N_IN
     )
-    rng = np.random.default_rng(0)
-    label = rng.integers(0, 2, 8)
-    rates = np.where(label[:, None] == np.repeat([0, 1], [3, 2])[None], 0.4, 0.02)
-    losses = []
-    for _ in range(300):
-        x = (rng.random((8, N_IN)) < rates).astype(np.float32)
-        losses.append(learner.step(x, label)["loss"])
-    first, last = np.mean(losses[:30]), np.mean(losses[-30:])
+    first, last = rate_task_losses(learner, 300, N_IN)
     assert last < first * 0.8, (cls.__name__, first, last)
     # The user's module holds the trained weights (units restored).
     w = next(iter(module.states(brainstate.ParamState).values())).value
@@ -454,13 +453,7 @@ def test_learner_writes_back_and_follows_the_module():
 
 def test_no_recompilation_on_the_second_call():
     module = build(Single, batch=2)
-    learner = traxon.online_learner(module, "es_d_rtrl", input_size=N_IN)
-    x = np.ones((2, N_IN), np.float32)
-    learner.step(x, np.array([0, 1]))
-    size = learner._step_jit._cache_size()
-    learner.step(x, np.array([1, 0]))
-    learner.step(x, np.array([1, 1]))
-    assert learner._step_jit._cache_size() == size
+    assert_steps_compile_once(module, N_IN)
 
 
 # -------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ brainevent = pytest.importorskip("brainevent")
 u = pytest.importorskip("brainunit")
 
 import traxon  # noqa: E402
-from tests.helpers import rel_error, spike_data  # noqa: E402
+from tests.helpers import assert_steps_compile_once, rate_task_losses, rel_error, spike_data  # noqa: E402
 from tests.test_adapter import brainstate_bptt, match  # noqa: E402
 from traxon.adapters import adapt  # noqa: E402
 from traxon.adapters._sparse import SparseConn  # noqa: E402
@@ -259,13 +259,7 @@ def test_bptt_equals_brainstate_and_online_rules_report_their_cosine(x64, kind, 
 def test_no_recompilation_on_the_second_step():
     """A shared weight (a weak-typed scalar in the module) recompiled at the second step."""
     module = build("event_fixed_prob_homogeneous", batch=2)
-    learner = traxon.online_learner(module, "es_d_rtrl", input_size=N_IN)
-    x = np.ones((2, N_IN), np.float32)
-    learner.step(x, np.array([0, 1]))
-    size = learner._step_jit._cache_size()
-    learner.step(x, np.array([1, 0]))
-    learner.step(x, np.array([1, 1]))
-    assert learner._step_jit._cache_size() == size
+    assert_steps_compile_once(module, N_IN)
 
 
 @pytest.mark.slow
@@ -280,14 +274,7 @@ def test_short_training_lowers_the_loss(kind, algorithm):
     learner = traxon.online_learner(
         module, algorithm, optax.adam(1e-2), update_every=10, input_size=N_IN
     )
-    rng = np.random.default_rng(0)
-    label = rng.integers(0, 2, 8)
-    rates = np.where(label[:, None] == np.repeat([0, 1], [3, 2])[None], 0.4, 0.02)
-    losses = []
-    for _ in range(200):
-        x = (rng.random((8, N_IN)) < rates).astype(np.float32)
-        losses.append(learner.step(x, label)["loss"])
-    first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+    first, last = rate_task_losses(learner, 200, N_IN)
     assert last < first * 0.8, (kind, first, last)
     # The module holds the trained sparse weights, units restored.
     w = module.E.comm.weight.value
