@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from traxon._checks import check_positive_int
 from traxon.adapters import _prepare, _sparse
 from traxon.adapters._analysis import Analysis, StateLeaf
 from traxon.adapters._build import build
@@ -262,8 +263,7 @@ class AdaptedNetwork(Network):
         step uses it, starts from the key too. The learner passes a new key for every
         sequence, split from its own (reproducible from its ``seed``).
         """
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+        check_positive_int(batch_size, "batch_size")
         dtype = dtype if dtype is not None else jnp.zeros(()).dtype
         drawn = (
             self._reset(int(batch_size))(key)
