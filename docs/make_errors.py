@@ -492,6 +492,7 @@ from traxon.learn import cross_entropy
 
 gru = Population(GRU(), 4)
 worm = Population(Graded(tau=10.0), 5)
+conv = Conv2D(2, 3, kernel_size=3, in_shape=(5, 5), padding="SAME")  # 2 x 5 x 5 -> 3 x 5 x 5
 """,
         [
             (
@@ -536,7 +537,7 @@ worm = Population(Graded(tau=10.0), 5)
             (
                 "A convolution under a per-entry rule",
                 'net = Network(2 * 5 * 5, {"h": Population(LIF(), 3 * 5 * 5)}, '
-                '[Projection("x", "h", Conv2D(2, 3, kernel_size=3, in_shape=(5, 5), padding="SAME"))], readout=Readout("h", 2))\n'
+                '[Projection("x", "h", conv)], readout=Readout("h", 2))\n'
                 'traxon.get_algorithm("d_rtrl").bind(net, cross_entropy.fn)',
                 "A kernel entry is shared by every output position, so it has no one neuron "
                 "for a per-entry trace.",
@@ -544,8 +545,7 @@ worm = Population(Graded(tau=10.0), 5)
             ),
             (
                 "A convolution whose input does not match the population",
-                'Network(49, {"h": Population(LIF(), 3 * 5 * 5)}, '
-                '[Projection("x", "h", Conv2D(2, 3, kernel_size=3, in_shape=(5, 5), padding="SAME"))])',
+                'Network(49, {"h": Population(LIF(), 3 * 5 * 5)}, [Projection("x", "h", conv)])',
                 "The op's input map `(C, H, W)` flattened channel-major must have as many "
                 "values as the source.",
                 "Size the source `C * H * W`, or give the op the source's shape.",
