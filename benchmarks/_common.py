@@ -279,3 +279,21 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def error_text(exc: BaseException, limit: int = 300) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: A compiled function ready to time: ``(call, memory_stats, compile seconds)``.
+Built = tuple[Callable[[], Any], dict, float]
+
+
+def brainstate_compiled(fn: Callable[..., Any], *args: Any) -> Built:
+    """``brainstate.transform.jit(fn)`` compiled once for ``args``; the call runs it on the
+    states' values as they were and does not write states back (so repetitions time the
+    same work)."""
+    import brainstate
+
+    jitted = brainstate.transform.jit(fn)
+    t0 = time.perf_counter()
+    compiled = jitted.compile(*args)
+    sec = time.perf_counter() - t0
+    values = jitted.stateful_fun.get_state_trace(*args, compile_if_miss=True).get_state_values()
+    return (lambda: compiled(values, *args)[1]), memory_stats(compiled), sec

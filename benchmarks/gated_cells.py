@@ -47,7 +47,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    Built,
     base_parser,
+    brainstate_compiled,
     compile_jax,
     emit,
     emit_machine,
@@ -63,8 +65,6 @@ TAU_O, DT = 20.0, 1.0
 DECAY = 0.5  # es_d_rtrl's and pp_prop's presynaptic decay: 1 - sigma(0), the cell's decay at rest
 WEIGHTS = ("x->z", "h->z", "b_z", "x->hx", "b_hx", "h->readout")
 PEER_OF = {"forward": "peer_forward", "d_rtrl": "peer_d_rtrl", "es_d_rtrl": "peer_pp_prop"}
-
-Built = tuple[Callable[[], Any], dict, float]
 
 
 def make_problem(N: int, B: int, T: int) -> dict[str, Any]:
@@ -192,23 +192,12 @@ def _peer_grads(g: dict) -> dict[str, jax.Array]:
     }
 
 
-def _brainstate_compiled(fn: Callable[..., Any], *args: Any) -> Built:
-    import brainstate
-
-    jitted = brainstate.transform.jit(fn)
-    t0 = time.perf_counter()
-    compiled = jitted.compile(*args)
-    sec = time.perf_counter() - t0
-    values = jitted.stateful_fun.get_state_trace(*args, compile_if_miss=True).get_state_values()
-    return (lambda: compiled(values, *args)[1]), memory_stats(compiled), sec
-
-
 def build_peer_forward(pb: dict) -> Built:
     import brainstate
 
     model = _peer_model(pb)
     brainstate.nn.init_all_states(model, batch_size=pb["B"])
-    return _brainstate_compiled(lambda xs: brainstate.transform.for_loop(model, xs), pb["data"][0])
+    return brainstate_compiled(lambda xs: brainstate.transform.for_loop(model, xs), pb["data"][0])
 
 
 def build_peer_etrace(pb: dict, algorithm: str) -> Built:
@@ -231,7 +220,7 @@ def build_peer_etrace(pb: dict, algorithm: str) -> Built:
     def run(xs: jax.Array, ys: jax.Array) -> Any:
         return learner.etrace_grad(xs, ys, step_fn=step_loss, reduction="sum")
 
-    call, mem, sec = _brainstate_compiled(run, xs, ys)
+    call, mem, sec = brainstate_compiled(run, xs, ys)
     return (lambda: _peer_grads(call())), mem, sec
 
 

@@ -86,8 +86,10 @@ import jax.numpy as jnp
 import numpy as np
 from _common import (
     GB,
+    Built,
     base_parser,
     brainpy_lif,
+    brainstate_compiled,
     compile_jax,
     emit,
     emit_machine,
@@ -156,8 +158,6 @@ def make_problem(N: int, B: int, T_max: int) -> Problem:
 
 # --------------------------------------------------------------------------------------
 # traxon rows: each builder returns (call, memory stats, compile seconds).
-
-Built = tuple[Callable[[], Any], dict, float]
 
 
 def _rate(state: dict, signals: dict) -> jax.Array:
@@ -293,18 +293,6 @@ def _peer_model(pb: Problem) -> Any:
     return PeerRSNN()
 
 
-def _brainstate_compiled(fn: Callable[..., Any], *args: Any) -> Built:
-    """``brainstate.transform.jit(fn)`` compiled once; the call does not write states back."""
-    import brainstate
-
-    jitted = brainstate.transform.jit(fn)
-    t0 = time.perf_counter()
-    compiled = jitted.compile(*args)
-    sec = time.perf_counter() - t0
-    values = jitted.stateful_fun.get_state_trace(*args, compile_if_miss=True).get_state_values()
-    return (lambda: compiled(values, *args)[1]), memory_stats(compiled), sec
-
-
 def _ce(out: jax.Array, y: jax.Array) -> jax.Array:
     import braintools
 
@@ -325,7 +313,7 @@ def build_peer_forward(pb: Problem, T: int) -> Built:
         outputs, rates = brainstate.transform.for_loop(body, xs)
         return outputs, jnp.mean(rates)
 
-    return _brainstate_compiled(run, xs)
+    return brainstate_compiled(run, xs)
 
 
 def _peer_learner(pb: Problem, algorithm: str, T: int) -> Any:
@@ -350,7 +338,7 @@ def build_peer_etrace(pb: Problem, T: int, algorithm: str) -> Built:
     def run(xs: jax.Array, ys: jax.Array) -> Any:
         return learner.etrace_grad(xs, ys, step_fn=step_loss, reduction="sum")
 
-    return _brainstate_compiled(run, xs, ys)
+    return brainstate_compiled(run, xs, ys)
 
 
 def build_peer_sgd(pb: Problem, T: int) -> Built:
@@ -375,7 +363,7 @@ def build_peer_sgd(pb: Problem, T: int) -> Built:
         brainstate.transform.for_loop(body, xs, ys)
         return {key: w.value for key, w in weights.items()}
 
-    return _brainstate_compiled(run, xs, ys)
+    return brainstate_compiled(run, xs, ys)
 
 
 # --------------------------------------------------------------------------------------
