@@ -233,3 +233,18 @@ def test_every_rule_runs_on_connectivity_data(algorithm: str) -> None:
     assert const_bytes(learner.jit("run"), learner.connectivity, ls, x, y, m) < 1_000
     data = learner.jit("run")(learner.connectivity, ls, x, y, m)
     assert same(data, jax.jit(learner.run)(ls, x, y, m))
+
+
+def test_data_parallel_steps_capture_no_connectome() -> None:
+    """``traxon.parallel.data_parallel`` passes the index arrays to its jitted steps as data
+    too: its step's captured constants do not grow with the number of connections."""
+    from traxon.parallel import data_parallel
+
+    b = RegionRates(n_regions=REGIONS, n_in=N_IN, n_steps=T, window=3).sample(0, 4)
+    x, y, m = (jnp.asarray(a) for a in (b.x, b.y, b.mask))
+    sizes = []
+    for connections in (1_000, 4_000):
+        dp = data_parallel(learner_for(brain(connections, seed=0)))
+        ls = dp.init(batch_size=4)  # a multiple of the devices (4 on the test machine)
+        sizes.append(const_bytes(dp._step, dp._indices, ls, x[0], y[0], m[0]))
+    assert sizes[0] == sizes[1] and sizes[0] < 1_000, sizes

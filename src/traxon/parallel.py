@@ -20,7 +20,8 @@ core runs on a :class:`jax.sharding.Mesh` of devices with axes ``("data", "neuro
 Sharding only chooses where arrays live; the program's results do not depend on it. With
 split sparse weights each device gathers, scatters and accumulates gradients for its own
 entries; XLA sums the partial currents ``(B, N)`` across devices every step. The index
-arrays of the sparse ops (compile-time constants) are still held whole by every device.
+arrays of the sparse ops are arguments of the compiled step (not constants captured in it),
+held whole by every device.
 
 Across hosts, start every process with :func:`jax.distributed.initialize` (see
 ``docs/scaling.md``) before building the learner; ``jax.devices()`` then lists every host's
@@ -39,7 +40,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from traxon._checks import TraxonWarning
-from traxon.core.ops import CSR, Sparse
+from traxon.core.ops import CSR, Sparse, bind_indices
 from traxon.learn.learner import LearnerState, OnlineLearner
 
 __all__ = ["DataParallel", "data_parallel"]
@@ -106,9 +107,25 @@ class DataParallel:
                     stacklevel=3,
                 )
         self._shardings: dict[int, Any] = {}
-        self._run = jax.jit(self._run_impl)
-        self._sequence = jax.jit(self._sequence_impl)
-        self._step = jax.jit(self._step_impl)
+        # The sparse ops' index arrays are data, replicated on every device, and the jitted
+        # functions take them first (connectivity as data: the compiled programs capture no
+        # connectome).
+        self._keys = learner.net.index_arrays()
+        self._indices = jax.device_put(
+            tuple(learner.connectivity), NamedSharding(self.mesh, PartitionSpec())
+        )
+        self._run = self._jit(self._run_impl)
+        self._sequence = self._jit(self._sequence_impl)
+        self._step = self._jit(self._step_impl)
+
+    def _jit(self, fn: Any) -> Any:
+        """``fn`` jitted with the connectivity bound to its first argument."""
+
+        def with_indices(indices: Any, *args: Any) -> Any:
+            with bind_indices(self._keys, indices):
+                return fn(*args)
+
+        return jax.jit(with_indices)
 
     # ------------------------------------------------------------------------------
     def _spec(self, shape: tuple[int, ...], batched: bool) -> PartitionSpec:
@@ -209,13 +226,13 @@ class DataParallel:
         """``T`` learning steps, sharded: ``xs`` ``(T, B, n_in)``; see
         :meth:`OnlineLearner.run`. Returns ``(state, metrics)``. With several processes
         each passes its own slice of the batch."""
-        return self._run(ls, *self._sharded_sequence(ls, xs, ys, masks))
+        return self._run(self._indices, ls, *self._sharded_sequence(ls, xs, ys, masks))
 
     def train_sequence(self, ls: LearnerState, xs: Any, ys: Any, masks: Any = None) -> Any:
         """One training sequence, sharded, as :meth:`OnlineLearner.fit` runs each batch:
         reset the neurons and traces, run the ``T`` steps, apply what the window left
         accumulated. Returns ``(state, metrics)``."""
-        return self._sequence(ls, *self._sharded_sequence(ls, xs, ys, masks))
+        return self._sequence(self._indices, ls, *self._sharded_sequence(ls, xs, ys, masks))
 
     def step(self, ls: LearnerState, x: Any, y: Any, mask: Any = None) -> Any:
         """One learning step, sharded: ``x`` ``(B, n_in)``. Returns ``(state, metrics)``."""
@@ -223,7 +240,7 @@ class DataParallel:
             first = x if not isinstance(x, dict) else next(iter(x.values()))
             mask = np.ones((int(np.shape(first)[0]),), np.float32)  # this process's slice
         x, y, mask = (self.shard_batch(a, batch_axis=0) for a in (x, y, mask))
-        return self._step(ls, x, y, mask)
+        return self._step(self._indices, ls, x, y, mask)
 
 
 def data_parallel(
