@@ -105,9 +105,17 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
         raise ValueError(f"`{name}` must be {need} and finite; got {shown}.")
 
 
-def check_positive_int(value: Any, name: str, *, optional: bool = False) -> Any:
-    """Return ``value`` as an ``int`` if it is an integer >= 1 (``None`` passes through when
-    ``optional``); otherwise raise ``ValueError`` naming ``name``. ``True`` is not an integer.
+def check_positive_int(
+    value: Any,
+    name: str,
+    *,
+    optional: bool = False,
+    allow_zero: bool = False,
+    owner: str | None = None,
+) -> Any:
+    """Return ``value`` as an ``int`` if it is an integer >= 1 (>= 0 with ``allow_zero``;
+    ``None`` passes through when ``optional``); otherwise raise ``ValueError`` naming
+    ``name`` (and the ``owner`` it is an argument of, when given). ``True`` is not an integer.
 
     Example:
         >>> from traxon._checks import check_positive_int
@@ -116,12 +124,19 @@ def check_positive_int(value: Any, name: str, *, optional: bool = False) -> Any:
         >>> check_positive_int(0, "window", optional=True)
         Traceback (most recent call last):
         ValueError: `window` must be a positive integer or None; got 0.
+        >>> check_positive_int(-1, "padding", allow_zero=True, owner="Conv2D")
+        Traceback (most recent call last):
+        ValueError: `padding` of Conv2D must be a non-negative integer; got -1.
     """
     if optional and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        allowed = "a positive integer or None" if optional else "a positive integer"
-        raise ValueError(f"`{name}` must be {allowed}; got {value!r}.")
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        allowed = "a non-negative integer" if allow_zero else "a positive integer"
+        if optional:
+            allowed += " or None"
+        where = f" of {owner}" if owner else ""
+        raise ValueError(f"`{name}`{where} must be {allowed}; got {value!r}.")
     return int(value)
 
 

@@ -1248,7 +1248,7 @@ def connectome_network(
         >>> {k: v.shape for k, v in sorted(params.items())}
         {'brain->brain': (3000,), 'brain->readout': (1,), 'x->brain': (8, 300)}
     """
-    from traxon._checks import check_positive, to_float
+    from traxon._checks import check_positive, check_positive_int, to_float
     from traxon.core import (
         CSR,
         LIF,
@@ -1305,8 +1305,7 @@ def connectome_network(
         )
     if trainable not in ("connection", "cell_type"):
         raise ValueError(f"`trainable` must be 'connection' or 'cell_type'; got {trainable!r}.")
-    if isinstance(rate_window, bool) or not isinstance(rate_window, int) or rate_window < 1:
-        raise ValueError(f"`rate_window` must be a positive integer; got {rate_window!r}.")
+    rate_window = check_positive_int(rate_window, "rate_window")
     n = connectome.n_neurons
     in_syn = np.bincount(connectome.post, weights=connectome.count, minlength=n)
     if weight_scale is None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from traxon._checks import check_positive_int
+
 __all__ = [
     "activity",
     "fidelity_bars",
@@ -282,8 +284,7 @@ def learning_curve(
         >>> fig = learning_curve([{"loss": 0.7, "accuracy": 0.5}, {"loss": 0.3, "accuracy": 0.9}])
     """
     plt = _plt()
-    if int(smooth) < 1:
-        raise ValueError(f"`smooth` must be a positive integer; got {smooth!r}.")
+    smooth = check_positive_int(smooth, "smooth")
     runs = history if isinstance(history, Mapping) else {"train": history}
     keys = [k for k in keys if any(k in h for run in runs.values() for h in run)]
     if not keys:

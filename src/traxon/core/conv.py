@@ -38,21 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon._checks import check_positive, to_float
+from traxon._checks import check_positive, check_positive_int, to_float
 from traxon._module import static
 from traxon.core.ops import WeightOp
 
 __all__ = ["Conv1D", "Conv2D"]
 
 _AXES = {1: "(C, L)", 2: "(C, H, W)"}
-
-
-def _positive_int(value: Any, name: str, where: str, allow_zero: bool = False) -> int:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        what = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"`{name}` of {where} must be {what} integer; got {value!r}.")
-    return int(value)
 
 
 def _per_axis(value: Any, ndim: int, name: str, where: str, allow_zero: bool = False) -> tuple:
@@ -63,8 +55,8 @@ def _per_axis(value: Any, ndim: int, name: str, where: str, allow_zero: bool = F
                 f"`{name}` of {where} must be an integer or {ndim} integers (one per spatial "
                 f"axis); got {value!r}."
             )
-        return tuple(_positive_int(v, name, where, allow_zero) for v in value)
-    return (_positive_int(value, name, where, allow_zero),) * ndim
+        return tuple(check_positive_int(v, name, allow_zero=allow_zero, owner=where) for v in value)
+    return (check_positive_int(value, name, allow_zero=allow_zero, owner=where),) * ndim
 
 
 class _Conv(WeightOp):
@@ -85,8 +77,10 @@ class _Conv(WeightOp):
         where = type(self).__name__
         n = self.ndim
         set_ = object.__setattr__
-        set_(self, "in_channels", _positive_int(self.in_channels, "in_channels", where))
-        set_(self, "out_channels", _positive_int(self.out_channels, "out_channels", where))
+        set_(self, "in_channels", check_positive_int(self.in_channels, "in_channels", owner=where))
+        set_(
+            self, "out_channels", check_positive_int(self.out_channels, "out_channels", owner=where)
+        )
         set_(self, "kernel_size", _per_axis(self.kernel_size, n, "kernel_size", where))
         set_(self, "in_shape", _per_axis(self.in_shape, n, "in_shape", where))
         set_(self, "stride", _per_axis(self.stride, n, "stride", where))
