@@ -95,6 +95,48 @@ def _refractory(
     return jnp.where(ref > 0.5 * dt, held, free), ref
 
 
+# The membrane LIF and ALIF share (ALIF adds its adaptation on top).
+
+
+def _check_membrane(neuron: LIF | ALIF) -> None:
+    """The checks LIF and ALIF share (after their time constants'), and their surrogate."""
+    _check_threshold(neuron.V_th, neuron.V_reset)
+    _warn_zero_resistance(neuron)
+    if neuron.reset not in ("soft", "hard"):
+        raise ValueError(f"`reset` must be 'soft' or 'hard'; got {neuron.reset!r}.")
+    object.__setattr__(neuron, "spike_fn", surrogate(neuron.spike_fn or "triangle"))
+
+
+def _with_timer(neuron: LIF | ALIF, state: State, shape: tuple[int, ...], dtype: Any) -> State:
+    """``state`` with the refractory timer (at zero) when the neuron has a refractory period."""
+    if neuron.tau_ref > 0:
+        state["ref"] = jnp.zeros(shape, dtype)
+    return state
+
+
+def _membrane_step(
+    neuron: LIF | ALIF, state: State, current: Any, jump: Any, dt: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(spike, held, V)``: the previous state's spike, the membrane after its reset (where
+    a refractory neuron is held) and the membrane after integrating ``current`` over ``dt``
+    by the exact exponential step, plus ``jump``."""
+    spike = neuron.output(state)
+    v = _reset(state["V"], spike, neuron.V_th, neuron.V_reset, neuron.reset, neuron.detach_reset)
+    alpha = _leak(dt, neuron.tau)
+    rest = neuron.V_rest
+    return spike, v, rest + (v - rest) * alpha + neuron.R * current * (1.0 - alpha) + jump
+
+
+def _hold(
+    neuron: LIF | ALIF, state: State, new: State, spike: jax.Array, held: jax.Array, dt: float
+) -> State:
+    """``new`` with the membrane held at ``held`` while the refractory timer runs (and the
+    timer's new value), when the neuron has a refractory period."""
+    if neuron.tau_ref > 0:
+        new["V"], new["ref"] = _refractory(state["ref"], spike, held, new["V"], neuron.tau_ref, dt)
+    return new
+
+
 class LIF(Neuron):
     r"""Leaky integrate-and-fire neuron.
 
@@ -141,11 +183,7 @@ class LIF(Neuron):
         object.__setattr__(self, "tau_ref", float(to_float(self.tau_ref, "ms", "tau_ref")))
         check_positive(self.tau, "tau")
         check_positive(self.tau_ref, "tau_ref", allow_zero=True)
-        _check_threshold(self.V_th, self.V_reset)
-        _warn_zero_resistance(self)
-        if self.reset not in ("soft", "hard"):
-            raise ValueError(f"`reset` must be 'soft' or 'hard'; got {self.reset!r}.")
-        object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "triangle"))
+        _check_membrane(self)
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -156,23 +194,14 @@ class LIF(Neuron):
         return ("ref",) if self.tau_ref > 0 else ()
 
     def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        state = {"V": jnp.full(shape, self.V_rest, dtype)}
-        if self.tau_ref > 0:
-            state["ref"] = jnp.zeros(shape, dtype)
-        return state
+        return _with_timer(self, {"V": jnp.full(shape, self.V_rest, dtype)}, shape, dtype)
 
     def output(self, state: State) -> jax.Array:
         return self.spike_fn((state["V"] - self.V_th) / (self.V_th - self.V_reset))
 
     def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
-        spike = self.output(state)
-        v = _reset(state["V"], spike, self.V_th, self.V_reset, self.reset, self.detach_reset)
-        alpha = _leak(dt, self.tau)
-        v_new = self.V_rest + (v - self.V_rest) * alpha + self.R * current * (1.0 - alpha) + jump
-        new = {"V": v_new}
-        if self.tau_ref > 0:
-            new["V"], new["ref"] = _refractory(state["ref"], spike, v, v_new, self.tau_ref, dt)
-        return new
+        spike, held, v_new = _membrane_step(self, state, current, jump, dt)
+        return _hold(self, state, {"V": v_new}, spike, held, dt)
 
     def decays(self, dt: float) -> dict[str, float]:
         return {"V": _mean_decay(dt, self.tau)}
@@ -223,11 +252,7 @@ class ALIF(Neuron):
         check_positive(self.tau, "tau")
         check_positive(self.tau_a, "tau_a")
         check_positive(self.beta, "beta", allow_zero=True)
-        _check_threshold(self.V_th, self.V_reset)
-        _warn_zero_resistance(self)
-        if self.reset not in ("soft", "hard"):
-            raise ValueError(f"`reset` must be 'soft' or 'hard'; got {self.reset!r}.")
-        object.__setattr__(self, "spike_fn", surrogate(self.spike_fn or "triangle"))
+        _check_membrane(self)
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -239,27 +264,17 @@ class ALIF(Neuron):
 
     def init(self, shape: tuple[int, ...], dtype: Any) -> State:
         state = {"V": jnp.full(shape, self.V_rest, dtype), "a": jnp.zeros(shape, dtype)}
-        if self.tau_ref > 0:
-            state["ref"] = jnp.zeros(shape, dtype)
-        return state
+        return _with_timer(self, state, shape, dtype)
 
     def output(self, state: State) -> jax.Array:
         threshold = self.V_th + self.beta * state["a"]
         return self.spike_fn((state["V"] - threshold) / (self.V_th - self.V_reset))
 
     def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
-        spike = self.output(state)
-        v = _reset(state["V"], spike, self.V_th, self.V_reset, self.reset, self.detach_reset)
-        alpha = _leak(dt, self.tau)
-        rho = _leak(dt, self.tau_a)
+        spike, held, v_new = _membrane_step(self, state, current, jump, dt)
         # The adaptation keeps its gradient even with `detach_reset` (as in e-prop).
-        new = {
-            "V": self.V_rest + (v - self.V_rest) * alpha + self.R * current * (1 - alpha) + jump,
-            "a": (state["a"] + spike) * rho,
-        }
-        if self.tau_ref > 0:
-            new["V"], new["ref"] = _refractory(state["ref"], spike, v, new["V"], self.tau_ref, dt)
-        return new
+        new = {"V": v_new, "a": (state["a"] + spike) * _leak(dt, self.tau_a)}
+        return _hold(self, state, new, spike, held, dt)
 
     def decays(self, dt: float) -> dict[str, float]:
         return {"V": _mean_decay(dt, self.tau), "a": _mean_decay(dt, self.tau_a)}
@@ -505,7 +520,7 @@ def _warn_zero_resistance(neuron: LIF | ALIF) -> None:
         f"{type(neuron).__name__} has {who}: the membrane ignores its input current, so no "
         "gradient reaches the weights onto it (only Delta-synapse jumps still act). Give R > 0.",
         TraxonWarning,
-        stacklevel=4,  # the caller of LIF(...): here, __post_init__, the dataclass __init__
+        stacklevel=5,  # the caller of LIF(...): here, _check_membrane, __post_init__, __init__
     )
 
 
