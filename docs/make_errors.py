@@ -56,6 +56,12 @@ snippets assume
 {preamble}```
 """
 
+#: The small network most sections' setup builds.
+NET = """\
+net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
+              readout=Readout("h", 2))
+"""
+
 # Each section: (title, intro, setup code shown on the page, cases).
 # Each case: (title, code, cause, fix).
 SECTIONS: list[tuple[str, str, str, list[tuple[str, str, str, str]]]] = [
@@ -405,9 +411,8 @@ SECTIONS: list[tuple[str, str, str, list[tuple[str, str, str, str]]]] = [
     (
         "Running a network",
         "",
-        """\
-net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
-              readout=Readout("h", 2))
+        NET
+        + """\
 params, state = net.init(jax.random.PRNGKey(0), batch_size=2)
 """,
         [
@@ -559,8 +564,9 @@ conv = Conv2D(2, 3, kernel_size=3, in_shape=(5, 5), padding="SAME")  # 2 x 5 x 5
         """\
 from traxon.learn import cross_entropy
 
-net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
-              readout=Readout("h", 2))
+"""
+        + NET
+        + """\
 params, state = net.init(jax.random.PRNGKey(0), batch_size=2)
 """,
         [
@@ -666,10 +672,7 @@ traxon.d_rtrl().bind(coupled, cross_entropy.fn)""",
         "The online learner",
         "Options are checked when the learner is built; data when it is given, before any "
         "work, so a failed call leaves the learner's state as it was.",
-        """\
-net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
-              readout=Readout("h", 2))
-""",
+        NET,
         [
             (
                 "Not a traxon network",
@@ -743,9 +746,8 @@ net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))]
     (
         "The learner's data",
         "",
-        """\
-net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
-              readout=Readout("h", 2))
+        NET
+        + """\
 learner = traxon.online_learner(net, "d_rtrl", optax.adam(1e-2))
 learner.init_state(batch_size=2)
 x, y = jnp.ones((2, 3)), np.array([0, 1])
@@ -886,9 +888,8 @@ nan_learner.step(x, y)""",
     (
         "Checkpoints",
         "",
-        """\
-net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
-              readout=Readout("h", 2))
+        NET
+        + """\
 learner = traxon.online_learner(net, "d_rtrl")
 learner.init_state(batch_size=2)
 path = learner.save("run/ckpt.npz")

@@ -137,6 +137,31 @@ def fig_contract(path: Path) -> None:
     plt.close(fig)
 
 
+# Per panel of fig_align: title, the boxes' x, their label, the arrow's x from and to, the
+# x where the weights' lines start and end, the formula's x and text.
+ALIGN = {
+    "post": (
+        'AlignPost (align="post"): state per target neuron',
+        6.6,
+        "$g_i$",
+        (7.5, 8.9),
+        [1.1, 6.6],
+        3.8,
+        "$g_t = e^{-\\Delta t/\\tau} g_{t-1} + z_t W$     memory: $B\\cdot N$ per synapse variable",
+    ),
+    "pre": (
+        'AlignPre (align="pre"): state per source neuron',
+        1.6,
+        "$\\bar g_j$",
+        (1.1, 1.6),
+        [2.5, 8.9],
+        5.0,
+        "$\\bar g_t = e^{-\\Delta t/\\tau} \\bar g_{t-1} + s_t$,  "
+        "$u_t = \\bar g_t W$     memory: $B\\cdot I$ per synapse variable",
+    ),
+}
+
+
 def fig_align(path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, kind in zip(axes, ("post", "pre"), strict=True):
@@ -152,40 +177,16 @@ def fig_align(path: Path) -> None:
             ax.add_patch(plt.Circle((9.2, y), 0.28, fc="#d9f0d3", ec="0.3"))
         ax.text(0.8, 4.75, "$I$ presynaptic", ha="center", fontsize=9)
         ax.text(9.2, 4.75, "$N$ postsynaptic", ha="center", fontsize=9)
-        if kind == "post":
-            ax.set_title('AlignPost (align="post"): state per target neuron', fontsize=10)
-            for y in post_y:
-                ax.add_patch(plt.Rectangle((6.6, y - 0.25), 0.9, 0.5, fc="#fde7c8", ec="0.3"))
-                ax.text(7.05, y, "$g_i$", ha="center", va="center", fontsize=9)
-                _arrow(ax, (7.5, y), (8.9, y))
-            for y0 in pre_y:
-                for y1 in post_y:
-                    ax.plot([1.1, 6.6], [y0, y1], color="0.6", lw=0.6)
-            ax.text(
-                3.8,
-                0.45,
-                "$g_t = e^{-\\Delta t/\\tau} g_{t-1} + z_t W$     "
-                "memory: $B\\cdot N$ per synapse variable",
-                ha="center",
-                fontsize=8.5,
-            )
-        else:
-            ax.set_title('AlignPre (align="pre"): state per source neuron', fontsize=10)
-            for y in pre_y:
-                ax.add_patch(plt.Rectangle((1.6, y - 0.25), 0.9, 0.5, fc="#fde7c8", ec="0.3"))
-                ax.text(2.05, y, "$\\bar g_j$", ha="center", va="center", fontsize=9)
-                _arrow(ax, (1.1, y), (1.6, y))
-            for y0 in pre_y:
-                for y1 in post_y:
-                    ax.plot([2.5, 8.9], [y0, y1], color="0.6", lw=0.6)
-            ax.text(
-                5.0,
-                0.45,
-                "$\\bar g_t = e^{-\\Delta t/\\tau} \\bar g_{t-1} + s_t$,  "
-                "$u_t = \\bar g_t W$     memory: $B\\cdot I$ per synapse variable",
-                ha="center",
-                fontsize=8.5,
-            )
+        title, box_x, label, arrow_x, lines_x, formula_x, formula = ALIGN[kind]
+        ax.set_title(title, fontsize=10)
+        for y in post_y if kind == "post" else pre_y:  # the synapse variable's boxes
+            ax.add_patch(plt.Rectangle((box_x, y - 0.25), 0.9, 0.5, fc="#fde7c8", ec="0.3"))
+            ax.text(box_x + 0.45, y, label, ha="center", va="center", fontsize=9)
+            _arrow(ax, (arrow_x[0], y), (arrow_x[1], y))
+        for y0 in pre_y:
+            for y1 in post_y:
+                ax.plot(lines_x, [y0, y1], color="0.6", lw=0.6)
+        ax.text(formula_x, 0.45, formula, ha="center", fontsize=8.5)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
