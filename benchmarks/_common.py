@@ -163,6 +163,25 @@ def loadavg() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
+def available_memory() -> int:
+    """The bytes /proc/meminfo calls available (8 GB where it cannot be read)."""
+    return mem_info("MemAvailable") or 8 * GB
+
+
+def emit_summary(benchmark: str, t_start: float, **extra: Any) -> None:
+    """The last line of a script: its wall time since ``t_start`` (``time.perf_counter()``),
+    the load at the end and ``extra`` fields."""
+    emit(
+        {
+            "benchmark": benchmark,
+            "summary": True,
+            "wall_s": time.perf_counter() - t_start,
+            "loadavg_1min_at_end": loadavg(),
+            **extra,
+        }
+    )
+
+
 # --------------------------------------------------------------------------------------
 # XLA memory analysis.
 
@@ -194,6 +213,27 @@ def compile_jax(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     return compiled, time.perf_counter() - t0
+
+
+def tracer_run(tracer: Any, losses: bool = False) -> Callable[..., Any]:
+    """``run(params, state, xs, ys, ws)``: a bound traxon tracer stepped over the sequence
+    (one ``lax.scan``) and its gradients; with ``losses``, also the loss of every step."""
+    import jax
+
+    def run(params: Any, state: Any, xs: Any, ys: Any, ws: Any) -> Any:
+        ts = tracer.init(params, state, target_example=ys[0])
+
+        def body(carry: Any, inp: Any) -> Any:
+            st, tst = carry
+            x, y, w = inp
+            st, tst, out = tracer.step(params, st, tst, {"x": x}, y, w)
+            return (st, tst), (out.loss if losses else None)
+
+        (_, ts), per_step = jax.lax.scan(body, (state, ts), (xs, ys, ws))
+        grads = tracer.gradients(params, ts)
+        return (grads, per_step) if losses else grads
+
+    return run
 
 
 # --------------------------------------------------------------------------------------
@@ -283,6 +323,13 @@ def error_text(exc: BaseException, limit: int = 300) -> str:
 
 #: A compiled function ready to time: ``(call, memory_stats, compile seconds)``.
 Built = tuple[Callable[[], Any], dict, float]
+
+
+def jax_compiled(fn: Callable[..., Any], *args: Any) -> Built:
+    """``fn`` compiled for ``args`` (``compile_jax``): a call of it on those arguments, its
+    ``memory_stats`` and the compile seconds."""
+    compiled, sec = compile_jax(fn, *args)
+    return (lambda: compiled(*args)), memory_stats(compiled), sec
 
 
 def brainstate_compiled(fn: Callable[..., Any], *args: Any) -> Built:

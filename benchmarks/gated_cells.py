@@ -46,19 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    Built,
-    base_parser,
-    brainstate_compiled,
-    compile_jax,
-    emit,
-    emit_machine,
-    error_text,
-    loadavg,
-    log,
-    memory_stats,
-    time_round_robin,
-)
+import _common as bench
 
 N_IN, N_OUT = 20, 4
 TAU_O, DT = 20.0, 1.0
@@ -104,40 +92,24 @@ def make_problem(N: int, B: int, T: int) -> dict[str, Any]:
 # traxon.
 
 
-def build_forward(pb: dict) -> Built:
+def build_forward(pb: dict) -> bench.Built:
     xs = pb["data"][0]
 
     def run(params: dict, state: dict, xs: jax.Array) -> Any:
         return pb["net"].simulate(params, state, xs).outputs
 
-    c, sec = compile_jax(run, pb["params"], pb["state"], xs)
-    return (lambda: c(pb["params"], pb["state"], xs)), memory_stats(c), sec
+    return bench.jax_compiled(run, pb["params"], pb["state"], xs)
 
 
-def build_tracer(pb: dict, name: str, **options: Any) -> Built:
+def build_tracer(pb: dict, name: str, **options: Any) -> bench.Built:
     from traxon.learn import cross_entropy
     from traxon.trace import get_algorithm
 
     tracer = get_algorithm(name, **options).bind(pb["net"], cross_entropy.fn, window=pb["T"])
-
-    def run(params: dict, state: dict, xs: jax.Array, ys: jax.Array, ws: jax.Array) -> Any:
-        ts = tracer.init(params, state, target_example=ys[0])
-
-        def body(carry: Any, inp: Any) -> Any:
-            st, tst = carry
-            x, y, w = inp
-            st, tst, _ = tracer.step(params, st, tst, {"x": x}, y, w)
-            return (st, tst), None
-
-        (_, ts), _ = jax.lax.scan(body, (state, ts), (xs, ys, ws))
-        return tracer.gradients(params, ts)
-
-    args = (pb["params"], pb["state"], *pb["data"])
-    c, sec = compile_jax(run, *args)
-    return (lambda: c(*args)), memory_stats(c), sec
+    return bench.jax_compiled(bench.tracer_run(tracer), pb["params"], pb["state"], *pb["data"])
 
 
-def build_bptt(pb: dict) -> Built:
+def build_bptt(pb: dict) -> bench.Built:
     from traxon.learn import cross_entropy
     from traxon.trace import bptt_gradient
 
@@ -145,8 +117,7 @@ def build_bptt(pb: dict) -> Built:
         return bptt_gradient(pb["net"], cross_entropy.fn, params, state, {"x": xs}, ys, ws)[0]
 
     args = (pb["params"], pb["state"], *pb["data"])
-    c, sec = compile_jax(run, *args)
-    return (lambda: c(*args)), memory_stats(c), sec
+    return bench.jax_compiled(run, *args)
 
 
 # --------------------------------------------------------------------------------------
@@ -192,15 +163,17 @@ def _peer_grads(g: dict) -> dict[str, jax.Array]:
     }
 
 
-def build_peer_forward(pb: dict) -> Built:
+def build_peer_forward(pb: dict) -> bench.Built:
     import brainstate
 
     model = _peer_model(pb)
     brainstate.nn.init_all_states(model, batch_size=pb["B"])
-    return brainstate_compiled(lambda xs: brainstate.transform.for_loop(model, xs), pb["data"][0])
+    return bench.brainstate_compiled(
+        lambda xs: brainstate.transform.for_loop(model, xs), pb["data"][0]
+    )
 
 
-def build_peer_etrace(pb: dict, algorithm: str) -> Built:
+def build_peer_etrace(pb: dict, algorithm: str) -> bench.Built:
     import braintools
     import braintrace
 
@@ -220,7 +193,7 @@ def build_peer_etrace(pb: dict, algorithm: str) -> Built:
     def run(xs: jax.Array, ys: jax.Array) -> Any:
         return learner.etrace_grad(xs, ys, step_fn=step_loss, reduction="sum")
 
-    call, mem, sec = brainstate_compiled(run, xs, ys)
+    call, mem, sec = bench.brainstate_compiled(run, xs, ys)
     return (lambda: _peer_grads(call())), mem, sec
 
 
@@ -245,7 +218,7 @@ def fidelity(got: dict, ref: dict) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser(__doc__.split("\n\n")[0])
+    parser = bench.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=None, help="N, the number of cells")
     parser.add_argument("--steps", type=int, default=None, help="T")
     parser.add_argument("--batch", type=int, default=None, help="B")
@@ -256,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     B = args.batch or (2 if args.smoke else 8 if args.quick else 16)
     reps = args.reps or (1 if args.smoke else 3 if args.quick else 5)
     max_seconds = args.max_seconds or (1.0 if args.smoke else 10.0 if args.quick else 30.0)
-    emit_machine("gated_cells.py", sys.argv[1:], ("brainstate", "braintrace"))
+    bench.emit_machine("gated_cells.py", sys.argv[1:], ("brainstate", "braintrace"))
 
     import brainstate
     import brainunit as u
@@ -264,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     brainstate.environ.set(dt=DT * u.ms)
     t_start = time.perf_counter()
     pb = make_problem(N, B, T)
-    builders: dict[str, tuple[str, str, Callable[[], Built]]] = {
+    builders: dict[str, tuple[str, str, Callable[[], bench.Built]]] = {
         "forward": ("simulate", "traxon", lambda: build_forward(pb)),
         "d_rtrl": ("tracer", "traxon", lambda: build_tracer(pb, "d_rtrl")),
         "es_d_rtrl": ("tracer", "traxon", lambda: build_tracer(pb, "es_d_rtrl", decay=DECAY)),
@@ -275,11 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     calls, info = {}, {}
     for name, (variant, library, build) in builders.items():
-        log(f"compile {name} (N={N} T={T} B={B})")
+        bench.log(f"compile {name} (N={N} T={T} B={B})")
         try:
             call, mem, sec = build()
         except Exception as exc:  # a failing row is reported, the others still run
-            emit(
+            bench.emit(
                 {
                     "algorithm": name,
                     "variant": variant,
@@ -287,13 +260,13 @@ def main(argv: list[str] | None = None) -> None:
                     "N": N,
                     "T": T,
                     "B": B,
-                    "error": error_text(exc),
+                    "error": bench.error_text(exc),
                 }
             )
             continue
         calls[name] = call
         info[name] = (variant, library, mem, sec)
-    timed = time_round_robin(calls, reps, max_seconds)
+    timed = bench.time_round_robin(calls, reps, max_seconds)
     ref = (
         {k: np.asarray(v, np.float64) for k, v in timed["bptt"]["result"].items()}
         if "bptt" in timed
@@ -327,16 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             row["max_output_diff"] = float(np.max(np.abs(np.asarray(t["result"]) - ours)))
         if ref is not None and name not in ("forward", "peer_forward"):
             row.update(fidelity(t["result"], ref))
-        emit(row)
-    emit(
-        {
-            "benchmark": "gated_cells",
-            "summary": True,
-            "wall_s": time.perf_counter() - t_start,
-            "loadavg_1min_at_end": loadavg(),
-            "reps": reps,
-        }
-    )
+        bench.emit(row)
+    bench.emit_summary("gated_cells", t_start, reps=reps)
 
 
 if __name__ == "__main__":

@@ -56,18 +56,8 @@ import tempfile
 import time
 from typing import Any
 
+import _common as bench
 import numpy as np
-from _common import (
-    GB,
-    base_parser,
-    emit,
-    emit_machine,
-    error_text,
-    loadavg,
-    log,
-    mem_info,
-    memory_stats,
-)
 
 N_IN, N_OUT, B, K = 100, 10, 16, 32
 TAU_M, TAU_S, TAU_O = 20.0, 5.0, 20.0
@@ -159,7 +149,7 @@ def compiled_estimate(net: Any, params: dict, state: dict, algorithm: str, T: in
     pool = jax.ShapeDtypeStruct((POOL, B, N_IN), np.float32)
     t0 = time.perf_counter()
     compiled = jax.jit(run_fn(net, algorithm, T)).lower(spec, sspec, pool).compile()
-    return {**memory_stats(compiled), "compile_s": time.perf_counter() - t0}
+    return {**bench.memory_stats(compiled), "compile_s": time.perf_counter() - t0}
 
 
 def _status(field: str) -> int | None:
@@ -227,7 +217,7 @@ def use_compilation_cache(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser(__doc__.split("\n\n")[0])
+    parser = bench.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--child", type=str, default=None, help=argparse_hidden())
     parser.add_argument("--cache", type=str, default=None, help=argparse_hidden())
     parser.add_argument("--budget-gb", type=float, default=16.0)
@@ -247,11 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         T_values = [100, 10_000] if quick else [100, 1000, 10_000, 100_000]
         N_values = [100, 10_000] if quick else [100, 1000, 10_000, 100_000]
-    budget = args.budget_gb * GB
+    budget = args.budget_gb * bench.GB
     max_run = args.max_run_seconds or (15.0 if quick else 40.0)
-    available = mem_info("MemAvailable") or 8 * GB
+    available = bench.available_memory()
     safe = min(budget, 0.5 * available)
-    emit_machine("memory_scaling.py", sys.argv[1:])
+    bench.emit_machine("memory_scaling.py", sys.argv[1:])
     t_start = time.perf_counter()
     cache = tempfile.mkdtemp(prefix="traxon-bench-cache-")
     use_compilation_cache(cache)
@@ -259,14 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep(args, quick, T_values, N_values, budget, safe, max_run, cache)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    emit(
-        {
-            "benchmark": "memory_scaling",
-            "summary": True,
-            "wall_s": time.perf_counter() - t_start,
-            "loadavg_1min_at_end": loadavg(),
-        }
-    )
+    bench.emit_summary("memory_scaling", t_start)
 
 
 def sweep(
@@ -286,7 +269,7 @@ def sweep(
     fits: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for axis, N, T in configs:
         if N not in built:
-            log(f"building N={N}")
+            bench.log(f"building N={N}")
             built[N] = build(N)
         net, params, state = built[N]
         for algorithm in args.algorithms:
@@ -305,8 +288,8 @@ def sweep(
             try:
                 line.update(compiled_estimate(net, params, state, algorithm, T))
             except Exception as exc:
-                line["error"] = error_text(exc)
-                emit(line)
+                line["error"] = bench.error_text(exc)
+                bench.emit(line)
                 continue
             cb = line["compiled_bytes"]
             fits.setdefault((algorithm, axis), []).append((T if axis == "T" else N, cb))
@@ -319,14 +302,14 @@ def sweep(
             prev = per_step.get((algorithm, axis))
             guess = None if prev is None else prev[1] * T * max(1.0, N / prev[0])
             if line["exceeds_budget"]:
-                line["skipped"] = f"compiled estimate exceeds the {budget / GB:.0f} GB budget"
+                line["skipped"] = f"compiled estimate exceeds the {budget / bench.GB:.0f} GB budget"
             elif not want_rss:
                 line["skipped"] = (
                     "no child run in --quick mode" if quick else "compiled estimate only"
                 )
             elif cb is not None and cb > safe:
                 line["skipped"] = (
-                    f"compiled estimate over half the available memory ({safe / GB:.1f} GB)"
+                    f"compiled estimate over half the available memory ({safe / bench.GB:.1f} GB)"
                 )
             elif guess is not None and guess > max_run:
                 line["skipped"] = (
@@ -334,7 +317,7 @@ def sweep(
                     f"over the {max_run:.0f} s budget"
                 )
             else:
-                log(f"child: {algorithm} N={N} T={T}")
+                bench.log(f"child: {algorithm} N={N} T={T}")
                 spec = {"algorithm": algorithm, "N": N, "T": T}
                 res = run_child(spec, cache, timeout=max(4 * max_run, 120))
                 line.update(res)
@@ -344,7 +327,7 @@ def sweep(
                     # one untimed-warm-up run including the first call's allocations: an
                     # upper bound of the per-step time, not comparable to trace_cost.py
                     line["per_step_ms"] = line["child_ms_per_step"]
-            emit(line)
+            bench.emit(line)
     emit_fits(fits, built, budget, check=not quick)
 
 
@@ -384,8 +367,8 @@ def emit_fits(
                     out["check_T"] = T_check
                     out["check_compiled_bytes"] = chk["compiled_bytes"]
                 except Exception as exc:
-                    out["check_error"] = error_text(exc)
-        emit(out)
+                    out["check_error"] = bench.error_text(exc)
+        bench.emit(out)
 
 
 def argparse_hidden() -> str:

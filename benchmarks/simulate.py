@@ -48,20 +48,10 @@ from __future__ import annotations
 import sys
 import time
 
+import _common as bench
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import (
-    brainpy_lif,
-    compile_jax,
-    emit,
-    emit_machine,
-    error_text,
-    loadavg,
-    log,
-    memory_stats,
-    time_round_robin,
-)
 
 N_E, N_I = 800, 200
 N = N_E + N_I
@@ -101,7 +91,7 @@ def build_brainpy(v0: np.ndarray, scalar_weights: bool, batch: int) -> tuple[obj
     class EINet(brainstate.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.neu = brainpy_lif(N, TAU_M)
+            self.neu = bench.brainpy_lif(N, TAU_M)
             w_e = W_E if scalar_weights else np.full((N_E, conn_num), W_E, np.float32)
             w_i = -W_I if scalar_weights else np.full((N_I, conn_num), -W_I, np.float32)
             syn = bps.Expon.desc(N, tau=TAU_S * u.ms, g_initializer=braintools.init.ZeroInit())
@@ -130,7 +120,7 @@ def build_brainpy(v0: np.ndarray, scalar_weights: bool, batch: int) -> tuple[obj
         brainstate.nn.init_all_states(net, batch_size=None if batch == 1 else batch)
     net.neu.V.value = jnp.asarray(v0[0] if batch == 1 else v0, jnp.float32)
     if net.exc.syn is not net.inh.syn:
-        log("warning: brainpy.state did not merge the E and I synapses")
+        bench.log("warning: brainpy.state did not merge the E and I synapses")
     idx = np.concatenate(
         [np.asarray(net.exc.comm.conn.indices), np.asarray(net.inh.comm.conn.indices)], axis=0
     )
@@ -154,7 +144,7 @@ def brainpy_runner(net: object, xs: jax.Array) -> tuple[object, dict]:
     def call() -> jax.Array:
         return compiled(values, xs)[1]  # (new state values, outputs); state not written back
 
-    return call, memory_stats(compiled)
+    return call, bench.memory_stats(compiled)
 
 
 # --------------------------------------------------------------------------------------
@@ -180,8 +170,8 @@ def traxon_runner(net: object, params: dict, state: dict, xs: jax.Array) -> tupl
         res = net.simulate(params, state, xs, record=("spike",))  # type: ignore[attr-defined]
         return res.record["h"]["spike"].sum(axis=(1, 2))
 
-    compiled, _ = compile_jax(run, params, state, xs)
-    return (lambda: compiled(params, state, xs)), memory_stats(compiled)
+    call, mem, _ = bench.jax_compiled(run, params, state, xs)
+    return call, mem
 
 
 def traxon_variants(
@@ -212,9 +202,7 @@ def traxon_variants(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from _common import base_parser
-
-    parser = base_parser(__doc__.split("\n\n")[0])
+    parser = bench.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="time steps T")
     parser.add_argument("--batch", type=int, default=1, help="batch size B")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="timing budget per fn")
@@ -223,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.max_seconds = min(args.steps, 20), 1.0
     reps = args.reps or (1 if args.smoke else 3 if args.quick else 7)
     T, B = args.steps, args.batch
-    emit_machine("simulate.py", sys.argv[1:], ("brainstate", "brainpy", "brainevent"))
+    bench.emit_machine("simulate.py", sys.argv[1:], ("brainstate", "brainpy", "brainevent"))
     t_start = time.perf_counter()
 
     backend = select_brainevent_backend()
@@ -246,27 +234,27 @@ def main(argv: list[str] | None = None) -> None:
         "brainevent_cpu_backend": backend,
     }
     calls, mems, counts = {}, {}, {}
-    log("building brainpy.state networks")
+    bench.log("building brainpy.state networks")
     net_bp, idx = build_brainpy(v0, scalar_weights=False, batch=B)
     net_bp_s, _ = build_brainpy(v0, scalar_weights=True, batch=B)
     for name, net in (("brainpy_state", net_bp), ("brainpy_state_scalar_w", net_bp_s)):
         try:
             calls[name], mems[name] = brainpy_runner(net, xs_brainpy)
         except Exception as exc:
-            line[f"{name}_error"] = error_text(exc)
-            log(name, "failed:", error_text(exc))
-    log("building traxon networks")
+            line[f"{name}_error"] = bench.error_text(exc)
+            bench.log(name, "failed:", bench.error_text(exc))
+    bench.log("building traxon networks")
     for name, (net, params, state) in traxon_variants(idx, v0, B).items():
         try:
             calls[name], mems[name] = traxon_runner(net, params, state, xs_traxon)
         except Exception as exc:
-            line[f"{name}_error"] = error_text(exc)
-            log(name, "failed:", error_text(exc))
+            line[f"{name}_error"] = bench.error_text(exc)
+            bench.log(name, "failed:", bench.error_text(exc))
 
-    log("timing", sorted(calls))
+    bench.log("timing", sorted(calls))
     for name, f in calls.items():
         counts[name] = float(np.asarray(f()).sum())
-    stats = time_round_robin(calls, reps, args.max_seconds)
+    stats = bench.time_round_robin(calls, reps, args.max_seconds)
     sim_seconds = T * DT * 1e-3
     for name, st in stats.items():
         line[f"{name}_ms_per_step"] = st["median_s"] / T * 1e3
@@ -296,9 +284,9 @@ def main(argv: list[str] | None = None) -> None:
             peer="brainpy_state",
         )
     line["reps"] = reps
-    line["loadavg_1min_at_end"] = loadavg()
+    line["loadavg_1min_at_end"] = bench.loadavg()
     line["wall_s"] = time.perf_counter() - t_start
-    emit(line)
+    bench.emit(line)
 
 
 if __name__ == "__main__":

@@ -55,20 +55,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _common as bench
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import (
-    base_parser,
-    compile_jax,
-    emit,
-    emit_machine,
-    error_text,
-    loadavg,
-    log,
-    memory_stats,
-    time_round_robin,
-)
 from trace_cost import TAU_M, make_problem
 
 StepFn = Callable[..., tuple[Any, jax.Array]]
@@ -194,16 +184,16 @@ def profile(N: int, T: int, T_d: int | None, reps: int, max_seconds: float) -> N
         xs, ys, ws = pb.data(t)
         args = (pb.params, pb.state, xs, ys, ws)
         try:
-            compiled, sec = compile_jax(fn, *args)
+            compiled, sec = bench.compile_jax(fn, *args)
         except Exception as exc:
-            line["error"] = error_text(exc)
+            line["error"] = bench.error_text(exc)
             continue
-        mems[name] = memory_stats(compiled)
+        mems[name] = bench.memory_stats(compiled)
         line["compile_s"] = sec
         calls[name] = (lambda c, a: lambda: c(*a))(compiled, args)
         steps[name] = t
-    log(f"timing N={N}: {sorted(calls)}")
-    stats = time_round_robin(calls, reps, max_seconds)
+    bench.log(f"timing N={N}: {sorted(calls)}")
+    stats = bench.time_round_robin(calls, reps, max_seconds)
     per = {k: st["median_s"] / steps[k] * 1e3 for k, st in stats.items()}
     best = {k: st["min_s"] / steps[k] * 1e3 for k, st in stats.items()}
     for name, line in lines.items():
@@ -216,7 +206,7 @@ def profile(N: int, T: int, T_d: int | None, reps: int, max_seconds: float) -> N
             if "es_d_rtrl" in per and not name.startswith("d_rtrl") and name != "forward_short":
                 line["share_of_es_d_rtrl"] = per[name] / per["es_d_rtrl"]
 
-        emit(line)
+        bench.emit(line)
     # Differences of the fastest repetitions: the least disturbed by other load.
     per = best
     derived = {}
@@ -234,7 +224,9 @@ def profile(N: int, T: int, T_d: int | None, reps: int, max_seconds: float) -> N
             derived["accumulation_saved_by_fusing"] = (
                 per["accumulate_as_written"] - per["accumulate_fused"]
             )
-    emit({"benchmark": "step_profile", "summary": True, "N": N, "B": pb.B, "derived_ms": derived})
+    bench.emit(
+        {"benchmark": "step_profile", "summary": True, "N": N, "B": pb.B, "derived_ms": derived}
+    )
 
 
 _NOT_OPS = (
@@ -282,7 +274,7 @@ def op_times(N: int, T: int, reps: int) -> None:
     calls: dict[str, Callable[[], Any]] = {}
     lines: dict[str, dict[str, Any]] = {}
     for name in ("forward", "es_d_rtrl", "es_d_rtrl_decay"):
-        compiled, _ = compile_jax(comps[name], *args)
+        compiled, _ = bench.compile_jax(comps[name], *args)
         calls[name] = (lambda c: lambda: c(*args))(compiled)
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
@@ -296,12 +288,14 @@ def op_times(N: int, T: int, reps: int) -> None:
         calls["peer_pp_prop"] = build_peer_etrace(pb, T, "pp_prop")[0]
         lines["peer_pp_prop"] = {}
     except Exception as exc:  # the peer is optional here
-        emit({"benchmark": "step_profile", "mode": "ops", "N": N, "error": error_text(exc)})
+        bench.emit(
+            {"benchmark": "step_profile", "mode": "ops", "N": N, "error": bench.error_text(exc)}
+        )
     for call in calls.values():
         jax.block_until_ready(call())
     per_op: dict[str, dict[str, list[float]]] = {k: {} for k in calls}
     totals: dict[str, list[float]] = {k: [] for k in calls}
-    log(f"op times N={N}: {sorted(calls)} x {reps}")
+    bench.log(f"op times N={N}: {sorted(calls)} x {reps}")
     for _ in range(reps):
         for name, call in calls.items():
             with tempfile.TemporaryDirectory() as d:
@@ -331,11 +325,11 @@ def op_times(N: int, T: int, reps: int) -> None:
             n_ops=len(ops),
             top_ops=[[op, us] for op, us in top],
         )
-        emit(line)
+        bench.emit(line)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser(__doc__.split("\n\n")[0])
+    parser = bench.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=None)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--max-seconds", type=float, default=None)
@@ -344,29 +338,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.steps = min(args.steps, 5)
     if args.ops:
-        emit_machine("step_profile.py", sys.argv[1:])
+        bench.emit_machine("step_profile.py", sys.argv[1:])
         for N in args.sizes or ([64] if args.smoke else [1024]):
             op_times(N, min(args.steps, 50), args.reps or (1 if args.smoke else 5))
         return
     sizes = args.sizes or ([64] if args.smoke else [1024] if args.quick else [256, 1024, 4096])
     reps = args.reps or (1 if args.smoke else 3 if args.quick else 7)
     max_seconds = args.max_seconds or (1.0 if args.smoke else 3.0 if args.quick else 20.0)
-    emit_machine("step_profile.py", sys.argv[1:])
+    bench.emit_machine("step_profile.py", sys.argv[1:])
     t0 = time.perf_counter()
     for N in sizes:
         T_d = None if N > 1024 else (2 if args.smoke else 4 if args.quick else 10)
         try:
             profile(N, args.steps, T_d, reps, max_seconds)
         except Exception as exc:
-            emit({"benchmark": "step_profile", "N": N, "error": error_text(exc)})
-    emit(
-        {
-            "benchmark": "step_profile",
-            "summary": True,
-            "wall_s": time.perf_counter() - t0,
-            "loadavg_1min_at_end": loadavg(),
-        }
-    )
+            bench.emit({"benchmark": "step_profile", "N": N, "error": bench.error_text(exc)})
+    bench.emit_summary("step_profile", t0)
 
 
 if __name__ == "__main__":

@@ -81,25 +81,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _common as bench
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import (
-    GB,
-    Built,
-    base_parser,
-    brainpy_lif,
-    brainstate_compiled,
-    compile_jax,
-    emit,
-    emit_machine,
-    error_text,
-    loadavg,
-    log,
-    mem_info,
-    memory_stats,
-    time_round_robin,
-)
 
 N_IN, N_OUT = 100, 10
 TAU_M, TAU_S, TAU_O = 20.0, 5.0, 20.0
@@ -165,7 +150,7 @@ def _rate(state: dict, signals: dict) -> jax.Array:
     return jnp.mean(signals["h"]["spike"])
 
 
-def build_forward(pb: Problem, T: int) -> Built:
+def build_forward(pb: Problem, T: int) -> bench.Built:
     xs, _, _ = pb.data(T)
 
     def run(params: dict, state: dict, xs: jax.Array) -> Any:
@@ -173,35 +158,21 @@ def build_forward(pb: Problem, T: int) -> Built:
         res = pb.net.simulate(params, state, xs, record=_rate)
         return res.outputs, jnp.mean(res.record)
 
-    c, sec = compile_jax(run, pb.params, pb.state, xs)
-    return (lambda: c(pb.params, pb.state, xs)), memory_stats(c), sec
+    return bench.jax_compiled(run, pb.params, pb.state, xs)
 
 
-def build_tracer(pb: Problem, T: int, name: str, **options: Any) -> Built:
+def build_tracer(pb: Problem, T: int, name: str, **options: Any) -> bench.Built:
     from traxon.learn import cross_entropy
     from traxon.trace import get_algorithm
 
     tracer = get_algorithm(name, **options).bind(pb.net, cross_entropy.fn, window=T)
     xs, ys, ws = pb.data(T)
-
-    def run(params: dict, state: dict, xs: jax.Array, ys: jax.Array, ws: jax.Array) -> Any:
-        ts = tracer.init(params, state, target_example=ys[0])
-
-        def body(carry: Any, inp: Any) -> Any:
-            st, tst = carry
-            x, y, w = inp
-            st, tst, out = tracer.step(params, st, tst, {"x": x}, y, w)
-            return (st, tst), out.loss
-
-        (_, ts), losses = jax.lax.scan(body, (state, ts), (xs, ys, ws))
-        return tracer.gradients(params, ts), losses
-
-    args = (pb.params, pb.state, xs, ys, ws)
-    c, sec = compile_jax(run, *args)
-    return (lambda: c(*args)), memory_stats(c), sec
+    return bench.jax_compiled(
+        bench.tracer_run(tracer, losses=True), pb.params, pb.state, xs, ys, ws
+    )
 
 
-def build_bptt_direct(pb: Problem, T: int) -> Built:
+def build_bptt_direct(pb: Problem, T: int) -> bench.Built:
     from traxon.learn import cross_entropy
     from traxon.trace import bptt_gradient
 
@@ -211,11 +182,10 @@ def build_bptt_direct(pb: Problem, T: int) -> Built:
         return bptt_gradient(pb.net, cross_entropy.fn, params, state, {"x": xs}, ys, ws)
 
     args = (pb.params, pb.state, xs, ys, ws)
-    c, sec = compile_jax(run, *args)
-    return (lambda: c(*args)), memory_stats(c), sec
+    return bench.jax_compiled(run, *args)
 
 
-def build_learner(pb: Problem, T: int, decay: float | None = None) -> Built:
+def build_learner(pb: Problem, T: int, decay: float | None = None) -> bench.Built:
     import optax
 
     import traxon
@@ -226,11 +196,10 @@ def build_learner(pb: Problem, T: int, decay: float | None = None) -> Built:
     )
     ls = learner.init(params=pb.params, batch_size=pb.B)
     xs, ys, _ = pb.data(T)
-    c, sec = compile_jax(learner.run, ls, xs, ys)
-    return (lambda: c(ls, xs, ys)), memory_stats(c), sec
+    return bench.jax_compiled(learner.run, ls, xs, ys)
 
 
-def build_floor(pb: Problem, T: int) -> Built:
+def build_floor(pb: Problem, T: int) -> bench.Built:
     """The least any rule with a dense weight update every step can cost: the forward step
     plus, per trainable weight, one batch-summed outer product of the signal it read and
     its output ``u`` (the shape of every rank-B gradient) written as an SGD update. No
@@ -254,8 +223,7 @@ def build_floor(pb: Problem, T: int) -> Built:
         (params, _), _ = jax.lax.scan(body, (params, state), xs)
         return params
 
-    c, sec = compile_jax(run, pb.params, pb.state, xs)
-    return (lambda: c(pb.params, pb.state, xs)), memory_stats(c), sec
+    return bench.jax_compiled(run, pb.params, pb.state, xs)
 
 
 # --------------------------------------------------------------------------------------
@@ -276,7 +244,7 @@ def _peer_model(pb: Problem) -> Any:
     class PeerRSNN(brainstate.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.neu = brainpy_lif(N, TAU_M)
+            self.neu = bench.brainpy_lif(N, TAU_M)
             self.syn = bps.AlignPostProj(
                 comm=braintrace.nn.Linear(N_IN + N, N, w_init=w_comm, b_init=None),
                 syn=bps.Expon(N, tau=TAU_S * u.ms, g_initializer=braintools.init.ZeroInit()),
@@ -299,7 +267,7 @@ def _ce(out: jax.Array, y: jax.Array) -> jax.Array:
     return braintools.metric.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
 
-def build_peer_forward(pb: Problem, T: int) -> Built:
+def build_peer_forward(pb: Problem, T: int) -> bench.Built:
     import brainstate
 
     model = _peer_model(pb)
@@ -313,7 +281,7 @@ def build_peer_forward(pb: Problem, T: int) -> Built:
         outputs, rates = brainstate.transform.for_loop(body, xs)
         return outputs, jnp.mean(rates)
 
-    return brainstate_compiled(run, xs)
+    return bench.brainstate_compiled(run, xs)
 
 
 def _peer_learner(pb: Problem, algorithm: str, T: int) -> Any:
@@ -328,7 +296,7 @@ def _peer_learner(pb: Problem, algorithm: str, T: int) -> Any:
     return braintrace.compile(model, braintrace.D_RTRL, xs[0], batch_size=pb.B)
 
 
-def build_peer_etrace(pb: Problem, T: int, algorithm: str) -> Built:
+def build_peer_etrace(pb: Problem, T: int, algorithm: str) -> bench.Built:
     learner = _peer_learner(pb, algorithm, T)
     xs, ys, _ = pb.data(T)
 
@@ -338,10 +306,10 @@ def build_peer_etrace(pb: Problem, T: int, algorithm: str) -> Built:
     def run(xs: jax.Array, ys: jax.Array) -> Any:
         return learner.etrace_grad(xs, ys, step_fn=step_loss, reduction="sum")
 
-    return brainstate_compiled(run, xs, ys)
+    return bench.brainstate_compiled(run, xs, ys)
 
 
-def build_peer_sgd(pb: Problem, T: int) -> Built:
+def build_peer_sgd(pb: Problem, T: int) -> bench.Built:
     import brainstate
 
     learner = _peer_learner(pb, "pp_prop", T)
@@ -363,7 +331,7 @@ def build_peer_sgd(pb: Problem, T: int) -> Built:
         brainstate.transform.for_loop(body, xs, ys)
         return {key: w.value for key, w in weights.items()}
 
-    return brainstate_compiled(run, xs, ys)
+    return bench.brainstate_compiled(run, xs, ys)
 
 
 # --------------------------------------------------------------------------------------
@@ -375,7 +343,7 @@ class Row:
     algorithm: str
     variant: str
     library: str
-    build: Callable[[Problem, int], Built]
+    build: Callable[[Problem, int], bench.Built]
     online: bool = True  # per-step cost independent of T (T may be reduced)
     dense_trace: bool = False  # memory B * (n_in + N) * N * S (parameter-dimension traces)
     optional: bool = False  # skipped alone (not sizing its group) when too slow
@@ -483,7 +451,7 @@ def run_group(
     est: Estimates,
     cfg: Settings,
 ) -> None:
-    """Compile, budget, time (round-robin with traxon's forward) and emit one group."""
+    """Compile, budget, time (round-robin with traxon's forward) and bench.emit one group."""
     N, B = pb.N, pb.B
     base = {"benchmark": "trace_cost", "N": N, "B": B, "n_in": N_IN, "n_out": N_OUT}
     lines: dict[tuple[str, str], dict[str, Any]] = {}
@@ -504,7 +472,7 @@ def run_group(
                 line.setdefault(field, None)
             if line["library"] == "traxon":
                 line.setdefault("ratio_vs_peer", None)
-            emit(line)
+            bench.emit(line)
 
     def compile_only(reason: str) -> None:
         """Skip running; still compile traxon's rows for their compiled memory."""
@@ -516,7 +484,7 @@ def run_group(
                     _, mem, sec = row.build(pb, T)
                     line.update(mem, compile_s=sec)
                 except Exception as exc:
-                    line["error"] = error_text(exc)
+                    line["error"] = bench.error_text(exc)
         finish()
 
     # Memory of parameter-dimension traces (d_rtrl), before building anything big.
@@ -526,18 +494,18 @@ def run_group(
             line["trace_bytes_estimate"] = need
         if 3 * need > cfg.memory_budget:
             compile_only(
-                f"memory: parameter-dimension traces need ~{need / GB:.1f} GB "
+                f"memory: parameter-dimension traces need ~{need / bench.GB:.1f} GB "
                 "(B*(n_in+N)*N*S*4 bytes) plus temporaries (~3x), over the "
-                f"{cfg.memory_budget / GB:.1f} GB budget"
+                f"{cfg.memory_budget / bench.GB:.1f} GB budget"
             )
             return
 
     # Steps to run: T; fewer for online rules too slow for the run budget; or skip.
-    probe: dict[tuple[str, str], Built] = {}
+    probe: dict[tuple[str, str], bench.Built] = {}
     if name == "d" and cfg.quick:
         T_run = cfg.probe_steps  # --quick: a few steps only, no probe
     elif name == "d" and any(est.get(r, N) is None for r in rows):
-        log(f"probing {name} at N={N} with T={cfg.probe_steps}")
+        bench.log(f"probing {name} at N={N} with T={cfg.probe_steps}")
         for row in rows:
             try:
                 built = row.build(pb, cfg.probe_steps)
@@ -546,7 +514,7 @@ def run_group(
                 est.add(row, N, cfg.probe_steps, (time.perf_counter() - t0) / cfg.probe_steps)
                 probe[(row.algorithm, row.variant)] = built
             except Exception as exc:
-                lines[(row.algorithm, row.variant)]["error"] = error_text(exc)
+                lines[(row.algorithm, row.variant)]["error"] = bench.error_text(exc)
     known = [p for p in (est.get(r, N) for r in rows if not r.optional) if p is not None]
     if not (name == "d" and cfg.quick):
         T_run = T
@@ -569,7 +537,7 @@ def run_group(
         if T_run < 2 * cfg.probe_steps:
             T_run = cfg.probe_steps
     if T_run != T:
-        log(f"{name}: N={N} runs T={T_run} instead of {T} (run budget)")
+        bench.log(f"{name}: N={N} runs T={T_run} instead of {T} (run budget)")
     for row in rows:  # an optional row too slow for the run budget is skipped alone
         guess = est.get(row, N)
         if row.optional and guess is not None and guess * T_run > cfg.max_run_seconds:
@@ -596,15 +564,15 @@ def run_group(
             else:
                 built = row.build(pb, T_run)
         except Exception as exc:
-            line["error"] = error_text(exc)
-            log(f"{row.algorithm}/{row.variant} N={N}: {line['error']}")
+            line["error"] = bench.error_text(exc)
+            bench.log(f"{row.algorithm}/{row.variant} N={N}: {line['error']}")
             continue
         call, mem, sec = built
         line.update(mem, compile_s=sec)
         if mem.get("compiled_bytes") and mem["compiled_bytes"] > cfg.memory_budget:
             line["skipped"] = (
-                f"memory: compiled estimate {mem['compiled_bytes'] / GB:.1f} GB exceeds the "
-                f"{cfg.memory_budget / GB:.1f} GB budget"
+                f"memory: compiled estimate {mem['compiled_bytes'] / bench.GB:.1f} GB exceeds the "
+                f"{cfg.memory_budget / bench.GB:.1f} GB budget"
             )
             continue
         calls[f"{key[0]}/{key[1]}"] = call
@@ -616,12 +584,12 @@ def run_group(
     if not calls:
         finish()
         return
-    log(f"timing {name} N={N} T={T_run}: {sorted(calls)}")
+    bench.log(f"timing {name} N={N} T={T_run}: {sorted(calls)}")
     try:
-        stats = time_round_robin(calls, cfg.reps, cfg.max_seconds)
+        stats = bench.time_round_robin(calls, cfg.reps, cfg.max_seconds)
     except Exception as exc:
         for k in keys.values():
-            lines[k]["error"] = error_text(exc)
+            lines[k]["error"] = bench.error_text(exc)
         finish()
         return
     fwd = stats[fwd_key]["median_s"]
@@ -679,7 +647,7 @@ def run_group(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser(__doc__.split("\n\n")[0])
+    parser = bench.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="N values")
     parser.add_argument("--steps", type=int, nargs="*", default=None, help="T values")
     parser.add_argument("--batch", type=int, default=16, help="B")
@@ -696,8 +664,8 @@ def main(argv: list[str] | None = None) -> None:
         args.batch = 2
     sizes = args.sizes or ([64] if smoke else [1024] if quick else [256, 1024, 4096])
     steps = args.steps or ([5] if smoke else [100] if quick else [100, 1000])
-    available = mem_info("MemAvailable") or 8 * GB
-    budget = (args.memory_budget_gb or min(6.0, 0.4 * available / GB)) * GB
+    available = bench.available_memory()
+    budget = (args.memory_budget_gb or min(6.0, 0.4 * available / bench.GB)) * bench.GB
     cfg = Settings(
         reps=args.reps or (1 if smoke else 2 if quick else 3),
         max_run_seconds=args.max_run_seconds or (2.5 if quick else 20.0),
@@ -706,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
         probe_steps=2 if smoke else 3 if quick else 4,
         quick=quick,
     )
-    emit_machine(
+    bench.emit_machine(
         "trace_cost.py", sys.argv[1:], ("brainstate", "braintrace", "brainpy", "brainevent")
     )
     import brainstate
@@ -720,20 +688,16 @@ def main(argv: list[str] | None = None) -> None:
         pb = make_problem(N, args.batch, max(steps))
         T_done: list[int] = []
         for T in sorted(steps):
-            log(f"N={N} T={T} B={args.batch}")
+            bench.log(f"N={N} T={T} B={args.batch}")
             for name in args.groups:
                 run_group(name, all_groups[name], pb, T, T_done, est, cfg)
             T_done.append(T)
-    emit(
-        {
-            "benchmark": "trace_cost",
-            "summary": True,
-            "wall_s": time.perf_counter() - t_start,
-            "loadavg_1min_at_end": loadavg(),
-            "memory_budget_bytes": budget,
-            "max_run_seconds": cfg.max_run_seconds,
-            "reps": cfg.reps,
-        }
+    bench.emit_summary(
+        "trace_cost",
+        t_start,
+        memory_budget_bytes=budget,
+        max_run_seconds=cfg.max_run_seconds,
+        reps=cfg.reps,
     )
 
 
