@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -28,6 +29,14 @@ TINY = ["train", "--task", "digits", "--quick", "--batch-size", "2", "--eval-eve
 
 def _summary(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _train(out, iterations: int, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, dict]:
+    """A quick run of ``iterations`` sequences into ``out``, without the progress bar: the
+    exit code, what it printed and its summary."""
+    code = main([*TINY, "--iterations", str(iterations), "--no-progress", "--out", str(out)])
+    captured = capsys.readouterr()
+    return code, captured, _summary(captured.out)
 
 
 @pytest.mark.parametrize(
@@ -137,10 +146,8 @@ def test_full_disk_still_prints_the_summary(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(OnlineLearner, "save", full)
     out = tmp_path / "run"
-    code = main([*TINY, "--iterations", "2", "--no-progress", "--out", str(out)])
+    code, captured, summary = _train(out, 2, capsys)
     assert code == 1
-    captured = capsys.readouterr()
-    summary = _summary(captured.out)
     assert summary["sequences"] == 2 and summary["checkpoint"] is None
     assert any("checkpoint.npz" in e and "No space" in e for e in summary["errors"])
     assert "could not write the checkpoint" in captured.err and "No space" in captured.err
@@ -159,10 +166,8 @@ def test_a_nonfinite_update_stops_training_and_keeps_what_was_done(tmp_path, cap
 
     monkeypatch.setattr(OnlineLearner, "fit", failing)
     out = tmp_path / "run"
-    code = main([*TINY, "--iterations", "3", "--no-progress", "--out", str(out)])
+    code, captured, summary = _train(out, 3, capsys)
     assert code == 1
-    captured = capsys.readouterr()
-    summary = _summary(captured.out)
     assert summary["stopped_by"] == "nonfinite" and summary["sequences"] == 1
     assert any("NaN/Inf" in e for e in summary["errors"]) and "NaN/Inf" in captured.err
     assert summary["checkpoint"] == str(out / "checkpoint.npz")
