@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,13 @@ def fragments() -> set[str]:
     return out
 
 
+def assert_on_page(page: str, needles: Iterable[str]) -> None:
+    """Each of ``needles`` stands on the page."""
+    text = (DOCS / page).read_text()
+    for needle in needles:
+        assert needle in text, f"{page}: {needle!r}"
+
+
 def blocks(page: str) -> list[tuple[bool, str]]:
     """``(skipped, code)`` of every python block of a page."""
     text = (DOCS / page).read_text()
@@ -71,20 +79,9 @@ def test_toctree_lists_every_page() -> None:
 
 
 def test_api_page_documents_every_public_module() -> None:
-    api = (DOCS / "api.md").read_text()
-    for module in (
-        "traxon",
-        "core",
-        "trace",
-        "learn",
-        "tasks",
-        "plot",
-        "recipes",
-        "adapters",
-        "diagnostics",
-    ):
-        name = module if module == "traxon" else f"traxon.{module}"
-        assert f".. automodule:: {name}\n" in api, name
+    modules = ("core", "trace", "learn", "tasks", "plot", "recipes", "adapters", "diagnostics")
+    names = ["traxon", *(f"traxon.{module}" for module in modules)]
+    assert_on_page("api.md", [f".. automodule:: {name}\n" for name in names])
 
 
 RUN_PAGES = """\
@@ -135,22 +132,23 @@ def test_errors_page_is_current(docs_env: dict[str, str]) -> None:
 
 def test_errors_page_covers_the_messages_of_the_library() -> None:
     """Spot check that the page holds real messages of the main modules."""
-    page = (DOCS / "errors.md").read_text()
-    for message in (
-        "must be positive and finite",
-        "is not reached by any trace of",
-        "cannot affect the loss",
-        "couples different neurons",
-        "was written for a different network or learner",
-        "the loss, the gradient or the updated weights/optimiser state became NaN/Inf",
-        "must be a multiple of `dt`",
-        # the brainstate adapter
-        "is not aligned to neurons",
-        "is not aligned to neurons",
-        "d_rtrl needs to know which neuron each entry of it drives",
-        "is no longer part of the module",
-    ):
-        assert message in page, message
+    assert_on_page(
+        "errors.md",
+        (
+            "must be positive and finite",
+            "is not reached by any trace of",
+            "cannot affect the loss",
+            "couples different neurons",
+            "was written for a different network or learner",
+            "the loss, the gradient or the updated weights/optimiser state became NaN/Inf",
+            "must be a multiple of `dt`",
+            # the brainstate adapter
+            "is not aligned to neurons",
+            "is not aligned to neurons",
+            "d_rtrl needs to know which neuron each entry of it drives",
+            "is no longer part of the module",
+        ),
+    )
 
 
 def test_tests_named_on_the_pages_exist() -> None:
@@ -163,16 +161,17 @@ def test_tests_named_on_the_pages_exist() -> None:
 
 
 def test_brainstate_page_states_the_known_limitations() -> None:
-    page = (DOCS / "brainstate.md").read_text()
-    for needle in (
-        "input_size=",
-        "align_pre_projection",
-        "CurrentProj",
-        "EventFixedProb",
-        "es_d_rtrl",
-        "errors.md#brainstate-and-brainpy-state-modules",
-    ):
-        assert needle in page, needle
+    assert_on_page(
+        "brainstate.md",
+        (
+            "input_size=",
+            "align_pre_projection",
+            "CurrentProj",
+            "EventFixedProb",
+            "es_d_rtrl",
+            "errors.md#brainstate-and-brainpy-state-modules",
+        ),
+    )
 
 
 def test_figures_exist_and_come_from_make_figures() -> None:
