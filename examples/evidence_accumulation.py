@@ -114,16 +114,18 @@ def main(argv: list[str] | None = None) -> dict:
     train_s = time.perf_counter() - start
 
     args.out.mkdir(parents=True, exist_ok=True)
-    fig = learning_curve(history, evaluations=evaluations)
-    fig.savefig(args.out / "learning_curve.png", dpi=100)
-    plt.close(fig)
     trial = task.sample(12345, 1, split="test")
     state = net.init_state(1)
     res = net.simulate(learner.params, state, jnp.asarray(trial.x))
     spikes = {k: v["spike"] for k, v in res.record.items() if k != "readout"}
-    fig = raster(spikes, title=f"one test trial (label {int(trial.label[0])}) after training")
-    fig.savefig(args.out / "raster.png", dpi=100)
-    plt.close(fig)
+    title = f"one test trial (label {int(trial.label[0])}) after training"
+    figures = {
+        "learning_curve": learning_curve(history, evaluations=evaluations),
+        "raster": raster(spikes, title=title),
+    }
+    for name, fig in figures.items():
+        fig.savefig(args.out / f"{name}.png", dpi=100)
+        plt.close(fig)
 
     summary = {
         "algorithm": args.algorithm,

@@ -36,6 +36,7 @@ command with its own ``--process-id`` and trains on its slice of each batch)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from typing import Any
@@ -136,9 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
     seen = []
     start = time.perf_counter()
-    for i, train in enumerate(task.stream(seed=0, batch_size=batch)):
-        if i >= rounds:
-            break
+    for i, train in enumerate(itertools.islice(task.stream(seed=0, batch_size=batch), rounds)):
         seen.append(train)
         tick = time.perf_counter()
         if parallel:
