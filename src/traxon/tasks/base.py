@@ -173,6 +173,18 @@ def check_readout_steps(readout_steps: Any, n_steps: int) -> int:
     return readout_steps
 
 
+def poisson_batch(
+    rng: np.random.Generator, prob: np.ndarray, label: np.ndarray, window: tuple[int, int]
+) -> Batch:
+    """A classification batch of Bernoulli spikes: ``prob`` ``(T, B, n_in)`` is each
+    channel's spike probability per step; each sequence's ``label`` is the target at every
+    step, scored in the steps ``window = (start, stop)`` only."""
+    x = (rng.random(prob.shape, dtype=np.float32) < prob).astype(np.float32)
+    mask = np.zeros(prob.shape[:2], np.float32)
+    mask[window[0] : window[1]] = 1.0
+    return Batch(x=x, y=constant_target(label, prob.shape[0]), mask=mask, label=label)
+
+
 def labelled_batch(x: np.ndarray, label: np.ndarray, n_steps: int, readout_steps: int) -> Batch:
     """A classification batch: inputs ``x``, each sequence's ``label`` as the target at every
     step, read out on the last ``readout_steps`` steps."""
@@ -248,6 +260,8 @@ class Task:
 
     name: ClassVar[str] = "task"
     kind: ClassVar[str] = "classification"
+    _config_keys: ClassVar[str] = ""
+    """The attributes ``repr`` shows, separated by spaces (or override ``_config``)."""
     n_in: int
     n_out: int
     n_steps: int
@@ -431,7 +445,7 @@ class Task:
         return _rebatch(chunks(), batch_size)
 
     def _config(self) -> dict[str, Any]:
-        return {}
+        return {key: getattr(self, key) for key in self._config_keys.split()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())

@@ -15,7 +15,6 @@ test set, drawn from a fixed seed (0) independent of any user seed.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
@@ -98,6 +97,7 @@ class SpikingDigits(Task):
 
     name = "digits"
     kind = "classification"
+    _config_keys = "encoding n_steps dt max_rate_hz test_fraction readout_steps"
 
     def __init__(
         self,
@@ -214,13 +214,3 @@ class SpikingDigits(Task):
 
     def _epoch_chunk(self, rng: np.random.Generator, start: int, stop: int, split: str) -> Batch:
         return self._batch(rng, self._split_indices[split][start:stop])
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "encoding": self.encoding,
-            "n_steps": self.n_steps,
-            "dt": self.dt,
-            "max_rate_hz": self.max_rate_hz,
-            "test_fraction": self.test_fraction,
-            "readout_steps": self.readout_steps,
-        }

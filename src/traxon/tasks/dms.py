@@ -17,18 +17,9 @@ Input channel ``j`` has preferred direction ``2 pi j / n_channels`` and fires Po
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from traxon.tasks.base import (
-    Batch,
-    Task,
-    check_float,
-    check_int,
-    constant_target,
-    ms_to_steps,
-)
+from traxon.tasks.base import Batch, Task, check_float, check_int, ms_to_steps, poisson_batch
 
 __all__ = ["DelayedMatchToSample"]
 
@@ -72,6 +63,7 @@ class DelayedMatchToSample(Task):
 
     name = "dms"
     kind = "classification"
+    _config_keys = "n_channels n_directions fixation_ms sample_ms delay_ms test_ms dt"
 
     def __init__(
         self,
@@ -185,20 +177,5 @@ class DelayedMatchToSample(Task):
         t0, t1 = self.test_window
         prob[s0:s1] = self._p_tuned[sample_dir][None]
         prob[t0:t1] = self._p_tuned[test_dir][None]
-        x = (rng.random(prob.shape, dtype=np.float32) < prob).astype(np.float32)
-
-        mask = np.zeros((n_steps, b), np.float32)
-        mask[t0:t1] = 1.0
-        batch = Batch(x=x, y=constant_target(label, n_steps), mask=mask, label=label)
+        batch = poisson_batch(rng, prob, label, self.test_window)
         return batch, {"sample_direction": sample_dir, "test_direction": test_dir}
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "n_channels": self.n_channels,
-            "n_directions": self.n_directions,
-            "fixation_ms": self.fixation_ms,
-            "sample_ms": self.sample_ms,
-            "delay_ms": self.delay_ms,
-            "test_ms": self.test_ms,
-            "dt": self.dt,
-        }

@@ -17,8 +17,6 @@ fire at ``noise_rate_hz`` for the whole trial.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from traxon.tasks.base import (
@@ -26,8 +24,8 @@ from traxon.tasks.base import (
     Task,
     check_float,
     check_int,
-    constant_target,
     ms_to_steps,
+    poisson_batch,
     rate_to_prob,
 )
 
@@ -79,6 +77,7 @@ class EvidenceAccumulation(Task):
 
     name = "evidence"
     kind = "classification"
+    _config_keys = "n_cues cue_ms gap_ms delay_ms recall_ms start_ms dt minority_prob"
 
     def __init__(
         self,
@@ -176,21 +175,4 @@ class EvidenceAccumulation(Task):
             right = cues[:, k] == 1
             prob[s0:s1, ~right, 0:g] = self._p_cue
             prob[s0:s1, right, g : 2 * g] = self._p_cue
-        x = (rng.random(prob.shape, dtype=np.float32) < prob).astype(np.float32)
-
-        mask = np.zeros((n_steps, b), np.float32)
-        mask[r0:r1] = 1.0
-        batch = Batch(x=x, y=constant_target(label, n_steps), mask=mask, label=label)
-        return batch, {"cues": cues}
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "n_cues": self.n_cues,
-            "cue_ms": self.cue_ms,
-            "gap_ms": self.gap_ms,
-            "delay_ms": self.delay_ms,
-            "recall_ms": self.recall_ms,
-            "start_ms": self.start_ms,
-            "dt": self.dt,
-            "minority_prob": self.minority_prob,
-        }
+        return poisson_batch(rng, prob, label, self.recall_window), {"cues": cues}
