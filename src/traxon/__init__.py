@@ -19,16 +19,7 @@ from traxon import (
     trace,
 )
 from traxon._checks import TraxonWarning
-from traxon.core import (
-    ALIF,
-    LIF,
-    Dense,
-    Expon,
-    Network,
-    Population,
-    Projection,
-    Readout,
-)
+from traxon.core import ALIF, LIF, Dense, Expon, Network, Population, Projection, Readout
 from traxon.learn import (
     CheckpointError,
     LearnerState,

@@ -78,24 +78,12 @@ def recurrent_network(
         # e-prop's scaling: the threshold shift a steady rate produces is the same whatever
         # tau_a, about 1.7 thresholds at one spike per membrane time constant.
         beta = 1.7 * (1 - math.exp(-dt / tau_a)) / (1 - math.exp(-dt / tau))
+    membrane = {"tau": tau, "V_th": threshold, "R": R, "tau_ref": tau_ref, "spike_fn": spike}
     pops: dict[str, Population] = {}
     if n_lif:
-        pops["lif"] = Population(
-            LIF(tau=tau, V_th=threshold, R=R, tau_ref=tau_ref, spike_fn=spike), n_lif
-        )
+        pops["lif"] = Population(LIF(**membrane), n_lif)
     if n_alif:
-        pops["alif"] = Population(
-            ALIF(
-                tau=tau,
-                tau_a=tau_a,
-                beta=beta,
-                V_th=threshold,
-                R=R,
-                tau_ref=tau_ref,
-                spike_fn=spike,
-            ),
-            n_alif,
-        )
+        pops["alif"] = Population(ALIF(tau_a=tau_a, beta=beta, **membrane), n_alif)
     if not pops:
         raise ValueError("the network needs at least one neuron: n_lif + n_alif > 0.")
     synapse = Expon(synapse_tau) if synapse_tau else None
@@ -159,6 +147,14 @@ class Recipe:
         return optax.adam(optax.cosine_decay_schedule(lr, self.lr_decay_steps, alpha=0.1))
 
 
+#: The short tasks of ``recipe(..., quick=True)`` (options given to ``recipe`` override them).
+_QUICK_OPTIONS: dict[str, dict[str, Any]] = {
+    "evidence": {"n_cues": 3, "cue_ms": 30, "gap_ms": 20, "delay_ms": 60, "recall_ms": 40},
+    "dms": {"fixation_ms": 20, "sample_ms": 50, "delay_ms": 100, "test_ms": 50},
+    "digits": {"n_steps": 20},
+}
+
+
 def recipe(
     task: str, algorithm: str | None = None, quick: bool = False, **task_options: Any
 ) -> Recipe:
@@ -171,16 +167,9 @@ def recipe(
         >>> r.task.n_steps < 500, r.algorithm
         (True, 'd_rtrl')
     """
+    if quick and isinstance(task, str):
+        task_options = {**_QUICK_OPTIONS.get(task, {}), **task_options}
     if task == "evidence":
-        if quick:
-            task_options = {
-                "n_cues": 3,
-                "cue_ms": 30,
-                "gap_ms": 20,
-                "delay_ms": 60,
-                "recall_ms": 40,
-                **task_options,
-            }
         t = get_task("evidence", **task_options)
         algorithm = algorithm or "d_rtrl"
         return Recipe(
@@ -202,14 +191,6 @@ def recipe(
             "gradients clipped to norm 1, cosine learning-rate decay to a tenth over 150 updates",
         )
     if task == "dms":
-        if quick:
-            task_options = {
-                "fixation_ms": 20,
-                "sample_ms": 50,
-                "delay_ms": 100,
-                "test_ms": 50,
-                **task_options,
-            }
         t = get_task("dms", **task_options)
         return Recipe(
             t,
@@ -220,8 +201,6 @@ def recipe(
             20 if quick else 2000,
         )
     if task == "digits":
-        if quick:
-            task_options = {"n_steps": 20, **task_options}
         t = get_task("digits", **task_options)
         net = recurrent_network(
             t.n_in,
