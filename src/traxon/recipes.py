@@ -78,7 +78,13 @@ def recurrent_network(
         # e-prop's scaling: the threshold shift a steady rate produces is the same whatever
         # tau_a, about 1.7 thresholds at one spike per membrane time constant.
         beta = 1.7 * (1 - math.exp(-dt / tau_a)) / (1 - math.exp(-dt / tau))
-    membrane = {"tau": tau, "V_th": threshold, "R": R, "tau_ref": tau_ref, "spike_fn": spike}
+    membrane: dict[str, Any] = {
+        "tau": tau,
+        "V_th": threshold,
+        "R": R,
+        "tau_ref": tau_ref,
+        "spike_fn": spike,
+    }
     pops: dict[str, Population] = {}
     if n_lif:
         pops["lif"] = Population(LIF(**membrane), n_lif)
