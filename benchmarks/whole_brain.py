@@ -39,7 +39,11 @@ Lines (one JSON object each, the first is ``{"machine": ...}``):
   compile times, the bytes of constants each program captured (``*_const_bytes``), the
   bytes a connection must move per step at least (``bytes_per_connection``: 36 for the
   learner with Adam, 16 for the forward step) and the bandwidth that makes at the measured
-  time (``learner_GBps``); with ``--bandwidth-gbs`` also ``roofline_ms`` and ``x_roofline``.
+  time (``learner_GBps``); the bytes the compiled steps do move per connection, read from
+  their optimised HLO (``learner_hlo_bytes_per_connection``,
+  ``forward_hlo_bytes_per_connection``: ``benchmarks/_hlo_bytes.py``) and the bandwidth
+  those make (``*_hlo_GBps``); with ``--bandwidth-gbs`` also ``roofline_ms`` and
+  ``x_roofline``.
 
 Run::
 
@@ -64,6 +68,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import GB, emit, emit_machine, log, memory_stats
+from _hlo_bytes import step_bytes
 
 CONNECTIONS_PER_NEURON = 15_000_000 / 139_255
 FULL_N = 139_255
@@ -292,6 +297,7 @@ def step_row(n: int, batch: int, steps: int, reps: int, bandwidth: float | None)
     traced = learner.jit("run", donate_argnums=1).trace(indices, ls, x, y, m)
     run = traced.lower().compile()
     learn_compile_s, learn_consts = time.perf_counter() - t0, const_bytes(traced)
+    learn_bytes, fwd_bytes = step_bytes(run.as_text()), step_bytes(fwd.as_text())
     params = jax.tree_util.tree_map(jnp.copy, ls.params)
     state = jax.tree_util.tree_map(jnp.copy, ls.net_state)
     t_fwd, t_learn = [], []
@@ -326,6 +332,12 @@ def step_row(n: int, batch: int, steps: int, reps: int, bandwidth: float | None)
         "bytes_per_connection": LEARNER_BYTES_PER_CONNECTION,
         "forward_bytes_per_connection": FORWARD_BYTES_PER_CONNECTION,
         # Effective bandwidth of the floor's bytes at the measured time.
+        # What the compiled steps move (benchmarks/_hlo_bytes.py), per connection per step,
+        # and the bandwidth those bytes make at the measured time.
+        "learner_hlo_bytes_per_connection": learn_bytes / conn,
+        "forward_hlo_bytes_per_connection": fwd_bytes / conn,
+        "learner_hlo_GBps": learn_bytes / (learn_ms * 1e-3) / 1e9,
+        "forward_hlo_GBps": fwd_bytes / (fwd_ms * 1e-3) / 1e9,
         "learner_GBps": LEARNER_BYTES_PER_CONNECTION * conn / (learn_ms * 1e-3) / 1e9,
         "forward_GBps": FORWARD_BYTES_PER_CONNECTION * conn / (fwd_ms * 1e-3) / 1e9,
         "loss_last": float(jax.device_get(metrics["loss"]).mean()),

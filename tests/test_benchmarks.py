@@ -91,3 +91,45 @@ def test_whole_brain_gpu_script_smoke() -> None:
         ]
         assert not missing, (missing, row)
         assert row["learner_const_bytes"] == row["forward_const_bytes"] == 0, row
+        # The compiled learner moves more than the forward step, which moves more than
+        # its weights (4 bytes a connection).
+        fwd, learn = (
+            row["forward_hlo_bytes_per_connection"],
+            row["learner_hlo_bytes_per_connection"],
+        )
+        assert 4 < fwd < learn, row
+
+
+def test_hlo_step_bytes_model() -> None:
+    """``benchmarks/_hlo_bytes.py`` charges one step of a scan: the carry, the weights and the
+    step's slice of the inputs (not all T), each conditional by its costliest branch."""
+    import importlib.util
+
+    import jax
+    import jax.numpy as jnp
+
+    spec = importlib.util.spec_from_file_location("_hlo_bytes", BENCH / "_hlo_bytes.py")
+    assert spec is not None and spec.loader is not None
+    hlo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hlo)
+
+    def scan(w, xs, heavy):
+        def body(c, x):
+            c = c + w * x
+            # A branch that reads w twice more: the conditional is charged that branch.
+            c = jax.lax.cond(heavy, lambda: c * w + w, lambda: c) if heavy is not None else c
+            return c, None
+
+        return jax.lax.scan(body, w, xs)[0]
+
+    n = 1000
+
+    def measured(t, heavy):
+        f = jax.jit(lambda w, xs, h: scan(w, xs, h if heavy else None))
+        text = f.lower(jnp.ones(n), jnp.ones((t, n)), True).compile().as_text()
+        return hlo.step_bytes(text)
+
+    plain = measured(5, False)
+    assert 4 * 4 * n <= plain < 4 * 4 * n + 100  # w, c, x[t] read; c written
+    assert measured(50, False) == plain  # one step, whatever T
+    assert measured(5, True) >= plain + 3 * 4 * n  # the costly branch: w, c read, c written
