@@ -40,14 +40,14 @@ import jax
 import jax.numpy as jnp
 
 from traxon._module import static
-from traxon.core.neurons import _ACTIVATIONS, Neuron
+from traxon.core.neurons import _ACTIVATIONS, _check_activation, _OneVariable
 
 __all__ = ["GRU", "GatedCell", "MinGRU"]
 
 State = dict[str, jax.Array]
 
 
-class GatedCell(Neuron):
+class GatedCell(_OneVariable):
     """Base class of gated cells: a neuron whose inputs are named gates.
 
     A subclass defines ``gates`` (the port names, in order), ``state_names`` and
@@ -61,23 +61,11 @@ class GatedCell(Neuron):
         (True, ('z', 'r', 'hx', 'hh'))
     """
 
+    _variable = "h"
+
     @property
     def gates(self) -> tuple[str, ...]:
         raise NotImplementedError
-
-    @property
-    def spiking(self) -> bool:
-        return False
-
-    @property
-    def state_names(self) -> tuple[str, ...]:
-        return ("h",)
-
-    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return {"h": jnp.zeros(shape, dtype)}
-
-    def output(self, state: State) -> jax.Array:
-        return state["h"]
 
     def update_gates(self, state: State, inputs: Mapping[str, jax.Array], dt: float) -> State:
         raise NotImplementedError
@@ -162,10 +150,7 @@ class MinGRU(GatedCell):
     activation: str = static(default="identity")
 
     def __post_init__(self) -> None:
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"`activation` must be one of {sorted(_ACTIVATIONS)}; got {self.activation!r}."
-            )
+        _check_activation(self.activation)
 
     @property
     def gates(self) -> tuple[str, ...]:

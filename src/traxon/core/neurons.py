@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,27 @@ class Neuron(Module):
 
     def decays(self, dt: float) -> dict[str, float]:
         raise NotImplementedError
+
+
+class _OneVariable(Neuron):
+    """A non-spiking neuron with one state variable (named by ``_variable``) that starts at
+    zero and is its output (:class:`Graded` reads it through a nonlinearity)."""
+
+    _variable: ClassVar[str] = ""
+
+    @property
+    def spiking(self) -> bool:
+        return False
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return (self._variable,)
+
+    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
+        return {self._variable: jnp.zeros(shape, dtype)}
+
+    def output(self, state: State) -> jax.Array:
+        return state[self._variable]
 
 
 def _reset(
@@ -345,7 +366,7 @@ class Izhikevich(Neuron):
         return {"v": math.exp(dt * slope_v), "u": _mean_decay(dt, 1.0 / np.asarray(self.a))}
 
 
-class LeakyIntegrator(Neuron):
+class LeakyIntegrator(_OneVariable):
     r"""Non-spiking leaky integrator, the usual readout: :math:`r_t = \kappa r_{t-1} + I_t`.
 
     Its output is its value ``r``. Give either ``tau`` (ms; :math:`\kappa = e^{-\Delta t/\tau}`)
@@ -359,6 +380,8 @@ class LeakyIntegrator(Neuron):
         >>> s["r"]
         Array([[1.5, 1.5]], dtype=float32)
     """
+
+    _variable = "r"
 
     tau: Any = None
     kappa: Any = None
@@ -376,22 +399,8 @@ class LeakyIntegrator(Neuron):
             _convert(self, kappa=None)
             check_in(self.kappa, "kappa", 0.0, 1.0)
 
-    @property
-    def spiking(self) -> bool:
-        return False
-
-    @property
-    def state_names(self) -> tuple[str, ...]:
-        return ("r",)
-
     def decay(self, dt: float) -> Any:
         return _leak(dt, self.tau) if self.tau is not None else self.kappa
-
-    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return {"r": jnp.zeros(shape, dtype)}
-
-    def output(self, state: State) -> jax.Array:
-        return state["r"]
 
     def update(self, state: State, current: Any, jump: Any, dt: float) -> State:
         return {"r": self.decay(dt) * state["r"] + current + jump}
@@ -411,7 +420,12 @@ _ACTIVATIONS: dict[str, Any] = {
 }
 
 
-class Graded(Neuron):
+def _check_activation(activation: str) -> None:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {sorted(_ACTIVATIONS)}; got {activation!r}.")
+
+
+class Graded(_OneVariable):
     r"""Non-spiking graded (rate) neuron: a leaky membrane read through a nonlinearity.
 
     .. math::
@@ -443,6 +457,8 @@ class Graded(Neuron):
         [0.0, 0.957]
     """
 
+    _variable = "V"
+
     tau: Any = 10.0
     R: Any = 1.0
     activation: str = static(default="tanh")
@@ -450,21 +466,7 @@ class Graded(Neuron):
     def __post_init__(self) -> None:
         _convert(self, tau="ms", R=None)
         check_positive(self.tau, "tau")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"`activation` must be one of {sorted(_ACTIVATIONS)}; got {self.activation!r}."
-            )
-
-    @property
-    def spiking(self) -> bool:
-        return False
-
-    @property
-    def state_names(self) -> tuple[str, ...]:
-        return ("V",)
-
-    def init(self, shape: tuple[int, ...], dtype: Any) -> State:
-        return {"V": jnp.zeros(shape, dtype)}
+        _check_activation(self.activation)
 
     def output(self, state: State) -> jax.Array:
         return _ACTIVATIONS[self.activation](state["V"])
