@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import brainevent
 import brainpy.state as bps
@@ -89,6 +90,20 @@ def batch(rng: np.random.Generator, size: int, steps: int):
     return x, y, mask
 
 
+def attach_learner(module: brainstate.nn.Module, **options: Any) -> traxon.OnlineLearner:
+    """ES-D-RTRL with Adam on the module's weights: cross-entropy of the readout, one update
+    at the end of each sequence, a 10 Hz firing-rate target."""
+    return traxon.online_learner(
+        module,
+        "es_d_rtrl",
+        optax.adam(5e-3),
+        "cross_entropy",
+        update_every="sequence",
+        rate_target=10.0,
+        **options,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -100,14 +115,7 @@ def main() -> None:
     sequences = args.sequences or (5 if args.quick else 60)
 
     module = RecurrentSNN()  # no init_all_states, no input_size: traxon reads them
-    learner = traxon.online_learner(
-        module,
-        "es_d_rtrl",
-        optax.adam(5e-3),
-        "cross_entropy",
-        update_every="sequence",
-        rate_target=10.0,
-    )
+    learner = attach_learner(module)
     print("adapted:", {k: p.traced for k, p in learner.net.populations.items()})
     print("weights:", [p.name for p in learner.net.projections])
     rng = np.random.default_rng(0)

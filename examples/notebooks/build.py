@@ -363,6 +363,7 @@ Needs `pip install "traxon[brainpy]"`. Set `TRAXON_QUICK=1` for a tiny version (
         "code",
         """\
 import os
+from typing import Any
 
 QUICK = os.environ.get("TRAXON_QUICK") == "1"
 
@@ -453,19 +454,14 @@ share it), the readout, and three weights (input, recurrent, readout).""",
     ),
     (
         "code",
-        """\
+        example_source("attach_learner")
+        + """
+
+
 # The learner starts every sequence from the states the module holds when it is attached:
 # reset them (the run above left them at the end of a sequence).
 brainstate.nn.init_all_states(module, batch_size=BATCH)
-learner = traxon.online_learner(
-    module,
-    "es_d_rtrl",
-    optax.adam(5e-3),
-    "cross_entropy",
-    update_every="sequence",
-    input_size=N_IN,
-    rate_target=10.0,
-)
+learner = attach_learner(module, input_size=N_IN)
 for name, pop in learner.net.populations.items():
     print(f"population {name!r}: {pop.size} neurons, state per neuron {pop.traced}")
 for p in learner.net.projections:
