@@ -89,7 +89,7 @@ _PER_ENTRY_HINT = (
 
 
 class _Gap:
-    """What the two gap-junction ops share: the projection check and the trace hints."""
+    """What the two gap-junction ops share: the size and projection checks, the trace hints."""
 
     symmetric: bool
     positive: bool
@@ -103,6 +103,17 @@ class _Gap:
     def param_traces_hint(self) -> str:
         """What to do instead when a per-entry rule refuses this op."""
         return _PER_ENTRY_HINT
+
+    def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
+        """Raise unless the op maps a population onto itself (of ``n`` neurons, for an op
+        that fixes ``n``)."""
+        n = getattr(self, "n", None)
+        if n_in != n_out or (n is not None and n_out != n):
+            count = "" if n is None else f"{n} "
+            raise ValueError(
+                f"{type(self).__name__} in {where} couples {count}neurons of one population; "
+                f"got n_in={n_in}, n_out={n_out}."
+            )
 
     def check_projection(self, projection: Any, where: str) -> None:
         """Raise unless the projection couples a population with itself at ``delay=1``."""
@@ -158,13 +169,6 @@ class GapJunction(_Gap, WeightOp):
         _flag(self, "symmetric")
         _flag(self, "positive")
         _gain(self)
-
-    def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
-        if n_in != n_out:
-            raise ValueError(
-                f"GapJunction in {where} couples neurons of one population; got n_in={n_in}, "
-                f"n_out={n_out}."
-            )
 
     def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
         return (n_out, n_out)
@@ -336,13 +340,6 @@ class SparseGapJunction(_Gap, WeightOp):
     def n_pairs(self) -> int:
         """Number of listed pairs (entries of ``W``)."""
         return int(self.a.array.size)
-
-    def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
-        if n_in != n_out or n_out != self.n:
-            raise ValueError(
-                f"SparseGapJunction in {where} couples {self.n} neurons of one population; "
-                f"got n_in={n_in}, n_out={n_out}."
-            )
 
     def weight_shape(self, n_in: int, n_out: int) -> tuple[int, ...]:
         return (self.n_pairs,)
