@@ -73,6 +73,22 @@ def test_nan_update_is_skipped_and_reported(net):
     assert tree_allclose(ln.state.params, start)
 
 
+def test_guard_keeps_a_nan_update_out_of_the_pure_run(net):
+    # The pure run (guard=True, as learner.run) keeps the weights; guard=False commits the
+    # NaN update and reports it, for callers that discard such a call whole (the stateful
+    # shell with on_nonfinite="raise").
+    ln = traxon.online_learner(net, "es_d_rtrl", optax.adam(1e-3, eps=0))
+    ls = ln.init(batch_size=B)
+    x = jnp.zeros((2, B, N_IN))
+    y = jnp.zeros((2, B), jnp.int32)
+    kept, m = ln.jit("run")(ln.connectivity, ls, x, y)
+    assert np.asarray(m["nonfinite"]).all() and int(kept.skipped) == 2
+    assert all_finite(kept.params) and tree_allclose(kept.params, ls.params)
+    committed, m = ln.jit("run", guard=False)(ln.connectivity, ls, x, y)
+    assert np.asarray(m["nonfinite"]).all() and int(committed.updates) == 0
+    assert not all_finite(committed.params)
+
+
 def test_nan_learning_rate_raises_at_the_first_step(net):
     ln = traxon.online_learner(net, "es_d_rtrl", optax.sgd(float("nan")))
     x, y, _ = batch(np.random.default_rng(0))

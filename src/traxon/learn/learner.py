@@ -230,19 +230,23 @@ class OnlineLearner:
             opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
         self.optimizer = opt
         self._state: LearnerState | None = None
+        self._guard = True  # while tracing a function of `jit`: its `guard`
         # The stateful shell reads, advances and commits `_state`: one thread at a time.
         self._lock = threading.RLock()
         # Connectivity as data: each jitted function takes the network's index arrays as its
         # first argument (`self._indices`), so the compiled program holds no copy of them.
         self._indices = net.connectivity()
-        self._run_jit = self.jit("run")
-        self._step_jit = self.jit("step_fn")
-        self._end_jit = self.jit("end_sequence")
-        self._finish_jit = self.jit("_finish")
+        # With on_nonfinite="raise" the shell discards a call with any non-finite update
+        # whole, so its steps need not keep such an update out (see `jit`'s `guard`).
+        guard = on_nonfinite == "skip"
+        self._run_jit = self.jit("run", guard=guard)
+        self._step_jit = self.jit("step_fn", guard=guard)
+        self._end_jit = self.jit("end_sequence", guard=guard)
+        self._finish_jit = self.jit("_finish", guard=guard)
         self._reset_jit = self.jit("reset_sequence")
         self._eval_jit = self.jit("_evaluate")
 
-    def jit(self, method: str = "run", **jit_kwargs: Any) -> Any:
+    def jit(self, method: str = "run", guard: bool = True, **jit_kwargs: Any) -> Any:
         """A method of the functional core, jitted with the connectivity passed as data.
 
         The jitted function takes the network's index arrays (:attr:`connectivity`) first,
@@ -253,6 +257,13 @@ class OnlineLearner:
 
         Arguments:
             method: ``"run"``, ``"step_fn"``, ``"end_sequence"`` or ``"reset_sequence"``.
+            guard: keep a non-finite update out of the returned state (the weights and
+                optimiser state stay as they were, the step is counted in ``skipped``), as
+                the methods do. ``False`` commits every update and only reports it in the
+                metrics' ``nonfinite``: for a caller that discards the whole result of a
+                call with a non-finite step, as :meth:`step` and :meth:`fit` do with
+                ``on_nonfinite="raise"``. It saves the per-step choice between the old and
+                the new weights, which copies every weight and moment.
             jit_kwargs: passed to :func:`jax.jit` (e.g. ``donate_argnums=1``: the state).
 
         Example:
@@ -273,8 +284,13 @@ class OnlineLearner:
         keys = self.net.index_arrays()
 
         def with_indices(indices: Any, *args: Any) -> Any:
-            with bind_indices(keys, indices):
-                return fn(*args)
+            # `guard` is read while tracing (a Python flag, not data).
+            previous, self._guard = self._guard, guard
+            try:
+                with bind_indices(keys, indices):
+                    return fn(*args)
+            finally:
+                self._guard = previous
 
         with_indices.__name__ = with_indices.__qualname__ = method
         return jax.jit(with_indices, **jit_kwargs)
@@ -508,11 +524,13 @@ class OnlineLearner:
         # An update is committed only when the loss, the gradient, the new weights and the
         # new optimiser state are all finite (one fused reduction over the new values).
         finite = _all_finite_fused((norm, new_trainable, opt_state)) & ~ls.window_nonfinite
-        # One choice between whole buffers (a conditional), not an element-wise select that
-        # reads the new and the old values once more (docs/decisions.md: the learner's step).
-        new_trainable, opt_state = jax.lax.cond(
-            finite, lambda: (new_trainable, opt_state), lambda: (trainable, ls.opt_state)
-        )
+        if self._guard:
+            # One choice between whole buffers (a conditional), not an element-wise select
+            # that reads the new and the old values once more (docs/decisions.md: the
+            # learner's step); XLA copies the chosen buffers.
+            new_trainable, opt_state = jax.lax.cond(
+                finite, lambda: (new_trainable, opt_state), lambda: (trainable, ls.opt_state)
+            )
         params = {**ls.params, **new_trainable}
         ls = ls._replace(
             params=params,
