@@ -398,3 +398,110 @@ def test_event_kernels_keep_brainevents_semantics(layer):
     theirs_t = jax.jvp(lambda z: product(W, z), (z,), (dz,))[1]
     ours_t = jax.jvp(lambda z: g.evaluate({w_in: W, z_in: z}, g.outputs)[0][0], (z,), (dz,))[1]
     np.testing.assert_allclose(np.asarray(ours_t), np.asarray(theirs_t), rtol=1e-5)
+
+
+# -------------------------------------------------------------------------------------
+# Connectivity as data (issue 22): the index arrays of the mapped kernels reach the learner's
+# compiled step as arguments, as traxon's own sparse ops' do.
+
+
+class Wired(brainstate.nn.Module):
+    """An E/I network of ``n`` cells: the E cells project through ``EventFixedProb`` (each onto
+    ``conn_num`` of the cells, drawn with ``seed``), the I cells through a ``SparseLinear``
+    brainevent CSR matrix of density ``conn_num``."""
+
+    def __init__(self, conn_num, seed=0, n=100, n_exc=80):
+        super().__init__()
+        self.n_exc = n_exc
+        self.neu = lif(n)
+        exc = brainstate.nn.EventFixedProb(
+            n_exc,
+            n,
+            conn_num=conn_num,
+            conn_weight=braintools.init.Normal(0.5 * u.mS, 0.05 * u.mS),
+            seed=seed,
+        )
+        inh = brainevent.CSR.fromdense(sparse_matrix(n - n_exc, n, -1.0, 2, prob=conn_num))
+        self.E = cuba(n, exc, self.neu)
+        self.I = cuba(n, brainstate.nn.SparseLinear(inh), self.neu, tau=10.0)
+        self.inp = cuba(n, dense_input(n), self.neu)
+        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        spk = self.neu.get_spike()
+        self.E(spk[:, : self.n_exc])
+        self.I(spk[:, self.n_exc :])
+        self.inp(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+def wired_learner(conn_num, seed=0):
+    """An es_d_rtrl learner on a :class:`Wired` module attached at batch size 1 (the learner
+    runs at ``B``: the step traced at another batch size reads the same index arrays)."""
+    brainstate.random.seed(0)
+    module = Wired(conn_num, seed)
+    brainstate.nn.init_all_states(module, batch_size=1)
+    return traxon.online_learner(
+        module, "es_d_rtrl", optax.adam(1e-2), update_every=5, input_size=N_IN
+    )
+
+
+def captured_bytes(fn, *args):
+    """Bytes of the constants the jitted ``fn`` captures when traced with ``args``."""
+    return sum(int(getattr(c, "nbytes", 0)) for c in fn.trace(*args).jaxpr.consts)
+
+
+def test_captured_constants_do_not_grow_with_connections():
+    """The learner's step captures the same constants (the neurons' decay factors, no index)
+    at 4x the connections; the step with the indices baked in captures them all."""
+    x, ts, ws = data(steps=1)
+    ours, baked, connections = [], [], []
+    for conn_num in (0.1, 0.4):
+        learner = wired_learner(conn_num)
+        net = learner.net
+        keys = net.index_arrays()
+        # Every mapped kernel's indices are listed (the CSR op's, its entry order, pre, post).
+        fixed = net.sparse_connectivity()
+        assert [k.split(".")[0] for k in sorted(fixed)] == ["E", "I"]
+        assert {id(k) for c in fixed.values() for k in c.index_arrays()} <= {id(k) for k in keys}
+        connections.append(sum(c.op.post.array.size for c in fixed.values()))
+        ls = learner.init(batch_size=B)
+        args = (ls, x[0], ts[0], ws[0])
+        ours.append(captured_bytes(learner.jit("step_fn"), learner.connectivity, *args))
+        baked.append(captured_bytes(jax.jit(learner.step_fn), *args))
+        # The step at B reads the index arrays read at the attached batch size.
+        for name, conn in fixed.items():
+            assert net.analysis(B).ops[name].fixed.pre is conn.pre
+    assert connections[1] > 3 * connections[0], connections
+    # What is left: brainstate's decay factors, one (B, n) float32 array per time constant.
+    assert ours[0] == ours[1] and ours[0] <= 4 * B * 100 * 4, ours
+    assert baked[1] - baked[0] > 4 * 3 * (connections[1] - connections[0]), baked
+
+
+@pytest.mark.slow
+def test_a_second_module_runs_through_the_compiled_step():
+    """Another module of the same shapes (other EventFixedProb connections) runs through the
+    first learner's compiled step with its own connectivity: the same numbers as its own
+    learner's, other numbers than the first's."""
+    la, lb = wired_learner(0.2, seed=0), wired_learner(0.2, seed=1)
+    ca, cb = la.connectivity, lb.connectivity
+    assert [a.shape for a in ca] == [b.shape for b in cb]
+    assert any(not np.array_equal(a, b) for a, b in zip(ca, cb, strict=True))
+    xs, ts, ws = data(steps=8)
+    step, own = la.jit("step_fn"), lb.jit("step_fn")
+
+    def run(fn, indices):
+        ls = lb.init(batch_size=B)
+        for t in range(xs.shape[0]):
+            ls, _ = fn(indices, ls, xs[t], ts[t], ws[t])
+        return jax.tree.leaves(ls)
+
+    theirs, ours = run(step, cb), run(own, cb)
+    first = run(step, ca)
+    assert step._cache_size() == 1  # one program for both connectomes
+    for got, want in zip(theirs, ours, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert not all(
+        np.array_equal(np.asarray(p), np.asarray(q)) for p, q in zip(first, theirs, strict=True)
+    )

@@ -154,7 +154,7 @@ class WeightUse:
 class PopulationInfo:
     """A population found in the step: the hidden states (``traced``) and other states
     (``aux``) that interact element-wise once every weight's output is held fixed, its
-    size, the weights that feed it (``ops``), the ids of its :class:`ExternalInput` values
+    size, the weights that feed it (``ops``), the ids of its external inputs' values
     (``ext``), the signals it sends within the step (contract name -> id) and, when its
     neurons' ``get_spike()`` reads only its states, that function (``spike``)."""
 
@@ -239,15 +239,16 @@ class Analysis:
                 )
         roots = [self.x_id, self.i_id, self.t_id] + [lf.in_id for lf in self.dynamic]
         self.data = g.descendants(roots)
-        self.ops = self._weight_ops()
+        self.ops = self._weight_ops(net.sparse_connectivity())
         self.pops, self.globals = self._populations(net)
         self._sources()
         self._externals()
         self._spikes(spike_fns)
 
     # ------------------------------------------------------------------------------
-    def _weight_ops(self) -> dict[str, WeightUse]:
-        """Find the equation that applies each weight to data (once, by itself)."""
+    def _weight_ops(self, known: Mapping[str, _sparse.SparseConn]) -> dict[str, WeightUse]:
+        """Find the equation that applies each weight to data (once, by itself); ``known``:
+        the sparse weights' connectivity read at another batch size (reused when the same)."""
         g = self.graph
         by_id = {lf.in_id: lf for lf in self.params.values()}
         derived = g.descendants(list(by_id)) - self.data
@@ -274,10 +275,18 @@ class Analysis:
                     f"{node.name}); traxon traces a weight applied once per step."
                 )
             users[name] = node.name
-            ops[name] = self._weight_op(node, name, leaves[0], pin[0], din)
+            ops[name] = self._weight_op(node, name, leaves[0], pin[0], din, known.get(name))
         return ops
 
-    def _weight_op(self, node: Node, name: str, leaf: int, pin: int, din: list[int]) -> WeightUse:
+    def _weight_op(
+        self,
+        node: Node,
+        name: str,
+        leaf: int,
+        pin: int,
+        din: list[int],
+        known: _sparse.SparseConn | None = None,
+    ) -> WeightUse:
         """Read how equation ``node`` applies weight ``name`` (graph input ``leaf``, reaching
         ``node`` as ``pin``) to its data operands ``din``: its kind, its output in the
         canonical ``(batch, N)`` layout, its presynaptic signal."""
@@ -351,7 +360,7 @@ class Analysis:
                     kind = "dense_other"
             elif kind == "fixed":
                 module = self.params[name].path.rsplit(".", 1)[0]
-                fixed = _sparse.read(g, node, pin, data_in, name, module)
+                fixed = _sparse.read(g, node, pin, data_in, name, module, known)
                 _sparse.install(node, fixed)
         return WeightUse(
             name, node, leaf, kind, u_id, raw, layout, z_id, transform, elementwise, fixed

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 
 from traxon._module import static
 from traxon.adapters._analysis import Analysis, PopulationInfo, WeightUse, selected
-from traxon.adapters._keys import WeightInput
+from traxon.adapters._keys import InputKey
 from traxon.core.network import ONE, READOUT, PopulationPlan, ProjectionPlan
 from traxon.core.neurons import Neuron
-from traxon.core.ops import WeightOp
+from traxon.core.ops import WeightOp, _Frozen
 
 if TYPE_CHECKING:
     from traxon.adapters.brainstate import AdaptedNetwork
@@ -60,6 +60,12 @@ class AdaptedOp(WeightOp):
     name: str = static(default="")
     kind: str = static(default="")
     param_traces: bool = static(default=True)
+
+    def index_arrays(self) -> tuple[_Frozen, ...]:
+        """The connectivity of a sparse weight (its kernel's index arrays, shared by the
+        step at every batch size); none for the other kinds."""
+        fixed = self.net.sparse_connectivity().get(self.name) if self.kind == "fixed" else None
+        return () if fixed is None else fixed.index_arrays()
 
     def _info(self, batch: int) -> WeightUse:
         """This weight's use in the step traced at ``batch``."""
@@ -207,7 +213,7 @@ def build(net: AdaptedNetwork, a: Analysis) -> Contract:
             source=op.source,
             signal=op.signal,
             target=op.target,
-            channel=WeightInput(op.name).label,
+            channel=InputKey.weight(op.name).label,
             op=AdaptedOp(
                 net=net,
                 name=op.name,

@@ -4,10 +4,11 @@ The model contract names a population's inputs (the keys of its ``u``) and its s
 with strings. The adapter makes those strings from these keys only, through their
 ``label``, so that each kind of name is defined, documented and parsed in one place:
 
-* :class:`WeightInput` -- the input one weight op delivers to its target population;
-* :class:`ExternalInput` -- an input of a population's transition that is neither its own
-  state nor a weight's output (a value computed elsewhere in the step, e.g. a constant
-  drive or a value read from another population without a weight);
+* :class:`InputKey` -- a key of a population's ``u``: the input one weight op delivers to
+  its target population (``InputKey.weight``), or an input of a population's transition
+  that is neither its own state nor a weight's output (``InputKey.external``: a value
+  computed elsewhere in the step, e.g. a constant drive or a value read from another
+  population without a weight);
 * :class:`SignalKey` -- the presynaptic signal one weight reads from its source population,
   sent within the step or read at its start (the previous step's value).
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["ENV", "GLOBAL", "ExternalInput", "SignalKey", "WeightInput"]
+__all__ = ["ENV", "GLOBAL", "InputKey", "SignalKey"]
 
 #: The network-state section holding brainstate's environment ``i`` and ``t``, per sample.
 ENV = "__env__"
@@ -28,37 +29,34 @@ ENV = "__env__"
 GLOBAL = "__global__"
 
 
-class WeightInput(NamedTuple):
-    """The input weight ``weight`` delivers to its target population (its channel).
+class InputKey(NamedTuple):
+    """A key of a population's ``u``: the input a weight delivers to its target population
+    (its channel; :meth:`weight`), or an input of the population's transition that is
+    neither its own state nor the output of one of its weights, by the id of its value in
+    the traced step (:meth:`external`).
 
     Example:
-        >>> WeightInput("inp.comm.weight").label
-        'w:inp.comm.weight'
+        >>> InputKey.weight("inp.comm.weight").label, InputKey.external(12).label
+        ('w:inp.comm.weight', 'ext:12')
     """
 
-    weight: str
+    kind: str  # "w": a weight's input, "ext": an external input
+    source: str | int  # the weight's name, or the value's id
 
-    @property
-    def label(self) -> str:
-        """The key of this input in the population's ``u`` and its channel's name."""
-        return f"w:{self.weight}"
+    @classmethod
+    def weight(cls, name: str) -> InputKey:
+        """The input weight ``name`` delivers (the key of its channel too)."""
+        return cls("w", name)
 
-
-class ExternalInput(NamedTuple):
-    """An input of a population's transition that is neither its own state nor the output
-    of one of its weights, by the id of its value in the traced step.
-
-    Example:
-        >>> ExternalInput(12).label
-        'ext:12'
-    """
-
-    node: int
+    @classmethod
+    def external(cls, node: int) -> InputKey:
+        """The external input that is value ``node`` of the traced step."""
+        return cls("ext", node)
 
     @property
     def label(self) -> str:
         """The key of this input in the population's ``u``."""
-        return f"ext:{self.node}"
+        return f"{self.kind}:{self.source}"
 
 
 class SignalKey(NamedTuple):

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon.core.ops import CSR
+from traxon.core.ops import CSR, _Frozen, index_data
 
 __all__ = [
     "SparseConn",
@@ -155,12 +155,16 @@ class SparseConn:
     weight for all its entries (the op's single group). ``w_pos``/``z_pos`` are the
     positions of the weight and the signal among the node's operands; ``avals`` the node's
     output shapes and dtypes.
+
+    ``take``, ``pre`` and ``post`` are index arrays as the op's own are (read through
+    :func:`~traxon.core.ops.index_data`, listed by :meth:`index_arrays`): a jitted step that
+    binds them receives the connectivity as data and captures none of it.
     """
 
     op: CSR
-    take: np.ndarray | None
-    pre: np.ndarray
-    post: np.ndarray
+    take: _Frozen | None
+    pre: _Frozen
+    post: _Frozen
     homogeneous: bool
     event: bool  # the kernel multiplies by an activity mask
     nonzero: bool  # active: non-zero (else positive)
@@ -168,12 +172,31 @@ class SparseConn:
     z_pos: int
     avals: tuple[Any, ...]
 
+    def index_arrays(self) -> tuple[_Frozen, ...]:
+        """The connectivity this kernel reads: the op's index arrays, then ``take``,
+        ``pre`` and ``post`` (see :meth:`traxon.core.WeightOp.index_arrays`)."""
+        own = (self.pre, self.post) if self.take is None else (self.take, self.pre, self.post)
+        return (*self.op.index_arrays(), *own)
+
+    def connects(
+        self, pre: np.ndarray, post: np.ndarray, n_in: int, n_out: int, homogeneous: bool
+    ) -> bool:
+        """Whether this kernel has the connectivity of the edge list ``pre -> post`` between
+        ``n_in`` and ``n_out`` neurons (in the kernel's entry order), its weight shared or
+        not alike."""
+        return (
+            self.homogeneous == homogeneous
+            and (self.op.n_in, self.op.n_out) == (n_in, n_out)
+            and np.array_equal(self.pre.array.reshape(-1), pre)
+            and np.array_equal(self.post.array.reshape(-1), post)
+        )
+
     def entries(self, W: jax.Array) -> jax.Array:
         """The op's weights from the kernel's weight operand."""
         flat = jnp.reshape(W, (-1,))
         if self.homogeneous:
             return flat[:1]
-        return flat if self.take is None else flat[jnp.asarray(self.take)]
+        return flat if self.take is None else flat[index_data(self.take)]
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
         """``u = op(W, z)`` with float semantics (``z`` of shape ``(B, n_in)``)."""
@@ -181,11 +204,11 @@ class SparseConn:
 
     def pre_factor(self, z: jax.Array) -> jax.Array:
         """Each kernel entry's presynaptic signal, ``(B, *weight shape)``."""
-        return z[:, self.pre]
+        return z[:, index_data(self.pre)]
 
     def to_params(self, x: jax.Array) -> jax.Array:
         """A per-postsynaptic-neuron array laid out per kernel entry, ``(B, *shape, ...)``."""
-        return x[:, self.post]
+        return x[:, index_data(self.post)]
 
     def kernel(self, *args: Any) -> list[Any]:
         """The node's evaluation through the op: the same outputs (the first is the product;
@@ -218,6 +241,11 @@ def _const(g: Any, atom: Any, what: str, weight: str, module: str, kernel: str) 
     )
 
 
+def _index(idx: np.ndarray, shape: tuple[int, ...]) -> _Frozen:
+    """An index array of the kernel (non-negative, in range) in ``shape``, read-only."""
+    return _Frozen(idx.astype(np.int32).reshape(shape), gather_index=True)
+
+
 def _body_scatters(node: Any) -> bool:
     """Whether a kernel's inner jaxpr scatters (a transposed, post-indexed kernel)."""
     body = node.params.get("jaxpr")
@@ -225,13 +253,25 @@ def _body_scatters(node: Any) -> bool:
     return any("scatter" in e.primitive.name for e in getattr(jaxpr, "eqns", ()))
 
 
-def read(g: Any, node: Any, pin: int, data_in: int, weight: str, module: str) -> SparseConn:
+def read(
+    g: Any,
+    node: Any,
+    pin: int,
+    data_in: int,
+    weight: str,
+    module: str,
+    known: SparseConn | None = None,
+) -> SparseConn:
     """The connectivity of a sparse kernel node (see the module docstring).
 
     Arguments:
         g: the step's :class:`~traxon.adapters._graph.Graph`.
         node: the kernel's node; ``pin`` its weight operand, ``data_in`` its signal operand.
         weight, module: names for errors.
+        known: the same weight's kernel read before (the step traced at another batch
+            size): when it has this connectivity, its op and index arrays are reused, so
+            that every batch size's step reads one set of index arrays (the network's
+            ``index_arrays()``, which the learner passes to its jitted steps as data).
     """
     name = kernel_name(node)
     ins = list(node.ins)
@@ -304,23 +344,28 @@ def read(g: Any, node: Any, pin: int, data_in: int, weight: str, module: str) ->
             f"weight `{weight}` (module `{module}`): `{name}` reads {n_w} weights for {nnz} "
             "connections; traxon maps one weight per connection or one for all."
         )
-    order = CSR.edge_order(pre, post)
-    identity = bool(np.array_equal(order, np.arange(nnz)))
-    csr = CSR.from_edges(
-        pre,
-        post,
-        n_in=n_in,
-        n_out=n_out,
-        max_active=max(1, -(-n_in // _ACTIVE_FRACTION)),
-        groups=np.zeros(nnz, np.int64) if homogeneous else None,
-        n_groups=1 if homogeneous else None,
-    )
-    shape = kshape if homogeneous else tuple(g.shape(pin))
+    if known is not None and known.connects(pre, post, n_in, n_out, homogeneous):
+        csr, take, pre_f, post_f = known.op, known.take, known.pre, known.post
+    else:
+        order = CSR.edge_order(pre, post)
+        identity = bool(np.array_equal(order, np.arange(nnz)))
+        csr = CSR.from_edges(
+            pre,
+            post,
+            n_in=n_in,
+            n_out=n_out,
+            max_active=max(1, -(-n_in // _ACTIVE_FRACTION)),
+            groups=np.zeros(nnz, np.int64) if homogeneous else None,
+            n_groups=1 if homogeneous else None,
+        )
+        take = None if identity or homogeneous else _index(order, order.shape)
+        shape = kshape if homogeneous else tuple(g.shape(pin))
+        pre_f, post_f = _index(pre, shape), _index(post, shape)
     return SparseConn(
         op=csr,
-        take=None if identity or homogeneous else order,
-        pre=pre.reshape(shape),
-        post=post.reshape(shape),
+        take=take,
+        pre=pre_f,
+        post=post_f,
         homogeneous=homogeneous,
         event=event,
         nonzero=_active_when_nonzero(),

@@ -49,7 +49,7 @@ from traxon._checks import check_positive_int
 from traxon.adapters import _prepare, _sparse
 from traxon.adapters._analysis import Analysis, StateLeaf
 from traxon.adapters._build import build
-from traxon.adapters._keys import ENV, GLOBAL, ExternalInput, WeightInput
+from traxon.adapters._keys import ENV, GLOBAL, InputKey
 from traxon.adapters._states import (
     DrawnReset,
     batch_of,
@@ -199,6 +199,16 @@ class AdaptedNetwork(Network):
                     )
             self._analyses[int(batch)] = a
         return self._analyses[int(batch)]
+
+    def sparse_connectivity(self) -> dict[str, _sparse.SparseConn]:
+        """The connectivity of every sparse weight (by name), as first read (at the batch
+        size the module was attached with): the steps traced at other batch sizes read the
+        same index arrays, which :meth:`index_arrays` lists and the learner passes to its
+        jitted steps as data."""
+        if not self._analyses:
+            return {}
+        first = next(iter(self._analyses.values()))
+        return {k: op.fixed for k, op in first.ops.items() if op.fixed is not None}
 
     def _build_from(self, a: Analysis) -> None:
         """Set the network's populations, projections and weight shapes from ``a``."""
@@ -387,13 +397,13 @@ class AdaptedNetwork(Network):
             u = jnp.broadcast_to(u, (batch, u.shape[-1]))  # a bias may be (1, N)
             if op.name in sever:
                 u = jax.lax.stop_gradient(u)
-            us[op.target][WeightInput(op.name).label] = u
+            us[op.target][InputKey.weight(op.name).label] = u
             zs[op.name] = (
                 jnp.ones((batch, 1), dtype) if op.z_id is None else rec[op.z_id].astype(dtype)
             )
         for pop in a.pops.values():
             for i in pop.ext:
-                us[pop.name][ExternalInput(i).label] = rec[i]
+                us[pop.name][InputKey.external(i).label] = rec[i]
         signals = {
             pop.name: {s: rec[i].astype(dtype) for s, i in pop.signals.items()}
             for pop in a.pops.values()
@@ -415,8 +425,8 @@ class AdaptedNetwork(Network):
         self, pop: str, state: Mapping[str, jax.Array], u: Mapping[str, jax.Array]
     ) -> dict[str, jax.Array]:
         """One step of population ``pop``'s states given its inputs ``u`` (by
-        :class:`~traxon.adapters._keys.WeightInput` / ``ExternalInput`` label; an input
-        not given is zero): the states' part of the traced step."""
+        :class:`~traxon.adapters._keys.InputKey` label; an input not given is zero): the
+        states' part of the traced step."""
         batch = next(iter(state.values())).shape[0]
         a = self.analysis(batch)
         p = a.pops[pop]
@@ -427,11 +437,11 @@ class AdaptedNetwork(Network):
         overrides = {}
         for name in p.ops:  # an input not given is zero (the element-wise probe gives none)
             op = a.ops[name]
-            ui = u.get(WeightInput(name).label, jnp.zeros((batch, p.size), g.dtype(op.raw_id)))
+            ui = u.get(InputKey.weight(name).label, jnp.zeros((batch, p.size), g.dtype(op.raw_id)))
             overrides[op.raw_id] = op.to_raw(ui).astype(g.dtype(op.raw_id))
         for i in p.ext:
             overrides[i] = u.get(
-                ExternalInput(i).label, jnp.zeros((batch, *g.shape(i)[1:]), g.dtype(i))
+                InputKey.external(i).label, jnp.zeros((batch, *g.shape(i)[1:]), g.dtype(i))
             )
         targets = [lf.out_id for lf in p.traced + p.aux]
         try:
@@ -513,9 +523,10 @@ class AdaptedNetwork(Network):
             a = self.analysis(1)
             dtype = a.graph.dtype(a.pops[pop].traced[0].in_id)
             state = plan.init(1, dtype)
-            u = {WeightInput(n).label: jnp.zeros((1, plan.size), dtype) for n in a.pops[pop].ops}
+            zero = jnp.zeros((1, plan.size), dtype)
+            u = {InputKey.weight(n).label: zero for n in a.pops[pop].ops}
             for i in a.pops[pop].ext:
-                u[ExternalInput(i).label] = jnp.zeros(a.graph.shape(i), a.graph.dtype(i))
+                u[InputKey.external(i).label] = jnp.zeros(a.graph.shape(i), a.graph.dtype(i))
             names = plan.traced
             diag = {}
             for k, n in enumerate(names):
