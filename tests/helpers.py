@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -20,6 +23,17 @@ def tree_allclose(a, b, rtol: float = 1e-6, atol: float = 0.0) -> bool:
         return False
     pairs = zip(la, lb, strict=True)
     return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in pairs)
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module (its ``main`` does not run), so that a test uses an
+    example's own code rather than a copy of it."""
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def rel_error(a, b) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -14,24 +13,16 @@ braintools = pytest.importorskip("braintools")
 u = pytest.importorskip("brainunit")
 
 import traxon  # noqa: E402
+from tests._bp_networks import AlignPre, mantissas_by_leaf  # noqa: E402
 from tests.helpers import (  # noqa: E402
     assert_steps_compile_once,
+    load_example,
     rate_task_losses,
     rel_error,
     run_tracer,
     spike_data,
 )
 from traxon.adapters import adapt  # noqa: E402
-from traxon.core import (  # noqa: E402
-    LIF,
-    Dense,
-    Expon,
-    Network,
-    Population,
-    Projection,
-    Readout,
-    Surrogate,
-)
 from traxon.learn import cross_entropy  # noqa: E402
 from traxon.trace import bptt_gradient, get_algorithm  # noqa: E402
 
@@ -80,28 +71,12 @@ class Single(brainstate.nn.Module):
         return self.out(self.neu.get_spike())
 
 
-class Recurrent(brainstate.nn.Module):
-    """Recurrent LIF with Expon AlignPost synapses and a LeakyRateReadout."""
+class Recurrent(load_example("brainpy_state_online").RecurrentSNN):
+    """examples/brainpy_state_online.py's network (recurrent LIF with Expon AlignPost synapses
+    and a LeakyRateReadout), with this file's inputs."""
 
     def __init__(self, n=12):
-        super().__init__()
-        self.neu = bps.LIF(
-            n, tau=20 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
-        )
-        self.inp = bps.AlignPostProj(
-            comm=linear(N_IN, n, 40.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
-        )
-        self.rec = bps.AlignPostProj(
-            comm=linear(n, n, 5.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
-        )
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        spikes = self.neu.get_spike()
-        self.inp(x)
-        self.rec(spikes)
-        self.neu()
-        return self.out(self.neu.get_spike())
+        super().__init__(n_in=N_IN, n_rec=n)
 
 
 class Adaptive(brainstate.nn.Module):
@@ -166,48 +141,11 @@ class ExcInh(brainstate.nn.Module):
         return self.out(self.neu.get_spike())
 
 
-class PreAligned(brainstate.nn.Module):
-    """Two populations joined AlignPre-style: an Expon trace per *presynaptic* neuron, sent
-    through a CurrentProj. (brainpy.state 0.1's ``align_pre_projection`` wraps spikes in a
-    ``BinaryArray`` that its own Expon and AMPA cannot add, so the same parts are composed
-    by hand, as ``align_pre_projection`` does internally.)"""
+class PreAligned(AlignPre):
+    """Two populations joined AlignPre-style (tests/_bp_networks.py), with this file's inputs."""
 
-    def __init__(self, n_pre=8, n_post=6):
-        super().__init__()
-        self.pre = bps.LIF(
-            n_pre,
-            tau=10 * u.ms,
-            V_th=1 * u.mV,
-            V_reset=0 * u.mV,
-            V_rest=0 * u.mV,
-            spk_fun=surrogate(),
-        )
-        self.post = bps.LIF(
-            n_post,
-            tau=10 * u.ms,
-            V_th=1 * u.mV,
-            V_reset=0 * u.mV,
-            V_rest=0 * u.mV,
-            spk_fun=surrogate(),
-        )
-        self.inp = bps.AlignPostProj(
-            comm=linear(N_IN, n_pre, 40.0),
-            syn=syn(n_pre),
-            out=bps.CUBA.desc(scale=u.volt),
-            post=self.pre,
-        )
-        self.trace = bps.Expon(n_pre, tau=5 * u.ms, g_initializer=braintools.init.Constant(0.0))
-        self.a2b = bps.CurrentProj(
-            comm=linear(n_pre, n_post, 20.0), out=bps.CUBA(scale=u.volt), post=self.post
-        )
-        self.out = bps.LeakyRateReadout(n_post, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        self.inp(x)
-        spikes = self.pre()
-        self.a2b(self.trace(spikes))
-        self.post()
-        return self.out(self.post.get_spike())
+    def __init__(self):
+        super().__init__(n_in=N_IN)
 
 
 def build(cls, batch=B, **kw):
@@ -235,13 +173,20 @@ def brainstate_bptt(module, xs, ts, ws):
 
     grads = brainstate.transform.grad(total, params)()
     brainstate.nn.init_all_states(module, batch_size=batch)
-    out = {}
-    for path, value in grads.items():
-        for key, leaf in jax.tree_util.tree_flatten_with_path(
-            value, is_leaf=lambda v: isinstance(v, u.Quantity)
-        )[0]:
-            out[(path, jax.tree_util.keystr(key))] = np.asarray(u.get_mantissa(leaf))
-    return out
+    return mantissas_by_leaf(grads)
+
+
+def adapted_float64(cls, reference=True):
+    """``(reference, net, params, state, (xs, ts, ws))``: ``cls`` built, float64 data,
+    brainstate's own gradient (``brainstate_bptt``; None without ``reference``), then the
+    adapted network and its float64 start. Call it with x64 on, in ``precision=64``."""
+    module = build(cls)
+    xs, ts, ws = data()
+    xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
+    grads = brainstate_bptt(module, xs, ts, ws) if reference else None
+    net = adapt(module, input_size=N_IN)
+    params, state = net.init(None, B, dtype=jnp.float64)
+    return grads, net, params, state, (xs, ts, ws)
 
 
 def match(reference, name):
@@ -337,12 +282,7 @@ def test_a_reset_state_that_replaces_states_leaves_the_module_as_it_was():
 @pytest.mark.parametrize("cls", [Single, Adaptive])
 def test_adapted_d_rtrl_equals_brainstate_bptt_on_one_population(x64, cls):
     with brainstate.environ.context(precision=64):
-        module = build(cls)
-        xs, ts, ws = data()
-        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
-        reference = brainstate_bptt(module, xs, ts, ws)
-        net = adapt(module, input_size=N_IN)
-        params, state = net.init(None, B, dtype=jnp.float64)
+        reference, net, params, state, (xs, ts, ws) = adapted_float64(cls)
         spikes = net.simulate(params, state, xs).record
         assert sum(float(v["spike"].sum()) for k, v in spikes.items() if k != "readout") > 30
         grads = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
@@ -356,6 +296,8 @@ def test_adapted_d_rtrl_equals_brainstate_bptt_on_one_population(x64, cls):
 
 @pytest.mark.slow
 def test_adapted_gradient_equals_the_native_twin(x64):
+    from traxon.core import LIF, Dense, Expon, Network, Population, Projection, Readout, Surrogate
+
     twin = Network(
         N_IN,
         {
@@ -373,11 +315,7 @@ def test_adapted_gradient_equals_the_native_twin(x64):
         readout=Readout("h", 2, tau=20.0, bias=False),
     )
     with brainstate.environ.context(precision=64):
-        module = build(Single)
-        xs, ts, ws = data()
-        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
-        net = adapt(module, input_size=N_IN)
-        params, state = net.init(None, B, dtype=jnp.float64)
+        _, net, params, state, (xs, ts, ws) = adapted_float64(Single, reference=False)
         adapted = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
         w_in = next(v for k, v in params.items() if k.startswith("inp"))
         w_out = next(v for k, v in params.items() if k.startswith("out"))
@@ -414,12 +352,7 @@ def test_networks_written_as_brainpy_state_learn(cls):
 @pytest.mark.slow
 def test_event_fixed_prob_weights_get_a_gradient(x64):
     with brainstate.environ.context(precision=64):
-        module = build(ExcInh)
-        xs, ts, ws = data()
-        xs, ws = xs.astype(jnp.float64), ws.astype(jnp.float64)
-        reference = brainstate_bptt(module, xs, ts, ws)
-        net = adapt(module, input_size=N_IN)
-        params, state = net.init(None, B, dtype=jnp.float64)
+        reference, net, params, state, (xs, ts, ws) = adapted_float64(ExcInh)
         ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
         es = run_tracer("es_d_rtrl", net, params, state, {"x": xs}, ts, ws)
     for name in ours:

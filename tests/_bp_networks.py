@@ -1,0 +1,493 @@
+"""brainpy.state networks written the way brainpy.state's documentation and examples write
+them (sizes made tiny), shared by the adapter's tests (tests/test_adapter_battery.py runs all
+of them, tests/test_adapter.py some): users' code, not trimmed for traxon.
+
+Import it after ``pytest.importorskip("brainpy.state")`` (it needs brainpy.state,
+brainstate, braintools, brainunit and brainevent).
+"""
+
+from __future__ import annotations
+
+import brainpy.state as bps
+import brainstate
+import braintools
+import brainunit as u
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+N_IN = 6  # input channels of every network unless given
+
+
+def mantissas_by_leaf(grads) -> dict:
+    """``{(state path, leaf key): gradient}`` of brainstate's gradients (dicts of states'
+    leaves, Quantities or arrays), as float arrays without units."""
+    out = {}
+    for path, value in grads.items():
+        for key, leaf in jax.tree_util.tree_flatten_with_path(
+            value, is_leaf=lambda v: isinstance(v, u.Quantity)
+        )[0]:
+            out[(path, jax.tree_util.keystr(key))] = np.asarray(u.get_mantissa(leaf))
+    return out
+
+
+class EpropALIF(brainstate.nn.Module):
+    """e-prop-style recurrent adaptive LIF network with a leaky rate readout."""
+
+    def __init__(self, n_in=N_IN, n_rec=10, n_out=2):
+        super().__init__()
+        self.neu = bps.ALIF(
+            n_rec,
+            tau=20.0 * u.ms,
+            tau_a=200.0 * u.ms,
+            beta=0.5 * u.mV,
+            V_th=1.0 * u.mV,
+            V_reset=0.0 * u.mV,
+            V_rest=0.0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.i2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.r2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_rec,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=2.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n_rec, n_out, tau=20.0 * u.ms)
+
+    def update(self, x):
+        spk = self.neu.get_spike()
+        self.i2r(x)
+        self.r2r(spk)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class CobaEI(brainstate.nn.Module):
+    """The COBA E/I network of brainpy.state's examples (LIFRef, conductance synapses,
+    EventFixedProb, a random initial V) with an input layer and a readout of the E cells."""
+
+    def __init__(self, n_in=N_IN, n_exc=12, n_inh=4):
+        super().__init__()
+        self.n_exc = n_exc
+        self.n_inh = n_inh
+        self.num = n_exc + n_inh
+        self.N = bps.LIFRef(
+            self.num,
+            V_rest=-60.0 * u.mV,
+            V_th=-50.0 * u.mV,
+            V_reset=-60.0 * u.mV,
+            tau=20.0 * u.ms,
+            tau_ref=5.0 * u.ms,
+            V_initializer=braintools.init.Normal(-55.0, 2.0, unit=u.mV),
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                self.num,
+                w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.E = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                self.n_exc, self.num, conn_num=0.3, conn_weight=0.6 * u.mS
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.COBA.desc(E=0.0 * u.mV),
+            post=self.N,
+        )
+        self.I = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                self.n_inh, self.num, conn_num=0.3, conn_weight=6.7 * u.mS
+            ),
+            syn=bps.Expon.desc(self.num, tau=10.0 * u.ms),
+            out=bps.COBA.desc(E=-80.0 * u.mV),
+            post=self.N,
+        )
+        self.out = bps.LeakyRateReadout(self.n_exc, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        spk = self.N.get_spike() != 0.0
+        self.E(spk[:, : self.n_exc])
+        self.I(spk[:, self.n_exc :])
+        self.inp(x)
+        self.N()
+        return self.out(self.N.get_spike()[:, : self.n_exc])
+
+
+class TwoLayer(brainstate.nn.Module):
+    """Linear (bias) -> LIF -> Linear (bias) -> LIF -> leaky readout."""
+
+    def __init__(self, n_in=N_IN, n_hid=10, n_out=2):
+        super().__init__()
+        self.l1 = brainstate.nn.Linear(
+            n_in,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        )
+        self.lif1 = bps.LIF(
+            n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.l2 = brainstate.nn.Linear(
+            n_hid,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        )
+        self.lif2 = bps.LIF(
+            n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.out = bps.LeakyRateReadout(n_hid, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        return self.out(self.lif2(self.l2(self.lif1(self.l1(x)))))
+
+
+def two_layer_sequential(n_in=N_IN, n_hid=10, n_out=2):
+    """The same network as a ``brainstate.nn.Sequential``."""
+    return brainstate.nn.Sequential(
+        brainstate.nn.Linear(
+            n_in,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        ),
+        bps.LIF(n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()),
+        brainstate.nn.Linear(
+            n_hid,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        ),
+        bps.LIF(n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()),
+        bps.LeakyRateReadout(n_hid, n_out, tau=10.0 * u.ms),
+    )
+
+
+class SurrogateTutorial(brainstate.nn.Module):
+    """brainpy.state's surrogate-gradient example network (``examples_state/
+    200_surrogate_grad_lif.py``), as written: Linear (bias, in mA) + Expon -> LIF ->
+    Linear -> Expon output."""
+
+    def __init__(self, num_in=N_IN, num_rec=8, num_out=2):
+        super().__init__()
+        self.num_in = num_in
+        self.num_rec = num_rec
+        self.num_out = num_out
+        scale = 7 * (1 - (u.math.exp(-brainstate.environ.get_dt() / (1 * u.ms))))
+        self.i2r = brainstate.nn.Sequential(
+            brainstate.nn.Linear(
+                num_in,
+                num_rec,
+                w_init=braintools.init.KaimingNormal(scale=scale, unit=u.mA),
+                b_init=braintools.init.ZeroInit(unit=u.mA),
+            ),
+            bps.Expon(num_rec, tau=5.0 * u.ms, g_initializer=braintools.init.Constant(0.0 * u.mA)),
+        )
+        self.r = bps.LIF(
+            num_rec,
+            tau=20 * u.ms,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            V_th=1.0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.r2o = brainstate.nn.Linear(num_rec, num_out, w_init=braintools.init.KaimingNormal())
+        self.o = bps.Expon(num_out, tau=10.0 * u.ms, g_initializer=braintools.init.Constant(0.0))
+
+    def update(self, spike):
+        return self.o(self.r2o(self.r(self.i2r(spike))))
+
+
+class AlignPre(brainstate.nn.Module):
+    """AlignPre in its working form: an Expon trace per presynaptic neuron, then a
+    CurrentProj (what ``align_pre_projection`` composes; see docs/brainstate.md)."""
+
+    def __init__(self, n_in=N_IN, n_pre=8, n_post=6):
+        super().__init__()
+        self.pre = bps.LIF(
+            n_pre,
+            tau=10 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.post = bps.LIF(
+            n_post,
+            tau=10 * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n_pre,
+                w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_pre, tau=5 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.pre,
+        )
+        self.trace = bps.Expon(n_pre, tau=5 * u.ms, g_initializer=braintools.init.Constant(0.0))
+        self.a2b = bps.CurrentProj(
+            comm=brainstate.nn.Linear(
+                n_pre,
+                n_post,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=None,
+            ),
+            out=bps.CUBA(scale=u.volt),
+            post=self.post,
+        )
+        self.out = bps.LeakyRateReadout(n_post, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        spikes = self.pre()
+        self.a2b(self.trace(spikes))
+        self.post()
+        return self.out(self.post.get_spike())
+
+
+class Currents(brainstate.nn.Module):
+    """Units in parameters and in the input: the input is a current in nA."""
+
+    def __init__(self, n_in=N_IN, n=8):
+        super().__init__()
+        self.w = brainstate.nn.Linear(
+            n_in, n, w_init=braintools.init.KaimingNormal(scale=10.0), b_init=None
+        )
+        self.neu = bps.LIF(
+            n,
+            R=1.0 * u.Mohm,
+            tau=10.0 * u.ms,
+            V_th=1.0 * u.mV,
+            V_reset=0.0 * u.mV,
+            V_rest=0.0 * u.mV,
+            V_initializer=braintools.init.Uniform(0.0, 0.5, unit=u.mV),
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20.0 * u.ms)
+
+    def update(self, current):
+        self.neu(self.w(current))
+        return self.out(self.neu.get_spike())
+
+
+class CubaEI(brainstate.nn.Module):
+    """The CUBA E/I network of brainpy.state's examples: E and I cells project through
+    ``EventFixedProb`` with one weight per connection (an initializer as ``conn_weight``),
+    current-based ``Expon`` synapses, a random initial V; readout of the E cells."""
+
+    def __init__(self, n_in=N_IN, n_exc=12, n_inh=4):
+        super().__init__()
+        self.n_exc = n_exc
+        self.num = n_exc + n_inh
+        self.N = bps.LIF(
+            self.num,
+            V_rest=-49.0 * u.mV,
+            V_th=-50.0 * u.mV,
+            V_reset=-60.0 * u.mV,
+            tau=20.0 * u.ms,
+            V_initializer=braintools.init.Normal(-55.0, 2.0, unit=u.mV),
+            spk_fun=braintools.surrogate.ReluGrad(),
+        )
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                self.num,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.E = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                n_exc,
+                self.num,
+                conn_num=0.3,
+                conn_weight=braintools.init.Normal(1.6 * u.mS, 0.2 * u.mS),
+            ),
+            syn=bps.Expon.desc(self.num, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.I = bps.AlignPostProj(
+            comm=brainstate.nn.EventFixedProb(
+                n_inh,
+                self.num,
+                conn_num=0.3,
+                conn_weight=braintools.init.Normal(-9.0 * u.mS, 1.0 * u.mS),
+            ),
+            syn=bps.Expon.desc(self.num, tau=10.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.N,
+        )
+        self.out = bps.LeakyRateReadout(n_exc, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        spk = self.N.get_spike()
+        self.E(spk[:, : self.n_exc])
+        self.I(spk[:, self.n_exc :])
+        self.inp(x)
+        self.N()
+        return self.out(self.N.get_spike()[:, : self.n_exc])
+
+
+class FixedNumRecurrent(brainstate.nn.Module):
+    """A recurrent LIF layer whose recurrent weights are ``FixedNumConn`` (three inputs per
+    neuron, one weight per connection), written as brainstate documents the layer."""
+
+    def __init__(self, n_in=N_IN, n=12):
+        super().__init__()
+        self.neu = bps.LIF(
+            n, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.i2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n,
+                w_init=braintools.init.KaimingNormal(scale=30.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.r2r = bps.AlignPostProj(
+            comm=brainstate.nn.FixedNumConn(
+                n, n, conn_num=3, conn_weight=braintools.init.Normal(0.5 * u.mS, 0.2 * u.mS), seed=1
+            ),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        self.r2r(self.neu.get_spike())
+        self.i2r(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class SparseRecurrent(brainstate.nn.Module):
+    """A recurrent LIF layer whose recurrent weights are a ``SparseLinear`` over a
+    ``brainevent.CSR`` matrix (only its non-zeros are weights)."""
+
+    def __init__(self, n_in=N_IN, n=12):
+        super().__init__()
+        import brainevent
+
+        rng = np.random.default_rng(5)
+        dense = (rng.random((n, n)) < 0.3) * rng.normal(0.5, 0.2, (n, n))
+        self.neu = bps.LIF(
+            n, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.i2r = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n,
+                w_init=braintools.init.KaimingNormal(scale=30.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.r2r = bps.AlignPostProj(
+            comm=brainstate.nn.SparseLinear(brainevent.CSR.fromdense(jnp.asarray(dense) * u.mS)),
+            syn=bps.Expon.desc(n, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        self.r2r(self.neu.get_spike())
+        self.i2r(x)
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class AlignPreProjection(brainstate.nn.Module):
+    """``align_pre_projection`` as brainpy.state documents it (an Expon on the presynaptic
+    side): brainpy.state 0.1 fails on it in brainstate's own loop, before traxon is involved."""
+
+    def __init__(self, n_pre=8, n_post=6):
+        super().__init__()
+        self.pre = bps.LIF(
+            n_pre, tau=10 * u.ms, V_th=1 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.post = bps.LIF(
+            n_post, tau=10 * u.ms, V_th=1 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.a2b = bps.align_pre_projection(
+            self.pre,
+            syn=bps.Expon(n_pre, tau=5 * u.ms),
+            comm=brainstate.nn.Linear(
+                n_pre, n_post, w_init=braintools.init.KaimingNormal(unit=u.mS), b_init=None
+            ),
+            out=bps.CUBA(scale=u.volt),
+            post=self.post,
+        )
+        self.out = bps.LeakyRateReadout(n_post, 2, tau=20 * u.ms)
+
+    def update(self, x):
+        self.a2b(x * u.mA)
+        self.post()
+        return self.out(self.post.get_spike())
+
+
+class EpropConcatenated(brainstate.nn.Module):
+    """e-prop written with one Linear on ``concatenate([x, spk])`` (not supported)."""
+
+    def __init__(self, n_in=N_IN, n_rec=8):
+        super().__init__()
+        self.neu = bps.LIF(
+            n_rec, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.syn = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in + n_rec,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n_rec, 2, tau=20.0 * u.ms)
+
+    def update(self, x):
+        self.syn(jnp.concatenate([x, self.neu.get_spike()], axis=-1))
+        self.neu()
+        return self.out(self.neu.get_spike())
