@@ -350,3 +350,59 @@ def flat_state(net: Network) -> tuple[Any, Any]:
         return out
 
     return split, merge
+
+
+def sample_step(
+    net: Network,
+    flat: tuple[Any, Any],
+    params: Mapping[str, jax.Array],
+    unravel: Callable[[jax.Array], Mapping[str, jax.Array]],
+    st: Any,
+    xb: Any,
+) -> tuple[Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]], jax.Array]:
+    """One sample's network step as a function of its flat state and the flat weights.
+
+    ``flat`` is :func:`flat_state`'s ``(split, merge)``; ``st`` and ``xb`` are one sample's
+    state and input (no batch axis). Returns ``(f, h0)``: ``f(h, theta) -> (h_new, new)``
+    steps from the flat state ``h`` ``(H,)`` with the trainable weights ``unravel(theta)``
+    (``new``: the whole new state, a batch of one); ``h0`` is the sample's flat state.
+    """
+    split, merge = flat
+    st1 = jax.tree_util.tree_map(lambda a: a[None], st)
+    x1 = jax.tree_util.tree_map(lambda a: a[None], xb)
+
+    def f(h: jax.Array, theta: jax.Array) -> tuple[jax.Array, Any]:
+        new, _ = net.forward({**params, **unravel(theta)}, merge(h[None], st1), x1)
+        return split(new)[0], new
+
+    return f, split(st1)[0]
+
+
+def sample_objective(
+    net: Network,
+    loss_fn: Callable[[jax.Array, Any], jax.Array],
+    merge: Callable[[jax.Array, Any], Any],
+    new: Any,
+    target: Any,
+    weight: jax.Array,
+    costs: Mapping[str, jax.Array],
+) -> Callable[[jax.Array], tuple[jax.Array, tuple[jax.Array, jax.Array]]]:
+    """One sample's weighted loss (plus spike costs) as a function of its flat state.
+
+    ``new`` is the sample's state after the step (a batch of one); ``target``, ``weight``
+    and ``costs`` (``{population: (N,)}``) are the sample's. Returns
+    ``objective(h) -> (weight * loss + spike costs, (output, loss))`` for ``h`` ``(H,)``: its
+    gradient is the learning signal on the flat state.
+    """
+
+    def objective(h: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        sig = net.signals(merge(h[None], new))
+        y = net.output(sig)
+        loss = loss_fn(y, jax.tree_util.tree_map(lambda a: a[None], target))
+        extra = sum(
+            (jnp.sum(c * sig[k]["spike"][0]) for k, c in costs.items()),
+            start=jnp.zeros((), loss.dtype),
+        )
+        return weight * loss[0] + extra, (y[0], loss[0])
+
+    return objective

@@ -23,21 +23,30 @@ over time, or other weights for other reductions.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network, ProjectionPlan
-from traxon.trace._quantities import check_elementwise, loss_reach, within_step_signals
+from traxon.trace._quantities import (
+    StepQuantities,
+    check_elementwise,
+    loss_reach,
+    step_quantities,
+    within_step_signals,
+)
 
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "BoundRule",
     "GradientsFn",
     "InitFn",
     "ResetGradientsFn",
     "ResetTracesFn",
+    "SignalRule",
+    "StepData",
     "StepFn",
     "StepOutput",
     "Tracer",
@@ -128,6 +137,13 @@ class Algorithm:
     replays_window: bool = False
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+        """The rule bound to ``net`` and ``loss_fn`` (``window``: the learner's update
+        period, for the rules that replay it), once :func:`check_network` accepts ``net``."""
+        check_network(net, self)
+        return self._bound(net, loss_fn, window).tracer(self.name)
+
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> BoundRule[Any]:
+        """The rule's :class:`BoundRule` (each rule gives its own)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -259,3 +275,143 @@ def zeros_like_params(params: Mapping[str, jax.Array], names: Any) -> dict[str, 
 
 def batch_sum(x: jax.Array) -> jax.Array:
     return jnp.sum(x, axis=0)
+
+
+def zeroed(ts: Any, fields: tuple[str, ...]) -> Any:
+    """``ts`` with the named fields (pytrees of arrays) set to zeros of the same shapes."""
+    return ts._replace(
+        **{f: jax.tree_util.tree_map(jnp.zeros_like, getattr(ts, f)) for f in fields}
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The tracer's functions as methods of a bound rule.
+
+
+class StepData(NamedTuple):
+    """One step's data as :class:`StepFn` receives it: ``x`` ``{input: (B, n)}``, the
+    ``target``, the loss ``weight`` ``(B,)`` and the ``spike_cost`` (``None`` for none)."""
+
+    x: Mapping[str, jax.Array]
+    target: Any
+    weight: jax.Array
+    spike_cost: Mapping[str, jax.Array] | None
+
+
+#: The state of a bound rule (a NamedTuple of arrays).
+TS = TypeVar("TS", bound=Any)
+
+
+class BoundRule(Generic[TS]):
+    """A rule bound to a network and a loss; :meth:`tracer` gives its :class:`Tracer`.
+
+    A subclass gives :meth:`init` and :meth:`advance` (one step on a :class:`StepData`).
+    The defaults read the gradient from the state's ``grads`` field, zero the fields named in
+    ``grad_fields`` to start an update window and those in ``trace_fields`` to start a
+    sequence; a rule that keeps them otherwise overrides :meth:`gradients`,
+    :meth:`reset_gradients` or :meth:`reset_traces`.
+
+    Example:
+        >>> from traxon.trace.base import BoundRule
+        >>> BoundRule.grad_fields, BoundRule.trace_fields  # the defaults
+        (('grads',), ())
+    """
+
+    #: The fields of the state that sum the gradient (zeroed by :meth:`reset_gradients`).
+    grad_fields: tuple[str, ...] = ("grads",)
+    #: The fields of the state that carry a sequence's traces (zeroed by :meth:`reset_traces`).
+    trace_fields: tuple[str, ...] = ()
+
+    def __init__(self, net: Network, loss_fn: LossFn) -> None:
+        self.net, self.loss_fn = net, loss_fn
+        self.projs = trainable(net)
+        self.names = tuple(p.name for p in self.projs)
+
+    def init(self, params: Params, state: Any, target_example: Any = None) -> TS:
+        """The tracer's ``init`` (:class:`InitFn`)."""
+        raise NotImplementedError
+
+    def advance(
+        self, params: Params, state: Any, ts: TS, data: StepData
+    ) -> tuple[Any, TS, StepOutput]:
+        """One network step: ``(new_state, new_tstate, StepOutput)``."""
+        raise NotImplementedError
+
+    def step(
+        self,
+        params: Params,
+        state: Any,
+        ts: TS,
+        x: Mapping[str, jax.Array],
+        target: Any,
+        weight: jax.Array,
+        spike_cost: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[Any, TS, StepOutput]:
+        """The tracer's ``step`` (:class:`StepFn`): :meth:`advance` on the step's data."""
+        return self.advance(params, state, ts, StepData(x, target, weight, spike_cost))
+
+    def gradients(self, params: Params, ts: Any) -> dict[str, jax.Array]:
+        """The tracer's ``gradients`` (:class:`GradientsFn`)."""
+        return dict(ts.grads)
+
+    def reset_gradients(self, ts: TS) -> TS:
+        """The tracer's ``reset_gradients`` (:class:`ResetGradientsFn`)."""
+        return zeroed(ts, self.grad_fields)
+
+    def reset_traces(self, params: Params, state: Any, ts: TS) -> TS:
+        """The tracer's ``reset_traces`` (:class:`ResetTracesFn`)."""
+        return zeroed(ts, self.trace_fields)
+
+    def tracer(self, name: str) -> Tracer:
+        """The bound methods as a :class:`Tracer` named ``name``."""
+        return Tracer(
+            name, self.init, self.step, self.gradients, self.reset_gradients, self.reset_traces
+        )
+
+
+def _merged(a: Mapping[str, tuple[str, ...]], b: Mapping[str, tuple[str, ...]]) -> dict:
+    out = {k: tuple(v) for k, v in a.items()}
+    for k, v in b.items():
+        out[k] = tuple(sorted(set(out.get(k, ())) | set(v)))
+    return out
+
+
+class SignalRule(BoundRule[TS]):
+    """A bound rule that works on the step's quantities (:func:`step_quantities`): the
+    blocks ``posts`` ``{population: channels}`` and learning signals ``sigs``
+    ``{population: signals}`` it needs, and the readout's decay ``kappa``.
+
+    Arguments:
+        signals: extra ``{population: signals}`` whose learning signals are needed
+            (besides :func:`learning_signals`).
+        blocks: extra ``{population: channels}`` whose ``D`` and ``F`` are needed (besides
+            :func:`post_populations`).
+    """
+
+    def __init__(
+        self,
+        net: Network,
+        loss_fn: LossFn,
+        signals: Mapping[str, tuple[str, ...]] | None = None,
+        blocks: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        super().__init__(net, loss_fn)
+        self.posts = _merged(post_populations(net), blocks or {})
+        self.sigs = _merged(learning_signals(net), signals or {})
+        self.kappa = readout_decay(net)
+
+    def quantities(self, params: Params, state: Any, data: StepData) -> StepQuantities:
+        """This step's :class:`~traxon.trace.StepQuantities` for ``posts`` and ``sigs``."""
+        x, target, weight, spike_cost = data
+        return step_quantities(
+            self.net,
+            params,
+            state,
+            x,
+            target,
+            weight,
+            self.loss_fn,
+            self.posts,
+            self.sigs,
+            spike_cost,
+        )

@@ -36,6 +36,7 @@ batch's noise is correlated across samples). Spike costs add their term to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -44,16 +45,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from traxon.core.network import Network
-from traxon.trace._quantities import flat_state
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    register,
-    trainable,
-)
+from traxon.trace._quantities import flat_state, sample_objective, sample_step
+from traxon.trace.base import Algorithm, BoundRule, LossFn, StepData, StepOutput, register
 
 __all__ = ["UOROState", "uoro"]
 
@@ -102,87 +95,75 @@ class uoro(Algorithm):
             raise TypeError(f"`seed` must be an integer; got {seed!r}.")
         self.seed = seed
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        check_network(net, self)
-        names = tuple(p.name for p in trainable(net))
-        split, merge = flat_state(net)
-        seed = self.seed
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> BoundRule[UOROState]:
+        return _Bound(net, loss_fn, self.seed)
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> UOROState:
-            h = split(state)
-            theta, _ = ravel_pytree({k: params[k] for k in names})
-            return UOROState(
-                s=jnp.zeros_like(h),
-                theta=jnp.zeros((h.shape[0], theta.size), h.dtype),
-                grads=jnp.zeros((theta.size,), theta.dtype),
-                key=jax.random.PRNGKey(seed),
-            )
 
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: UOROState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, UOROState, StepOutput]:
-            theta, unravel = ravel_pytree({k: params[k] for k in names})
-            dtype = ts.s.dtype
-            key, sub = jax.random.split(ts.key)
-            nu = jax.random.rademacher(sub, ts.s.shape[-1:], dtype)
-            eps = jnp.asarray(EPS, dtype)
-            costs = dict(spike_cost or {})
+class _Bound(BoundRule[UOROState]):
+    """:class:`uoro` bound to a network and a loss: the tracer's functions."""
 
-            def one(st: Any, xb: Any, tb: Any, wb: Any, cb: Any, s: Any, th: Any) -> Any:
-                one_of = lambda a: a[None]  # noqa: E731
-                st1 = jax.tree_util.tree_map(one_of, st)
-                x1 = jax.tree_util.tree_map(one_of, xb)
+    trace_fields = ("s", "theta")
 
-                def f(h: jax.Array, w: jax.Array) -> tuple[jax.Array, Any]:
-                    new, _ = net.forward({**params, **unravel(w)}, merge(h[None], st1), x1)
-                    return split(new)[0], new
+    def __init__(self, net: Network, loss_fn: LossFn, seed: int) -> None:
+        super().__init__(net, loss_fn)
+        self.flat = flat_state(net)
+        self.seed = seed
 
-                h0 = split(st1)[0]
-                h_new, As, new = jax.jvp(lambda h: f(h, theta), (h0,), (s,), has_aux=True)
-                _, vjp = jax.vjp(lambda w: f(h0, w)[0], theta)
-                (nuI,) = vjp(nu)
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> UOROState:
+        h = self.flat[0](state)
+        theta, _ = ravel_pytree({k: params[k] for k in self.names})
+        return UOROState(
+            s=jnp.zeros_like(h),
+            theta=jnp.zeros((h.shape[0], theta.size), h.dtype),
+            grads=jnp.zeros((theta.size,), theta.dtype),
+            key=jax.random.PRNGKey(self.seed),
+        )
 
-                def objective(h: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-                    sig = net.signals(merge(h[None], new))
-                    y = net.output(sig)
-                    loss = loss_fn(y, jax.tree_util.tree_map(one_of, tb))
-                    extra = sum(
-                        (jnp.sum(c * sig[k]["spike"][0]) for k, c in cb.items()),
-                        start=jnp.zeros((), dtype),
-                    )
-                    return wb * loss[0] + extra, (y[0], loss[0])
+    def _sample(
+        self,
+        params: Mapping[str, jax.Array],
+        nu: jax.Array,
+        st: Any,
+        xb: Any,
+        tb: Any,
+        wb: Any,
+        cb: Any,
+        s: jax.Array,
+        th: jax.Array,
+    ) -> Any:
+        """One sample's step: the new factors ``s``, ``theta`` and its gradient estimate."""
+        theta, unravel = ravel_pytree({k: params[k] for k in self.names})
+        eps = jnp.asarray(EPS, s.dtype)
+        f, h0 = sample_step(self.net, self.flat, params, unravel, st, xb)
+        h_new, As, new = jax.jvp(lambda h: f(h, theta), (h0,), (s,), has_aux=True)
+        _, vjp = jax.vjp(lambda w: f(h0, w)[0], theta)
+        (nuI,) = vjp(nu)
+        objective = sample_objective(self.net, self.loss_fn, self.flat[1], new, tb, wb, cb)
+        dl, (y, loss) = jax.grad(objective, has_aux=True)(h_new)
+        rho0 = jnp.sqrt((jnp.linalg.norm(th) + eps) / (jnp.linalg.norm(As) + eps))
+        rho1 = jnp.sqrt((jnp.linalg.norm(nuI) + eps) / (jnp.linalg.norm(nu) + eps))
+        s_new = rho0 * As + rho1 * nu
+        th_new = th / rho0 + nuI / rho1
+        g = jnp.dot(dl, s_new) * th_new
+        new0 = jax.tree_util.tree_map(lambda a: a[0], new)
+        return new0, s_new, th_new, g, y, loss
 
-                dl, (y, loss) = jax.grad(objective, has_aux=True)(h_new)
-                rho0 = jnp.sqrt((jnp.linalg.norm(th) + eps) / (jnp.linalg.norm(As) + eps))
-                rho1 = jnp.sqrt((jnp.linalg.norm(nuI) + eps) / (jnp.linalg.norm(nu) + eps))
-                s_new = rho0 * As + rho1 * nu
-                th_new = th / rho0 + nuI / rho1
-                g = jnp.dot(dl, s_new) * th_new
-                new0 = jax.tree_util.tree_map(lambda a: a[0], new)
-                return new0, s_new, th_new, g, y, loss
+    def advance(
+        self, params: Mapping[str, jax.Array], state: Any, ts: UOROState, data: StepData
+    ) -> tuple[Any, UOROState, StepOutput]:
+        key, sub = jax.random.split(ts.key)
+        nu = jax.random.rademacher(sub, ts.s.shape[-1:], ts.s.dtype)
+        x, target, weight, spike_cost = data
+        one = functools.partial(self._sample, params, nu)
+        costs = dict(spike_cost or {})
+        new_state, s, th, g, y, loss = jax.vmap(one)(
+            state, x, target, weight, costs, ts.s, ts.theta
+        )
+        grads = ts.grads + jnp.sum(g, axis=0).astype(ts.grads.dtype)
+        return new_state, UOROState(s, th, grads, key), StepOutput(y, loss)
 
-            new_state, s, th, g, y, loss = jax.vmap(one)(
-                state, x, target, weight, costs, ts.s, ts.theta
-            )
-            grads = ts.grads + jnp.sum(g, axis=0).astype(ts.grads.dtype)
-            return new_state, UOROState(s, th, grads, key), StepOutput(y, loss)
-
-        def gradients(params: Mapping[str, jax.Array], ts: UOROState) -> dict[str, jax.Array]:
-            _, unravel = ravel_pytree({k: params[k] for k in names})
-            return dict(unravel(ts.grads))
-
-        def reset_gradients(ts: UOROState) -> UOROState:
-            return ts._replace(grads=jnp.zeros_like(ts.grads))
-
-        def reset_traces(params: Any, state: Any, ts: UOROState) -> UOROState:
-            return ts._replace(s=jnp.zeros_like(ts.s), theta=jnp.zeros_like(ts.theta))
-
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def gradients(self, params: Mapping[str, jax.Array], ts: UOROState) -> dict[str, jax.Array]:
+        _, unravel = ravel_pytree({k: params[k] for k in self.names})
+        return dict(unravel(ts.grads))
