@@ -23,23 +23,8 @@ import jax.numpy as jnp
 
 from traxon._checks import check_positive_int
 from traxon.core.network import Network
-from traxon.trace._window import (
-    add_window,
-    bound_window,
-    cleared,
-    record_step,
-    step_costs,
-    window_buffer,
-)
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    register,
-    trainable,
-)
+from traxon.trace._window import WindowRule, bound_window, replay, step_costs
+from traxon.trace.base import Algorithm, LossFn, StepData, StepOutput, register
 
 __all__ = ["BPTTState", "bptt", "bptt_gradient"]
 
@@ -83,27 +68,8 @@ def bptt_gradient(
     """
 
     def total(p: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        def body(carry: Any, inp: Any) -> tuple[Any, tuple[jax.Array, jax.Array]]:
-            st, t = carry
-            x, tgt, w, cost = inp
-            if truncation:
-                cut = (t % truncation) == 0
-                st = jax.tree_util.tree_map(
-                    lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), st
-                )
-            new, internals = net.forward(p, st, x)
-            loss = jnp.sum(w * loss_fn(net.output(internals["signals"]), tgt))
-            extra = sum(
-                (jnp.sum(c * internals["signals"][k]["spike"]) for k, c in cost.items()),
-                start=jnp.zeros((), loss.dtype),
-            )
-            return (new, t + 1), (loss + extra, loss)
-
-        step_fn = jax.checkpoint(body) if remat else body
-        carry0 = (state, jnp.zeros((), jnp.int32))
-        inputs = (xs, targets, weights, dict(spike_costs or {}))
-        _, (objective, losses) = jax.lax.scan(step_fn, carry0, inputs)
-        return jnp.sum(objective), jnp.sum(losses)
+        steps = (xs, targets, weights, dict(spike_costs or {}))
+        return replay(net, loss_fn, p, state, steps, truncation=truncation, remat=remat)
 
     (_, value), grads = jax.value_and_grad(total, has_aux=True)(dict(params))
     return grads, value
@@ -157,68 +123,59 @@ class bptt(Algorithm):
         self.remat = bool(remat)
         self.window = check_positive_int(window, "window", optional=True)
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        check_network(net, self)
-        window = bound_window(
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> WindowRule[BPTTState]:
+        size = bound_window(
             self.window,
             window,
             "bptt needs a `window` (the number of steps buffered before the gradient is "
             "computed); the learner sets it from its update schedule.",
         )
-        names = tuple(p.name for p in trainable(net))
-        truncation, remat = self.truncation, self.remat
+        return _Bound(net, loss_fn, size, self.truncation, self.remat)
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> BPTTState:
-            buffer = window_buffer(net, params, state, target_example, window, names, "bptt")
-            return BPTTState(**buffer)
 
-        def window_grad(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
-            grads, _ = bptt_gradient(
-                net,
-                loss_fn,
-                params,
-                ts.start,
-                ts.xs,
-                ts.targets,
-                ts.weights,
-                truncation,
-                remat,
-                ts.costs,
-            )
-            return {k: grads[k] for k in names}
+class _Bound(WindowRule[BPTTState]):
+    """:class:`bptt` bound to a network and a loss: the tracer's functions."""
 
-        def flush(params: Mapping[str, jax.Array], ts: BPTTState, state: Any) -> BPTTState:
-            grads = add_window(ts, window_grad(params, ts), names)
-            return ts._replace(**{**cleared(ts), "start": state, "last": state, "grads": grads})
+    def __init__(
+        self, net: Network, loss_fn: LossFn, size: int, truncation: int | None, remat: bool
+    ) -> None:
+        super().__init__(net, loss_fn, size, "bptt")
+        self.truncation, self.remat = truncation, remat
 
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: BPTTState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, BPTTState, StepOutput]:
-            new_state, internals = net.forward(params, state, x)
-            y = net.output(internals["signals"])
-            loss = loss_fn(y, target)
-            # The learner reads the gradient at least every `window` steps; past that the last
-            # slot would be overwritten, which the learner refuses before it can happen.
-            i = jnp.minimum(ts.count, window - 1)
-            costs = step_costs(ts.costs, spike_cost)
-            ts = ts._replace(last=new_state, **record_step(ts, i, x, target, weight, costs))
-            return new_state, ts, StepOutput(y, loss)
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> BPTTState:
+        return BPTTState(**self.buffer(params, state, target_example))
 
-        def gradients(params: Mapping[str, jax.Array], ts: BPTTState) -> dict[str, jax.Array]:
-            return add_window(ts, window_grad(params, ts), names)
+    def window_grad(
+        self, params: Mapping[str, jax.Array], ts: BPTTState, inject: bool
+    ) -> dict[str, jax.Array]:
+        """BPTT over the buffered steps from ``start`` (nothing to inject)."""
+        grads, _ = bptt_gradient(
+            self.net,
+            self.loss_fn,
+            params,
+            ts.start,
+            ts.xs,
+            ts.targets,
+            ts.weights,
+            self.truncation,
+            self.remat,
+            ts.costs,
+        )
+        return {k: grads[k] for k in self.names}
 
-        def reset_gradients(ts: BPTTState) -> BPTTState:
-            return ts._replace(**cleared(ts))
+    def advance(
+        self, params: Mapping[str, jax.Array], state: Any, ts: BPTTState, data: StepData
+    ) -> tuple[Any, BPTTState, StepOutput]:
+        new_state, internals = self.net.forward(params, state, data.x)
+        y = self.net.output(internals["signals"])
+        loss = self.loss_fn(y, data.target)
+        # The learner reads the gradient at least every `window` steps; past that the last
+        # slot would be overwritten, which the learner refuses before it can happen.
+        i = jnp.minimum(ts.count, self.size - 1)
+        ts = self.recorded(ts, i, new_state, data, step_costs(ts.costs, data.spike_cost))
+        return new_state, ts, StepOutput(y, loss)
 
-        def reset_traces(params: Mapping[str, jax.Array], state: Any, ts: BPTTState) -> BPTTState:
-            return flush(params, ts, state)
-
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def reset_traces(self, params: Mapping[str, jax.Array], state: Any, ts: BPTTState) -> BPTTState:
+        return self.closed(params, ts, False)._replace(start=state, last=state)

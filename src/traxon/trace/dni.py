@@ -60,23 +60,8 @@ import jax.numpy as jnp
 from traxon._checks import check_positive_int
 from traxon.core.network import Network, state_dtype
 from traxon.trace._quantities import flat_state
-from traxon.trace._window import (
-    add_window,
-    bound_window,
-    cleared,
-    record_step,
-    step_costs,
-    window_buffer,
-)
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    register,
-    trainable,
-)
+from traxon.trace._window import WindowRule, bound_window, replay, step_costs, step_objective
+from traxon.trace.base import Algorithm, LossFn, StepData, StepOutput, register
 
 __all__ = ["SyntheticGradientState", "synthetic_gradients"]
 
@@ -85,12 +70,8 @@ class SyntheticGradientState(NamedTuple):
     """State of :class:`synthetic_gradients`.
 
     Attributes:
-        start: network state at the start of the current window.
-        last: network state after the last step.
-        xs, targets, weights: buffered inputs ``(window, B, n)``, targets and loss weights.
-        costs: buffered spike costs ``{population: (window, B, N)}``.
-        count: number of buffered steps (int32).
-        grads: gradient of the windows already closed.
+        start, last, xs, targets, weights, costs, count, grads: the window buffer, as in
+            :class:`~traxon.trace.bptt.BPTTState` (``grads``: the windows already closed).
         predictor: ``{"A": (H, H), "c": (H,)}``, the synthetic-gradient model being trained.
         target: the copy of the predictor used for injection and bootstrap targets.
         steps: steps since the copy was refreshed (int32).
@@ -168,42 +149,37 @@ class synthetic_gradients(Algorithm):
         self.lr = float(lr)
         self.sync_every = sync_every
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        check_network(net, self)
+    def _bound(
+        self, net: Network, loss_fn: LossFn, window: int | None
+    ) -> WindowRule[SyntheticGradientState]:
         size = bound_window(
             self.window,
             window,
             "synthetic_gradients needs a `window` (steps of BPTT between synthetic "
             "gradients): pass synthetic_gradients(window=...), or let the learner set it.",
         )
-        b = _Bound(net, loss_fn, size, self.lr, self.sync_every)
-        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
+        return _Bound(net, loss_fn, size, self.lr, self.sync_every)
 
 
-class _Bound:
+class _Bound(WindowRule[SyntheticGradientState]):
     """:class:`synthetic_gradients` bound to a network and a loss: the tracer's functions."""
 
     def __init__(
         self, net: Network, loss_fn: LossFn, size: int, lr: float, sync_every: int | None
     ) -> None:
-        self.net, self.loss_fn, self.size = net, loss_fn, size
+        super().__init__(net, loss_fn, size, "synthetic_gradients")
         self.lr, self.sync_every = lr, sync_every
-        self.names = tuple(p.name for p in trainable(net))
         self.split, self.merge = flat_state(net)
 
     def init(
         self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
     ) -> SyntheticGradientState:
-        net = self.net
-        buffer = window_buffer(
-            net, params, state, target_example, self.size, self.names, "synthetic_gradients"
-        )
-        batch = net.batch_size(state)
+        batch = self.net.batch_size(state)
         dtype = state_dtype(state)
         H = self.split(state).shape[-1]
         model = {"A": jnp.zeros((H, H), dtype), "c": jnp.zeros((H,), dtype)}
         return SyntheticGradientState(
-            **buffer,
+            **self.buffer(params, state, target_example),
             predictor=model,
             target=jax.tree_util.tree_map(jnp.copy, model),
             steps=jnp.zeros((), jnp.int32),
@@ -215,65 +191,44 @@ class _Bound:
             },
         )
 
-    def _window_grad(
+    def window_grad(
         self, params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
     ) -> dict[str, jax.Array]:
         """BPTT over the buffered steps from ``start`` (+ the synthetic gradient at the end)."""
-        net, loss_fn, split = self.net, self.loss_fn, self.split
-        synthetic = jax.lax.stop_gradient(_predict(ts.target, split(ts.last)))
+        synthetic = jax.lax.stop_gradient(_predict(ts.target, self.split(ts.last)))
         end = ts.count - 1
 
-        def total(p: Mapping[str, jax.Array]) -> jax.Array:
-            def body(carry: Any, inp: Any) -> tuple[Any, jax.Array]:
-                st, i = carry
-                x, tgt, w, cost = inp
-                new, internals = net.forward({**params, **p}, st, x)
-                sig = internals["signals"]
-                value = jnp.sum(w * loss_fn(net.output(sig), tgt))
-                for k, c in cost.items():
-                    value = value + jnp.sum(c * sig[k]["spike"])
-                if inject:
-                    at_end = jnp.sum(synthetic * split(new))
-                    value = value + jnp.where(i == end, at_end, jnp.zeros_like(at_end))
-                return (new, i + 1), value
+        def at_end(t: jax.Array, new: Any) -> jax.Array:
+            value = jnp.sum(synthetic * self.split(new))
+            return jnp.where(t == end, value, jnp.zeros_like(value))
 
-            inputs = (ts.xs, ts.targets, ts.weights, ts.costs)
-            _, values = jax.lax.scan(body, (ts.start, jnp.zeros((), jnp.int32)), inputs)
-            return jnp.sum(values)
+        def total(p: Mapping[str, jax.Array]) -> jax.Array:
+            steps = (ts.xs, ts.targets, ts.weights, ts.costs)
+            final = at_end if inject else None
+            return replay(self.net, self.loss_fn, {**params, **p}, ts.start, steps, final=final)[0]
 
         return jax.grad(total)({k: params[k] for k in self.names})
-
-    def _close(
-        self, params: Mapping[str, jax.Array], ts: SyntheticGradientState, inject: bool
-    ) -> SyntheticGradientState:
-        grads = add_window(ts, self._window_grad(params, ts, inject), self.names)
-        return ts._replace(**{**cleared(ts), "grads": grads})
 
     def _targets(
         self,
         params: Mapping[str, jax.Array],
         state: Any,
         ts: SyntheticGradientState,
-        x: Mapping[str, jax.Array],
-        target: Any,
-        weight: jax.Array,
+        data: StepData,
         costs: Mapping[str, jax.Array],
     ) -> tuple[Any, StepOutput, dict[str, jax.Array]]:
         """This step, and the two parts of the predictor's target at the previous state:
         this step's loss (``now``) and the predicted future after this step (``later``,
         valid only if the sequence goes on, which the next step tells)."""
-        net, loss_fn, split = self.net, self.loss_fn, self.split
+        split = self.split
         dtype = ts.weights.dtype
+        weight = data.weight.astype(dtype)
 
         def run(h_prev: jax.Array) -> tuple[tuple[jax.Array, jax.Array], Any]:
-            new, internals = net.forward(params, self.merge(h_prev, state), x)
-            sig = internals["signals"]
-            y = net.output(sig)
-            loss = loss_fn(y, target)
-            value = jnp.sum(weight.astype(dtype) * loss)
-            for k, c in costs.items():
-                value = value + jnp.sum(c * sig[k]["spike"])
-            return (value, split(new)), (new, y, loss)
+            st = self.merge(h_prev, state)
+            step = (data.x, data.target, weight, costs)
+            new, y, loss, weighted, extra = step_objective(self.net, self.loss_fn, params, st, step)
+            return (weighted + extra, split(new)), (new, y, loss)
 
         h_prev = split(state)
         (_, h_new), vjp, (new_state, y, loss) = jax.vjp(run, h_prev, has_aux=True)
@@ -284,21 +239,18 @@ class _Bound:
         pending = {"h": h_prev, "now": now, "later": later, "valid": jnp.ones((), bool)}
         return new_state, StepOutput(y, loss), pending
 
-    def step(
+    def advance(
         self,
         params: Mapping[str, jax.Array],
         state: Any,
         ts: SyntheticGradientState,
-        x: Mapping[str, jax.Array],
-        target: Any,
-        weight: jax.Array,
-        spike_cost: Mapping[str, jax.Array] | None = None,
+        data: StepData,
     ) -> tuple[Any, SyntheticGradientState, StepOutput]:
         ts = jax.lax.cond(
-            ts.count >= self.size, lambda t: self._close(params, t, True), lambda t: t, ts
+            ts.count >= self.size, lambda t: self.closed(params, t, True), lambda t: t, ts
         )
-        costs = step_costs(ts.costs, spike_cost)
-        new_state, out, pending = self._targets(params, state, ts, x, target, weight, costs)
+        costs = step_costs(ts.costs, data.spike_cost)
+        new_state, out, pending = self._targets(params, state, ts, data, costs)
         predictor = _train(ts.predictor, ts.pending, True, self.lr)
         steps = ts.steps + 1
         model = ts.target
@@ -308,29 +260,15 @@ class _Bound:
                 lambda new, old: jnp.where(due, new, old), predictor, ts.target
             )
             steps = jnp.where(due, jnp.zeros_like(steps), steps)
-        ts = ts._replace(
-            last=new_state,
-            **record_step(ts, ts.count, x, target, weight, costs),
-            predictor=predictor,
-            target=model,
-            steps=steps,
-            pending=pending,
-        )
+        ts = self.recorded(ts, ts.count, new_state, data, costs)
+        ts = ts._replace(predictor=predictor, target=model, steps=steps, pending=pending)
         return new_state, ts, out
-
-    def gradients(
-        self, params: Mapping[str, jax.Array], ts: SyntheticGradientState
-    ) -> dict[str, jax.Array]:
-        return add_window(ts, self._window_grad(params, ts, True), self.names)
-
-    def reset_gradients(self, ts: SyntheticGradientState) -> SyntheticGradientState:
-        return ts._replace(**cleared(ts))
 
     def reset_traces(
         self, params: Mapping[str, jax.Array], state: Any, ts: SyntheticGradientState
     ) -> SyntheticGradientState:
         # The sequence ended: its last window closes with no future to predict.
-        ts = jax.lax.cond(ts.count > 0, lambda t: self._close(params, t, False), lambda t: t, ts)
+        ts = jax.lax.cond(ts.count > 0, lambda t: self.closed(params, t, False), lambda t: t, ts)
         # ... and its last state has no future: its target is this step's loss alone.
         predictor = _train(ts.predictor, ts.pending, False, self.lr)
         return ts._replace(
