@@ -2,10 +2,10 @@ r"""Parameter-dimension traces: the machinery D-RTRL, OSTL, e-prop and SnAp-1 sh
 
 Each entry :math:`w_p` of a weight keeps one eligibility trace per state variable of its
 postsynaptic neuron (:func:`init_param_traces`), advanced every step by the neuron's
-Jacobian blocks (:func:`param_trace_terms`, :func:`update_param_traces`; the equations are in
-:mod:`traxon.trace.d_rtrl`). :func:`bind_param_rule` turns a rule that only adjusts the step's
-quantities (another learning signal, another Jacobian block) into a complete
-:class:`~traxon.trace.Tracer`; :func:`batch_dot` is the fast batch-summed product.
+Jacobian blocks (:func:`param_trace_terms`, :func:`advance_param_traces`; the equations are
+in :mod:`traxon.trace.d_rtrl`). :class:`ParamTraces` is the bound part of every such rule;
+:class:`ParamTraceRule` completes a rule that only adjusts the step's quantities (another
+learning signal, another Jacobian block); :func:`batch_dot` is the fast batch-summed product.
 """
 
 from __future__ import annotations
@@ -17,27 +17,18 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network
-from traxon.trace._quantities import StepQuantities, step_quantities
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    learning_signals,
-    post_populations,
-    readout_decay,
-    trainable,
-)
+from traxon.trace._quantities import StepQuantities
+from traxon.trace.base import TS, LossFn, SignalRule, StepData, StepOutput
 
 __all__ = [
     "Adjust",
+    "ParamTraceRule",
     "ParamTraceState",
+    "ParamTraces",
+    "advance_param_traces",
     "batch_dot",
-    "bind_param_rule",
     "init_param_traces",
     "param_trace_terms",
-    "update_param_traces",
 ]
 
 
@@ -133,17 +124,30 @@ def param_trace_terms(
     return e, new_g, terms
 
 
-def update_param_traces(
-    p: Any,
-    q: Any,
-    W: jax.Array,
-    E: tuple[jax.Array, ...],
-    G: Mapping[str, jax.Array] | None,
+def advance_param_traces(
+    projs: Any,
+    q: StepQuantities,
+    params: Mapping[str, jax.Array],
+    traces: tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, jax.Array]],
     kappa: float,
-) -> tuple[tuple[jax.Array, ...], dict[str, jax.Array] | None, jax.Array]:
-    """As :func:`param_trace_terms`, with this step's per-sample gradient ``(B, *W.shape)``."""
-    e, new_g, terms = param_trace_terms(p, q, W, E, G, kappa)
-    return e, new_g, sum((f * a for f, a in terms), start=jnp.zeros((), W.dtype))
+    summed: bool,
+) -> tuple[dict, dict, dict]:
+    """One step of the weights ``projs``: the new ``(E, G, acc)`` from ``traces``, this
+    step's gradient added to ``acc`` summed over the batch (``summed``, with
+    :func:`batch_dot`) or per sample ``(B, *W.shape)``."""
+    E, G, acc = (dict(t) for t in traces)
+    for p in projs:
+        W = params[p.name]
+        e, g, terms = param_trace_terms(p, q, W, E[p.name], G.get(p.name), kappa)
+        E[p.name] = e
+        if g is not None:
+            G[p.name] = g
+        if summed:
+            contrib = batch_dot(terms)
+        else:
+            contrib = sum((f * a for f, a in terms), start=jnp.zeros((), W.dtype))
+        acc[p.name] = acc[p.name] + contrib.astype(W.dtype)
+    return E, G, acc
 
 
 #: ``adjust(params, state, q, extra) -> q``: a rule's change to the step's quantities.
@@ -174,103 +178,98 @@ class ParamTraceState(NamedTuple):
     extra: dict[str, Any]
 
 
-def _merge(a: Mapping[str, tuple[str, ...]], b: Mapping[str, tuple[str, ...]]) -> dict:
-    out = {k: tuple(v) for k, v in a.items()}
-    for k, v in b.items():
-        out[k] = tuple(sorted(set(out.get(k, ())) | set(v)))
-    return out
-
-
-def bind_param_rule(
-    algorithm: Algorithm,
-    net: Network,
-    loss_fn: LossFn,
-    readout_filter: bool = True,
-    signals: Mapping[str, tuple[str, ...]] | None = None,
-    blocks: Mapping[str, tuple[str, ...]] | None = None,
-    init_extra: Callable[[Mapping[str, jax.Array], Any], dict[str, Any]] | None = None,
-    adjust: Adjust | None = None,
-) -> Tracer:
-    """A :class:`~traxon.trace.Tracer` with per-weight traces updated as in D-RTRL.
+class ParamTraces(SignalRule[TS]):
+    """The bound part of the rules with per-weight traces updated as in D-RTRL: the weights
+    whose traces it filters with the readout's decay, and the traces' zero and one step (the
+    state's ``E``, ``G`` and ``grads`` fields).
 
     Arguments:
-        algorithm: the rule (its ``name`` names the tracer; checked with ``check_network``).
+        rule: the rule's name (for the error raised when a weight op cannot lay out
+            per-entry traces).
         readout_filter: filter the hidden weights' traces with the readout's decay.
-        signals: extra ``{population: signals}`` whose learning signals are needed.
-        blocks: extra ``{population: channels}`` whose ``D`` and ``F`` are needed.
-        init_extra: ``(params, state) -> dict`` of constants kept in the state.
-        adjust: ``(params, state, q, extra) -> q``, applied before the traces are updated.
+        signals, blocks: as :class:`~traxon.trace.base.SignalRule`.
+        init_extra: ``(params, state) -> dict`` of constants kept in the state
+            (:class:`ParamTraceRule`).
+        adjust: ``(params, state, q, extra) -> q``, applied before the traces are updated
+            (:class:`ParamTraceRule`).
+    """
 
-    Returns:
-        The bound tracer; its state is a :class:`ParamTraceState`.
+    trace_fields = ("E", "G")
+
+    def __init__(
+        self,
+        rule: str,
+        net: Network,
+        loss_fn: LossFn,
+        readout_filter: bool = True,
+        signals: Mapping[str, tuple[str, ...]] | None = None,
+        blocks: Mapping[str, tuple[str, ...]] | None = None,
+        init_extra: Callable[[Mapping[str, jax.Array], Any], dict[str, Any]] | None = None,
+        adjust: Adjust | None = None,
+    ) -> None:
+        for p in net.projections:
+            if p.trainable and not getattr(p.op, "param_traces", True):
+                hint = getattr(p.op, "param_traces_hint", "Use algorithm='es_d_rtrl' (or 'bptt').")
+                raise ValueError(
+                    f"weight `{p.name}`: {rule} keeps one trace per weight entry and needs to "
+                    "know which neuron each entry drives, which this weight op does not say. "
+                    + hint
+                )
+        super().__init__(net, loss_fn, signals, blocks)
+        self.filtered = {
+            p.name: self.sigs.get(p.target, ())
+            for p in self.projs
+            if readout_filter and self.kappa > 0 and p.target != READOUT
+        }
+        self.init_extra, self.adjust = init_extra, adjust
+
+    def zero_traces(self, params: Mapping[str, jax.Array], state: Any) -> tuple[dict, dict, dict]:
+        """``(E, G, per-sample sums)`` at zero (:func:`init_param_traces`)."""
+        batch = self.net.batch_size(state)
+        return init_param_traces(self.net, params, self.projs, self.filtered, batch)
+
+    def traces(
+        self, params: Mapping[str, jax.Array], q: StepQuantities, ts: Any, summed: bool
+    ) -> tuple[dict, dict, dict]:
+        """The new ``(E, G, grads)`` of ``ts`` after this step (:func:`advance_param_traces`)."""
+        traces = (ts.E, ts.G, ts.grads)
+        return advance_param_traces(self.projs, q, params, traces, self.kappa, summed)
+
+
+class ParamTraceRule(ParamTraces[ParamTraceState]):
+    """A rule with per-weight traces updated as in D-RTRL, per-sample gradient sums, and an
+    optional change to the step's quantities (the arguments of :class:`ParamTraces`).
 
     Example:
         >>> import jax, traxon
         >>> from traxon.core import LIF, Dense, Network, Population, Projection, Readout
         >>> from traxon.learn import cross_entropy
-        >>> from traxon.trace._param_traces import bind_param_rule
+        >>> from traxon.trace._param_traces import ParamTraceRule
         >>> net = Network(3, {"h": Population(LIF(), 4)}, [Projection("x", "h", Dense(3.0))],
         ...               readout=Readout("h", 2))
-        >>> tracer = bind_param_rule(traxon.trace.ostl(), net, cross_entropy.fn)
+        >>> tracer = ParamTraceRule("ostl", net, cross_entropy.fn).tracer("ostl")
         >>> params, state = net.init(jax.random.PRNGKey(0), 2)
         >>> tracer.init(params, state).E["x->h"][0].shape
         (2, 3, 4)
     """
-    check_network(net, algorithm)
-    projs = trainable(net)
-    for p in projs:
-        if not getattr(p.op, "param_traces", True):
-            hint = getattr(p.op, "param_traces_hint", "Use algorithm='es_d_rtrl' (or 'bptt').")
-            raise ValueError(
-                f"weight `{p.name}`: {algorithm.name} keeps one trace per weight entry and needs "
-                "to know which neuron each entry drives, which this weight op does not say. " + hint
-            )
-    posts = _merge(post_populations(net), blocks or {})
-    sigs = _merge(learning_signals(net), signals or {})
-    kappa = readout_decay(net)
-    filtered = {
-        p.name: sigs.get(p.target, ())
-        for p in projs
-        if readout_filter and kappa > 0 and p.target != READOUT
-    }
 
     def init(
-        params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
     ) -> ParamTraceState:
-        E, G, acc = init_param_traces(net, params, projs, filtered, net.batch_size(state))
-        extra = init_extra(params, state) if init_extra is not None else {}
+        E, G, acc = self.zero_traces(params, state)
+        extra = self.init_extra(params, state) if self.init_extra is not None else {}
         return ParamTraceState(E, G, acc, extra)
 
-    def step(
-        params: Mapping[str, jax.Array],
-        state: Any,
-        ts: ParamTraceState,
-        x: Mapping[str, jax.Array],
-        target: Any,
-        weight: jax.Array,
-        spike_cost: Mapping[str, jax.Array] | None = None,
+    def advance(
+        self, params: Mapping[str, jax.Array], state: Any, ts: ParamTraceState, data: StepData
     ) -> tuple[Any, ParamTraceState, StepOutput]:
-        q = step_quantities(net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost)
-        if adjust is not None:
-            q = adjust(params, state, q, ts.extra)
-        E, G, grads = dict(ts.E), dict(ts.G), dict(ts.grads)
-        for p in projs:
-            W = params[p.name]
-            e, g, contrib = update_param_traces(p, q, W, ts.E[p.name], ts.G.get(p.name), kappa)
-            E[p.name] = e
-            if g is not None:
-                G[p.name] = g
-            grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
+        q = self.quantities(params, state, data)
+        if self.adjust is not None:
+            q = self.adjust(params, state, q, ts.extra)
+        E, G, grads = self.traces(params, q, ts, summed=False)
         return q.new_state, ParamTraceState(E, G, grads, ts.extra), StepOutput(q.output, q.loss)
 
-    def gradients(params: Mapping[str, jax.Array], ts: ParamTraceState) -> dict[str, jax.Array]:
+    def gradients(
+        self, params: Mapping[str, jax.Array], ts: ParamTraceState
+    ) -> dict[str, jax.Array]:
         return {k: jnp.sum(g, axis=0) for k, g in ts.grads.items()}
-
-    def reset_gradients(ts: ParamTraceState) -> ParamTraceState:
-        return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
-
-    def reset_traces(params: Any, state: Any, ts: ParamTraceState) -> ParamTraceState:
-        zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.E, ts.G))
-        return ts._replace(E=zero[0], G=zero[1])
-
-    return Tracer(algorithm.name, init, step, gradients, reset_gradients, reset_traces)

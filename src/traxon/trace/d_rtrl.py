@@ -36,21 +36,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from traxon.core.network import READOUT, Network
-from traxon.trace._param_traces import batch_dot, init_param_traces, param_trace_terms
-from traxon.trace._quantities import step_quantities
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    learning_signals,
-    post_populations,
-    readout_decay,
-    register,
-    trainable,
-)
+from traxon.core.network import Network
+from traxon.trace._param_traces import ParamTraces
+from traxon.trace.base import Algorithm, LossFn, StepData, StepOutput, register
 
 __all__ = ["DRTRLState", "d_rtrl"]
 
@@ -85,53 +73,23 @@ class d_rtrl(Algorithm):
     name = "d_rtrl"
     per_entry_traces = True
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        check_network(net, self)
-        projs = trainable(net)
-        posts = post_populations(net)
-        sigs = learning_signals(net)
-        kappa = readout_decay(net)
-        filtered = {
-            p.name: sigs.get(p.target, ()) for p in projs if kappa > 0 and p.target != READOUT
-        }
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> ParamTraces[DRTRLState]:
+        return _Bound(self.name, net, loss_fn)
 
-        def init(
-            params: Mapping[str, jax.Array], state: Any, target_example: Any = None
-        ) -> DRTRLState:
-            E, G, _ = init_param_traces(net, params, projs, filtered, net.batch_size(state))
-            grads = {p.name: jnp.zeros_like(params[p.name]) for p in projs}
-            return DRTRLState(E, G, grads)
 
-        def step(
-            params: Mapping[str, jax.Array],
-            state: Any,
-            ts: DRTRLState,
-            x: Mapping[str, jax.Array],
-            target: Any,
-            weight: jax.Array,
-            spike_cost: Mapping[str, jax.Array] | None = None,
-        ) -> tuple[Any, DRTRLState, StepOutput]:
-            q = step_quantities(
-                net, params, state, x, target, weight, loss_fn, posts, sigs, spike_cost
-            )
-            E, G, grads = dict(ts.E), dict(ts.G), dict(ts.grads)
-            for p in projs:
-                W = params[p.name]
-                e, g, contrib = param_trace_terms(p, q, W, ts.E[p.name], ts.G.get(p.name), kappa)
-                E[p.name] = e
-                if g is not None:
-                    G[p.name] = g
-                grads[p.name] = grads[p.name] + batch_dot(contrib).astype(W.dtype)
-            return q.new_state, DRTRLState(E, G, grads), StepOutput(q.output, q.loss)
+class _Bound(ParamTraces[DRTRLState]):
+    """:class:`d_rtrl` bound to a network and a loss: the gradient summed over the batch
+    every step."""
 
-        def gradients(params: Mapping[str, jax.Array], ts: DRTRLState) -> dict[str, jax.Array]:
-            return dict(ts.grads)
+    def init(
+        self, params: Mapping[str, jax.Array], state: Any, target_example: Any = None
+    ) -> DRTRLState:
+        E, G, _ = self.zero_traces(params, state)
+        return DRTRLState(E, G, {k: jnp.zeros_like(params[k]) for k in self.names})
 
-        def reset_gradients(ts: DRTRLState) -> DRTRLState:
-            return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
-
-        def reset_traces(params: Any, state: Any, ts: DRTRLState) -> DRTRLState:
-            zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.E, ts.G))
-            return ts._replace(E=zero[0], G=zero[1])
-
-        return Tracer(self.name, init, step, gradients, reset_gradients, reset_traces)
+    def advance(
+        self, params: Mapping[str, jax.Array], state: Any, ts: DRTRLState, data: StepData
+    ) -> tuple[Any, DRTRLState, StepOutput]:
+        q = self.quantities(params, state, data)
+        E, G, grads = self.traces(params, q, ts, summed=True)
+        return q.new_state, DRTRLState(E, G, grads), StepOutput(q.output, q.loss)

@@ -58,9 +58,9 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network, state_dtype
-from traxon.trace._param_traces import bind_param_rule
+from traxon.trace._param_traces import ParamTraceRule
 from traxon.trace._quantities import StepQuantities
-from traxon.trace.base import Algorithm, LossFn, Tracer, learning_signals, register
+from traxon.trace.base import Algorithm, LossFn, learning_signals, register
 
 __all__ = ["eprop"]
 
@@ -90,9 +90,9 @@ class eprop(Algorithm):
         self.feedback = feedback
         self.seed = seed
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> ParamTraceRule:
         if self.feedback == "symmetric":
-            return bind_param_rule(self, net, loss_fn)
+            return ParamTraceRule(self.name, net, loss_fn)
         hidden = tuple(p for p in learning_signals(net) if p != READOUT)
         gain = float(net.readout.gain) if net.readout is not None else 1.0
         seed = self.seed
@@ -125,8 +125,8 @@ class eprop(Algorithm):
                 delta[p] = d
             return q._replace(lam=lam, delta=delta)
 
-        return bind_param_rule(
-            self,
+        return ParamTraceRule(
+            self.name,
             net,
             loss_fn,
             signals={READOUT: ("spike",), **dict.fromkeys(hidden, ("spike",))},

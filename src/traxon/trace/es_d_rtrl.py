@@ -67,20 +67,9 @@ import numpy as np
 
 from traxon.core.network import READOUT, Network, state_dtype
 from traxon.core.ops import CSR, Bias, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse
-from traxon.trace._param_traces import batch_dot, init_param_traces, param_trace_terms
-from traxon.trace._quantities import signal_support, state_decays, step_quantities
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    learning_signals,
-    post_populations,
-    readout_decay,
-    register,
-    trainable,
-)
+from traxon.trace._param_traces import advance_param_traces, init_param_traces
+from traxon.trace._quantities import signal_support, state_decays
+from traxon.trace.base import Algorithm, LossFn, SignalRule, StepData, StepOutput, register
 
 __all__ = ["ESDRTRLState", "es_d_rtrl", "state_decays"]
 
@@ -187,17 +176,15 @@ class es_d_rtrl(Algorithm):
             decay = float(decay)
         self.decay = decay
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        check_network(net, self)
-        names = {p.name for p in trainable(net)}
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> SignalRule[ESDRTRLState]:
+        names = {p.name for p in net.projections if p.trainable}
         unknown = [k for k in self.exact if k not in names]
         if unknown:
             raise ValueError(
                 f"`exact` names weights {unknown} that are not trainable weights of this "
                 f"network; they are {sorted(names)}."
             )
-        b = _Bound(net, loss_fn, self.decay, self.exact)
-        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
+        return _Bound(net, loss_fn, self.decay, self.exact)
 
 
 #: One decay group of a projection: its decay, the key of its presynaptic trace, and the
@@ -205,20 +192,21 @@ class es_d_rtrl(Algorithm):
 _Group = tuple[float, str, tuple[int, ...]]
 
 
-class _Bound:
+class _Bound(SignalRule[ESDRTRLState]):
     """:class:`es_d_rtrl` bound to a network and a loss: the static layout of its traces
     (decay groups, trace keys and widths) and the tracer's functions."""
+
+    grad_fields = ("grads", "acc")
+    trace_fields = ("pre", "post", "pre_k", "post_k", "count", "E", "G")
 
     def __init__(
         self, net: Network, loss_fn: LossFn, decay: str | float, exact_names: tuple[str, ...]
     ) -> None:
-        self.net, self.loss_fn = net, loss_fn
-        everything = trainable(net)
+        super().__init__(net, loss_fn)
+        everything = self.projs
         self.exact = exact = tuple(p for p in everything if p.name in exact_names)
         self.projs = projs = tuple(p for p in everything if p.name not in exact_names)
-        self.posts = post_populations(net)
-        self.sigs = sigs = learning_signals(net)
-        self.kappa = kappa = readout_decay(net)
+        sigs, kappa = self.sigs, self.kappa
         self.groups: dict[str, list[_Group]] = {}
         self.pre_keys: dict[str, tuple[str, str, float]] = {}
         for p in projs:
@@ -338,44 +326,10 @@ class _Bound:
             terms.append((a_hat, norm * post_sig))
         return terms
 
-    def _exact_step(
-        self, params: Mapping[str, jax.Array], q: Any, ts: ESDRTRLState
-    ) -> tuple[dict, dict, dict]:
-        """The parameter-dimension traces and gradients of the weights named in ``exact``."""
-        E, G, acc = dict(ts.E), dict(ts.G), dict(ts.acc)
-        for p in self.exact:
-            W = params[p.name]
-            e_new, g_new, terms = param_trace_terms(
-                p, q, W, ts.E[p.name], ts.G.get(p.name), self.kappa
-            )
-            E[p.name] = e_new
-            if g_new is not None:
-                G[p.name] = g_new
-            acc[p.name] = acc[p.name] + batch_dot(terms).astype(W.dtype)
-        return E, G, acc
-
-    def step(
-        self,
-        params: Mapping[str, jax.Array],
-        state: Any,
-        ts: ESDRTRLState,
-        x: Mapping[str, jax.Array],
-        target: Any,
-        weight: jax.Array,
-        spike_cost: Mapping[str, jax.Array] | None = None,
+    def advance(
+        self, params: Mapping[str, jax.Array], state: Any, ts: ESDRTRLState, data: StepData
     ) -> tuple[Any, ESDRTRLState, StepOutput]:
-        q = step_quantities(
-            self.net,
-            params,
-            state,
-            x,
-            target,
-            weight,
-            self.loss_fn,
-            self.posts,
-            self.sigs,
-            spike_cost,
-        )
+        q = self.quantities(params, state, data)
         dtype = state_dtype(state)
         count = ts.count + 1
         pre, post = self._traces(q, ts, dtype)
@@ -400,27 +354,11 @@ class _Bound:
                     terms.append((pre[key], corr[key] * v))
             contrib = _summed_outer(p.op, W, terms)
             grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
-        E, G, acc = self._exact_step(params, q, ts)
+        # The weights named in `exact`: parameter-dimension traces, as in D-RTRL.
+        exact = (ts.E, ts.G, ts.acc)
+        E, G, acc = advance_param_traces(self.exact, q, params, exact, self.kappa, summed=True)
         new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
         return q.new_state, new_ts, StepOutput(q.output, q.loss)
 
     def gradients(self, params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict:
         return {**ts.grads, **ts.acc}
-
-    def reset_gradients(self, ts: ESDRTRLState) -> ESDRTRLState:
-        zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.grads, ts.acc))
-        return ts._replace(grads=zero[0], acc=zero[1])
-
-    def reset_traces(self, params: Any, state: Any, ts: ESDRTRLState) -> ESDRTRLState:
-        zero = jax.tree_util.tree_map(
-            jnp.zeros_like, (ts.pre, ts.post, ts.pre_k, ts.post_k, ts.E, ts.G)
-        )
-        return ts._replace(
-            pre=zero[0],
-            post=zero[1],
-            pre_k=zero[2],
-            post_k=zero[3],
-            count=jnp.zeros_like(ts.count),
-            E=zero[4],
-            G=zero[5],
-        )

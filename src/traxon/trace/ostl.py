@@ -46,13 +46,8 @@ a rule that only adjusts the step's quantities) lives in :mod:`traxon.trace._par
 from __future__ import annotations
 
 from traxon.core.network import Network
-from traxon.trace._param_traces import ParamTraceState, bind_param_rule
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    Tracer,
-    register,
-)
+from traxon.trace._param_traces import ParamTraceRule, ParamTraceState
+from traxon.trace.base import Algorithm, LossFn, register
 
 __all__ = ["ParamTraceState", "ostl"]
 
@@ -79,5 +74,5 @@ class ostl(Algorithm):
             raise TypeError(f"`readout_filter` must be True or False; got {readout_filter!r}.")
         self.readout_filter = readout_filter
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        return bind_param_rule(self, net, loss_fn, readout_filter=self.readout_filter)
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> ParamTraceRule:
+        return ParamTraceRule(self.name, net, loss_fn, readout_filter=self.readout_filter)

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 from traxon._checks import check_positive_int
 from traxon.core.network import Network
 from traxon.core.ops import WeightOp
-from traxon.trace._param_traces import bind_param_rule
+from traxon.trace._param_traces import ParamTraceRule
 from traxon.trace._quantities import StepQuantities, signal_jacobian
 from traxon.trace.base import Algorithm, LossFn, Tracer, post_populations, register
 
@@ -127,23 +127,13 @@ class snap(Algorithm):
         self.n = n
 
     def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        posts = post_populations(net)
-        # Self-connections of populations whose traces are kept (trainable or not: they are
-        # part of the dynamics).
-        recurrent = tuple(
-            p
-            for p in net.projections
-            if p.delay == 1 and p.source == p.target and p.target in posts
-        )
-        for p in recurrent:
-            if not getattr(p.op, "param_traces", True) and not hasattr(p.op, "self_weights"):
-                raise ValueError(
-                    f"weight `{p.name}`: snap needs the self-connection of every neuron, which "
-                    "this weight op does not expose. Use algorithm='es_d_rtrl', 'rtrl' (small "
-                    "networks) or 'bptt'."
-                )
+        _self_connections(net)  # checked first: its advice is more precise than the base's
+        return super().bind(net, loss_fn, window)
+
+    def _bound(self, net: Network, loss_fn: LossFn, window: int | None) -> ParamTraceRule:
+        recurrent = _self_connections(net)
         if not recurrent:
-            return bind_param_rule(self, net, loss_fn)
+            return ParamTraceRule(self.name, net, loss_fn)
         blocks: dict[str, tuple[str, ...]] = {}
         for p in recurrent:
             blocks[p.target] = (*blocks.get(p.target, ()), p.channel)
@@ -162,4 +152,21 @@ class snap(Algorithm):
                 )
             return q._replace(D=D)
 
-        return bind_param_rule(self, net, loss_fn, blocks=blocks, adjust=adjust)
+        return ParamTraceRule(self.name, net, loss_fn, blocks=blocks, adjust=adjust)
+
+
+def _self_connections(net: Network) -> tuple[Any, ...]:
+    """The self-connections of the populations whose traces are kept (trainable or not: they
+    are part of the dynamics); raises if one of them does not expose its diagonal."""
+    posts = post_populations(net)
+    recurrent = tuple(
+        p for p in net.projections if p.delay == 1 and p.source == p.target and p.target in posts
+    )
+    for p in recurrent:
+        if not getattr(p.op, "param_traces", True) and not hasattr(p.op, "self_weights"):
+            raise ValueError(
+                f"weight `{p.name}`: snap needs the self-connection of every neuron, which "
+                "this weight op does not expose. Use algorithm='es_d_rtrl', 'rtrl' (small "
+                "networks) or 'bptt'."
+            )
+    return recurrent

@@ -53,18 +53,8 @@ import jax
 import jax.numpy as jnp
 
 from traxon.core.network import READOUT, Network, state_dtype
-from traxon.trace._quantities import state_decays, step_quantities
-from traxon.trace.base import (
-    Algorithm,
-    LossFn,
-    StepOutput,
-    Tracer,
-    check_network,
-    post_populations,
-    readout_decay,
-    register,
-    trainable,
-)
+from traxon.trace._quantities import state_decays
+from traxon.trace.base import Algorithm, LossFn, SignalRule, StepData, StepOutput, register
 
 __all__ = ["ThreeFactorState", "three_factor"]
 
@@ -149,14 +139,16 @@ class three_factor(Algorithm):
         self.baseline = None if baseline is None else float(baseline)
         self.decay = decay if decay == "auto" else float(decay)
 
-    def bind(self, net: Network, loss_fn: LossFn, window: int | None = None) -> Tracer:
-        check_network(net, self)
-        b = _Bound(net, loss_fn, self.modulator or negative_loss, self.baseline, self.decay)
-        return Tracer(self.name, b.init, b.step, b.gradients, b.reset_gradients, b.reset_traces)
+    def _bound(
+        self, net: Network, loss_fn: LossFn, window: int | None
+    ) -> SignalRule[ThreeFactorState]:
+        return _Bound(net, loss_fn, self.modulator or negative_loss, self.baseline, self.decay)
 
 
-class _Bound:
+class _Bound(SignalRule[ThreeFactorState]):
     """:class:`three_factor` bound to a network and a loss: the tracer's functions."""
+
+    trace_fields = ("pre", "post", "pre_k")  # the baseline is kept
 
     def __init__(
         self,
@@ -166,13 +158,14 @@ class _Bound:
         baseline: float | None,
         decay: str | float,
     ) -> None:
-        self.net, self.loss_fn, self.modulator, self.beta = net, loss_fn, modulator, baseline
-        self.projs = projs = trainable(net)
-        self.hidden = hidden = tuple(p for p in projs if p.target != READOUT)
-        self.readout = readout = tuple(p for p in projs if p.target == READOUT)
-        self.posts = {k: v for k, v in post_populations(net).items() if k != READOUT}
+        super().__init__(net, loss_fn)
+        self.modulator, self.beta = modulator, baseline
+        self.hidden = hidden = tuple(p for p in self.projs if p.target != READOUT)
+        self.readout = readout = tuple(p for p in self.projs if p.target == READOUT)
+        # Only the spikes' learning signal (the readout error) and the hidden populations'
+        # blocks are used.
+        self.posts = {k: v for k, v in self.posts.items() if k != READOUT}
         self.sigs = {**dict.fromkeys(self.posts, ("spike",)), READOUT: ("spike",)}
-        self.kappa = readout_decay(net)
         alphas = {
             p.name: float(state_decays(net, net.populations[p.target])[0])
             if decay == "auto"
@@ -259,30 +252,12 @@ class _Bound:
         }
         return pre, post, pre_k, rho
 
-    def step(
-        self,
-        params: Mapping[str, jax.Array],
-        state: Any,
-        ts: ThreeFactorState,
-        x: Mapping[str, jax.Array],
-        target: Any,
-        weight: jax.Array,
-        spike_cost: Mapping[str, jax.Array] | None = None,
+    def advance(
+        self, params: Mapping[str, jax.Array], state: Any, ts: ThreeFactorState, data: StepData
     ) -> tuple[Any, ThreeFactorState, StepOutput]:
-        q = step_quantities(
-            self.net,
-            params,
-            state,
-            x,
-            target,
-            weight,
-            self.loss_fn,
-            self.posts,
-            self.sigs,
-            spike_cost,
-        )
+        q = self.quantities(params, state, data)
         dtype = ts.baseline.dtype
-        third, baseline, seen = self._third_factor(q, ts, target, weight.astype(dtype))
+        third, baseline, seen = self._third_factor(q, ts, data.target, data.weight.astype(dtype))
         z_of = {(p.source, p.signal): q.z[p.name].astype(dtype) for p in self.projs}
         pre, post, pre_k, rho = self._traces(q, ts, z_of)
         grads = dict(ts.grads)
@@ -299,13 +274,3 @@ class _Bound:
             grads[p.name] = grads[p.name] + p.op.outer(W, pre[self.pre_keys[p.name]], post_factor)
         new_ts = ThreeFactorState(pre, post, pre_k, baseline, seen, grads)
         return q.new_state, new_ts, StepOutput(q.output, q.loss)
-
-    def gradients(self, params: Mapping[str, jax.Array], ts: ThreeFactorState) -> dict:
-        return dict(ts.grads)
-
-    def reset_gradients(self, ts: ThreeFactorState) -> ThreeFactorState:
-        return ts._replace(grads=jax.tree_util.tree_map(jnp.zeros_like, ts.grads))
-
-    def reset_traces(self, params: Any, state: Any, ts: ThreeFactorState) -> ThreeFactorState:
-        zero = jax.tree_util.tree_map(jnp.zeros_like, (ts.pre, ts.post, ts.pre_k))
-        return ts._replace(pre=zero[0], post=zero[1], pre_k=zero[2])  # baseline kept
