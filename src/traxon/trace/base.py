@@ -269,14 +269,6 @@ def learning_signals(net: Network) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def zeros_like_params(params: Mapping[str, jax.Array], names: Any) -> dict[str, jax.Array]:
-    return {k: jnp.zeros_like(params[k]) for k in names}
-
-
-def batch_sum(x: jax.Array) -> jax.Array:
-    return jnp.sum(x, axis=0)
-
-
 def zeroed(ts: Any, fields: tuple[str, ...]) -> Any:
     """``ts`` with the named fields (pytrees of arrays) set to zeros of the same shapes."""
     return ts._replace(
