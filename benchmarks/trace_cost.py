@@ -349,15 +349,20 @@ class Row:
     optional: bool = False  # skipped alone (not sizing its group) when too slow
 
 
+def tracer_build(name: str, **options: Any) -> Callable[[Problem, int], bench.Built]:
+    """A row's build: traxon's tracer of the rule ``name`` (``build_tracer``)."""
+    return lambda pb, T: build_tracer(pb, T, name, **options)
+
+
+def peer_build(algorithm: str) -> Callable[[Problem, int], bench.Built]:
+    """A row's build: braintrace's ``etrace_grad`` of ``algorithm`` (``build_peer_etrace``)."""
+    return lambda pb, T: build_peer_etrace(pb, T, algorithm)
+
+
 def groups(quick: bool, smoke: bool = False) -> dict[str, list[Row]]:
     es = [
-        Row("es_d_rtrl", "tracer", "traxon", lambda pb, T: build_tracer(pb, T, "es_d_rtrl")),
-        Row(
-            "es_d_rtrl",
-            "tracer_decay0.95",
-            "traxon",
-            lambda pb, T: build_tracer(pb, T, "es_d_rtrl", decay=PEER_DECAY),
-        ),
+        Row("es_d_rtrl", "tracer", "traxon", tracer_build("es_d_rtrl")),
+        Row("es_d_rtrl", "tracer_decay0.95", "traxon", tracer_build("es_d_rtrl", decay=PEER_DECAY)),
         Row("es_d_rtrl", "learner_sgd", "traxon", build_learner),
         Row("sgd_floor", "forward_outer_update", "traxon", build_floor),
         Row(
@@ -366,12 +371,7 @@ def groups(quick: bool, smoke: bool = False) -> dict[str, list[Row]]:
             "traxon",
             lambda pb, T: build_learner(pb, T, PEER_DECAY),
         ),
-        Row(
-            "peer_pp_prop",
-            "etrace_grad",
-            "braintrace",
-            lambda pb, T: build_peer_etrace(pb, T, "pp_prop"),
-        ),
+        Row("peer_pp_prop", "etrace_grad", "braintrace", peer_build("pp_prop")),
     ]
     es.append(Row("peer_pp_prop", "sgd_every_step", "braintrace", build_peer_sgd, optional=True))
     if smoke:  # the decay variants run the same code as the rows above
@@ -383,26 +383,10 @@ def groups(quick: bool, smoke: bool = False) -> dict[str, list[Row]]:
         ],
         "es": es,
         "d": [
-            Row(
-                "d_rtrl",
-                "tracer",
-                "traxon",
-                lambda pb, T: build_tracer(pb, T, "d_rtrl"),
-                dense_trace=True,
-            ),
-            Row(
-                "peer_d_rtrl",
-                "etrace_grad",
-                "braintrace",
-                lambda pb, T: build_peer_etrace(pb, T, "d_rtrl"),
-                dense_trace=True,
-            ),
+            Row("d_rtrl", "tracer", "traxon", tracer_build("d_rtrl"), dense_trace=True),
+            Row("peer_d_rtrl", "etrace_grad", "braintrace", peer_build("d_rtrl"), dense_trace=True),
         ],
-        "bptt": [
-            Row(
-                "bptt", "tracer", "traxon", lambda pb, T: build_tracer(pb, T, "bptt"), online=False
-            ),
-        ]
+        "bptt": [Row("bptt", "tracer", "traxon", tracer_build("bptt"), online=False)]
         + (
             [Row("bptt", "direct", "traxon", build_bptt_direct, online=False)]
             if smoke or not quick
