@@ -42,8 +42,10 @@ Lines (one JSON object each, the first is ``{"machine": ...}``):
   learner with Adam, 16 for the forward step) and the bandwidth that makes at the measured
   time (``learner_GBps``); the bytes the compiled steps do move per connection, read from
   their optimised HLO (``learner_hlo_bytes_per_connection``,
-  ``forward_hlo_bytes_per_connection``: ``benchmarks/_hlo_bytes.py``) and the bandwidth
-  those make (``*_hlo_GBps``); with ``--bandwidth-gbs`` also ``roofline_ms`` and
+  ``forward_hlo_bytes_per_connection``: ``benchmarks/_hlo_bytes.py``; and
+  ``learner_guarded_hlo_bytes_per_connection`` for ``learner.jit("run")``, which keeps a
+  non-finite update out of its state, compiled but not timed) and the bandwidth those make
+  (``*_hlo_GBps``); with ``--bandwidth-gbs`` also ``roofline_ms`` and
   ``x_roofline``.
 
 Run::
@@ -301,6 +303,10 @@ def step_row(n: int, batch: int, steps: int, reps: int, bandwidth: float | None)
     run = traced.lower().compile()
     learn_compile_s, learn_consts = time.perf_counter() - t0, const_bytes(traced)
     learn_bytes, fwd_bytes = step_bytes(run.as_text()), step_bytes(fwd.as_text())
+    # The pure run as learner.run is (guard=True): compiled for its bytes only, never run.
+    guarded = learner.jit("run").trace(indices, ls, x, y, m).lower().compile()
+    guarded_bytes = step_bytes(guarded.as_text())
+    del guarded
     params = jax.tree_util.tree_map(jnp.copy, ls.params)
     state = jax.tree_util.tree_map(jnp.copy, ls.net_state)
     t_fwd, t_learn = [], []
@@ -339,6 +345,7 @@ def step_row(n: int, batch: int, steps: int, reps: int, bandwidth: float | None)
         # and the bandwidth those bytes make at the measured time.
         "learner_hlo_bytes_per_connection": learn_bytes / conn,
         "forward_hlo_bytes_per_connection": fwd_bytes / conn,
+        "learner_guarded_hlo_bytes_per_connection": guarded_bytes / conn,
         "learner_hlo_GBps": learn_bytes / (learn_ms * 1e-3) / 1e9,
         "forward_hlo_GBps": fwd_bytes / (fwd_ms * 1e-3) / 1e9,
         "learner_GBps": LEARNER_BYTES_PER_CONNECTION * conn / (learn_ms * 1e-3) / 1e9,
