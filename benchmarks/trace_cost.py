@@ -33,7 +33,9 @@ Rows (``algorithm`` / ``variant``):
 * ``es_d_rtrl`` / ``tracer_decay0.95``: the same with one decay ``exp(-dt / tau_m)``, the
   decay the peer ``pp_prop`` is given;
 * ``es_d_rtrl`` / ``learner_sgd``: ``traxon.online_learner(net, "es_d_rtrl", optax.sgd,
-  update_every=1).run`` -- an optimiser update after every step;
+  update_every=1)``'s run as ``fit`` runs it (``learner.jit("run", guard=False)``: with
+  the default ``on_nonfinite="raise"`` a call with a non-finite update is discarded
+  whole, so no step keeps one out) -- an optimiser update after every step;
 * ``es_d_rtrl`` / ``learner_sgd_decay0.95``: the same learner with one decay
   ``exp(-dt / tau_m)``, like the peer's ``pp_prop`` below;
 * ``sgd_floor`` / ``forward_outer_update``: the least any rule with a dense weight update
@@ -196,7 +198,9 @@ def build_learner(pb: Problem, T: int, decay: float | None = None) -> bench.Buil
     )
     ls = learner.init(params=pb.params, batch_size=pb.B)
     xs, ys, _ = pb.data(T)
-    return bench.jax_compiled(learner.run, ls, xs, ys)
+    # What fit() runs with the default on_nonfinite="raise" (the peer has no guard either).
+    run = learner.jit("run", guard=False)
+    return bench.jax_compiled(run, learner.connectivity, ls, xs, ys)
 
 
 def build_floor(pb: Problem, T: int) -> bench.Built:
