@@ -7,14 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-bps = pytest.importorskip("brainpy.state")
-brainstate = pytest.importorskip("brainstate")
-braintools = pytest.importorskip("braintools")
-u = pytest.importorskip("brainunit")
+pytest.importorskip("brainpy.state")  # the optional extra; the rest are core
 
-import traxon  # noqa: E402
-from tests._bp_networks import AlignPre, mantissas_by_leaf  # noqa: E402
-from tests.helpers import (  # noqa: E402
+import traxon
+from tests._bp_networks import AlignPre, bps, brainstate, braintools, mantissas_by_leaf, u
+from tests.helpers import (
     assert_steps_compile_once,
     load_example,
     rate_task_losses,
@@ -22,9 +19,9 @@ from tests.helpers import (  # noqa: E402
     run_tracer,
     spike_data,
 )
-from traxon.adapters import adapt  # noqa: E402
-from traxon.learn import cross_entropy  # noqa: E402
-from traxon.trace import bptt_gradient, get_algorithm  # noqa: E402
+from traxon.adapters import adapt
+from traxon.learn import cross_entropy
+from traxon.trace import bptt_gradient, get_algorithm
 
 N_IN, B, T = 5, 3, 60
 

@@ -21,15 +21,12 @@ import numpy as np
 import optax
 import pytest
 
-bps = pytest.importorskip("brainpy.state")
-brainstate = pytest.importorskip("brainstate")
-braintools = pytest.importorskip("braintools")
-u = pytest.importorskip("brainunit")
+pytest.importorskip("brainpy.state")  # the optional extra; the rest are core
 
-import traxon  # noqa: E402
+import traxon
 
 # The networks, as brainpy.state's docs and examples write them: tests/_bp_networks.py.
-from tests._bp_networks import (  # noqa: E402
+from tests._bp_networks import (
     N_IN,
     AlignPre,
     AlignPreProjection,
@@ -42,13 +39,15 @@ from tests._bp_networks import (  # noqa: E402
     SparseRecurrent,
     SurrogateTutorial,
     TwoLayer,
+    brainstate,
     mantissas_by_leaf,
     two_layer_sequential,
+    u,
 )
-from tests.helpers import float64, rel_error, spike_data  # noqa: E402
-from traxon.diagnostics import compare  # noqa: E402
-from traxon.learn import cross_entropy  # noqa: E402
-from traxon.trace import bptt_gradient  # noqa: E402
+from tests.helpers import float64, rel_error, spike_data
+from traxon.diagnostics import compare
+from traxon.learn import cross_entropy
+from traxon.trace import bptt_gradient
 
 B, T = 3, 25
 ONLINE = ("d_rtrl", "es_d_rtrl")

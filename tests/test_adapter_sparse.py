@@ -14,21 +14,20 @@ import numpy as np
 import optax
 import pytest
 
-bps = pytest.importorskip("brainpy.state")
-brainstate = pytest.importorskip("brainstate")
-braintools = pytest.importorskip("braintools")
-brainevent = pytest.importorskip("brainevent")
-u = pytest.importorskip("brainunit")
+pytest.importorskip("brainpy.state")  # the optional extra; the rest are core
 
-import traxon  # noqa: E402
-from tests.helpers import assert_steps_compile_once, rate_task_losses, rel_error, spike_data  # noqa: E402
-from tests.test_adapter import brainstate_bptt, match  # noqa: E402
-from traxon.adapters import adapt  # noqa: E402
-from traxon.adapters._sparse import SparseConn  # noqa: E402
-from traxon.core import CSR  # noqa: E402
-from traxon.diagnostics import compare  # noqa: E402
-from traxon.learn import cross_entropy  # noqa: E402
-from traxon.trace import bptt_gradient, get_algorithm  # noqa: E402
+import brainevent
+
+import traxon
+from tests._bp_networks import bps, brainstate, braintools, u
+from tests.helpers import assert_steps_compile_once, rate_task_losses, rel_error, spike_data
+from tests.test_adapter import brainstate_bptt, match
+from traxon.adapters import adapt
+from traxon.adapters._sparse import SparseConn
+from traxon.core import CSR
+from traxon.diagnostics import compare
+from traxon.learn import cross_entropy
+from traxon.trace import bptt_gradient, get_algorithm
 
 N_IN, B, T = 5, 3, 30
 N_EXC, N_INH = 16, 4
