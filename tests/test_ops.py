@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from traxon.core import (
+    CSR,
     LIF,
     Bias,
     Dense,
@@ -352,3 +353,234 @@ def test_bad_op_arguments_raise_naming_the_argument(build, match):
 def test_size_mismatches_raise_when_the_network_is_built(op, match):
     with pytest.raises(ValueError, match=match):
         Network({"x": 4}, {"h": Population(LIF(), 5)}, [Projection("x", "h", op)])
+
+
+# ------------------------------------------------------------------------------------------
+# Event-driven forward: the gather of active rows equals the all-rows op, in value and in
+# every derivative, on both sides of its capacity (max_active=2 of N_IN=7 neurons).
+
+SIGN = [1, -1, 1, 1, -1, 1, -1]
+
+
+def event_ops():
+    """Ops with the event path (capacity 2) and the method that runs it alone."""
+    return {
+        "dense": (Dense(max_active=2), "_rows"),
+        "dense_sign": (Dense(sign=SIGN, max_active=2), "_rows"),
+        "csr": (CSR.from_edges(EDGES_PRE, EDGES_POST, N_IN, N_OUT, max_active=2), None),
+        "csr_sign": (
+            CSR.from_edges(EDGES_PRE, EDGES_POST, N_IN, N_OUT, sign=SIGN, max_active=2),
+            None,
+        ),
+        "fixed_out": (
+            FixedOutDegree(post_index=POST_INDEX, n_out=N_OUT, max_active=2),
+            "_scatter_active",
+        ),
+    }
+
+
+def event_signals():
+    """``within``: at most 2 neurons active in the whole batch (graded values, so that the
+    gathered signal's value matters); ``over``: 3 in one sample, 4 in the batch."""
+    within = np.zeros((B, N_IN))
+    within[0, 2], within[1, 5], within[2, [2, 5]] = 1.0, -0.5, (1.5, 1.0)
+    over = np.zeros((B, N_IN))
+    over[0, [1, 3, 6]], over[1, 0], over[2, 3] = (1.0, 0.7, 1.0), 1.0, 2.0
+    return within, over
+
+
+@pytest.mark.parametrize("name", list(event_ops()))
+def test_event_path_equals_all_rows_values_grads_and_jvps(x64, name):
+    op, branch = event_ops()[name]
+    ref = op.replace(max_active=None)  # the same op, every row every step
+    rng = np.random.default_rng(5)
+    W = jnp.asarray(rng.normal(size=op.weight_shape(N_IN, N_OUT)))  # both signs: Dale's |W|
+    dW = jnp.asarray(rng.normal(size=W.shape))
+    dz = jnp.asarray(rng.normal(size=(B, N_IN)))  # silent neurons' tangents too
+    c = jnp.asarray(rng.normal(size=(B, N_OUT)))
+
+    @jax.jit
+    def quantities(W, z):
+        out = {}
+        for key, o in (("event", op), ("ref", ref)):
+            out[key] = {
+                "value": o.apply(W, z),
+                "grad": jax.grad(
+                    lambda w, zz, o=o: jnp.sum(c * jnp.sin(o.apply(w, zz))), argnums=(0, 1)
+                )(W, z),
+                # forward mode, as the tracers' linearised steps use it
+                "jvp_w": jax.jvp(lambda w, o=o: o.apply(w, z), (W,), (dW,))[1],
+                "jvp_z": jax.jvp(lambda zz, o=o: o.apply(W, zz), (z,), (dz,))[1],
+            }
+        return out
+
+    for z in event_signals():
+        q = quantities(W, jnp.asarray(z))
+        flat_e, flat_r = jax.tree_util.tree_leaves(q["event"]), jax.tree_util.tree_leaves(q["ref"])
+        for a, b in zip(flat_e, flat_r, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+        # A silent neuron's signal still has a derivative (its surrogate gradient).
+        silent = np.asarray(z).sum(axis=0) == 0
+        assert np.abs(np.asarray(q["event"]["grad"][1])[:, silent]).sum() > 0
+    # The event path alone (no fallback) computes the within-capacity batch.
+    within = jnp.asarray(event_signals()[0])
+    if branch is None:  # CSR: Dale's sign is applied to the signal before its event path
+        alone = op._scatter_active(W, op._signed(within))
+    else:
+        alone = getattr(op, branch)(W, within)
+    np.testing.assert_allclose(
+        np.asarray(alone), np.asarray(ref.apply(W, within)), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_dense_event_gathers_use_the_smallest_tier_that_holds_the_active_rows(x64):
+    """max_active=32 of 40 rows: a gather of 8 rows, one of 32, or the full product."""
+    op = Dense(sign=np.where(np.arange(40) % 3, 1.0, -1.0), max_active=32)
+    ref = op.replace(max_active=None)
+    assert op._capacities() == (8, 32)
+    rng = np.random.default_rng(2)
+    W = jnp.asarray(rng.normal(size=(40, 3)))
+    zs = np.zeros((3, 2, 40))  # three batches: 5, 20 and 35 rows active in either sample
+    for i, k in enumerate((5, 20, 35)):
+        rows = rng.choice(40, k, replace=False)
+        zs[i, 0, rows[::2]], zs[i, 1, rows[1::2]] = 1.0, 0.5
+
+    def both(o):
+        def f(W, z):
+            return jnp.sum(jnp.cos(o.apply(W, z))), o.apply(W, z)
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))
+
+    event, full = both(op), both(ref)
+    for z in zs:  # one compiled program, three branches taken
+        (_, out), grads = event(W, jnp.asarray(z))
+        (_, out_ref), grads_ref = full(W, jnp.asarray(z))
+        for a, b in zip((out, *grads), (out_ref, *grads_ref), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    for cap, z in ((8, zs[0]), (32, zs[1])):
+        np.testing.assert_allclose(
+            np.asarray(op._rows(W, jnp.asarray(z), cap)), np.asarray(ref.apply(W, z)), atol=1e-12
+        )
+
+
+def test_event_auto_turns_on_for_spike_signals_and_off_for_graded_ones():
+    from traxon.core import Expon, Graded, Readout
+    from traxon.core.ops import auto_max_active
+
+    n = 64
+    post = np.tile([0, 1], n)
+    projections = [
+        Projection("x", "h", Dense()),  # an input: its values may be graded
+        Projection("h", "h", Dense(), delay=1),  # spikes
+        Projection("h", "g", FixedOutDegree(post_index=post.reshape(n, 2), n_out=n), name="fo"),
+        Projection("g", "h", Dense(), delay=1, name="graded"),  # a rate neuron's output
+        Projection("h", "g", Dense(), signal="V", name="membrane"),  # a state variable
+        Projection("h", "g", Dense(), synapse=Expon(5.0), align="pre", name="trace"),
+        Projection("h", "g", Dense(), event="off", name="opted_out"),
+        Projection("h", "g", Dense(max_active=3), name="own"),  # the caller's capacity
+        # measured slower with its gather on the CPU: left as given
+        Projection("h", "g", CSR.from_edges(np.repeat(np.arange(n), 2), post, n, n)),
+        Projection("h", "g", FixedInDegree(pre_index=np.zeros((n, 1), int)), name="fixed_in"),
+    ]
+    pops = {"h": Population(LIF(), n), "g": Population(Graded(), n)}
+    # ceil(fraction * 64); the readout (2 outputs) is too narrow for Dense to gather
+    assert auto_max_active(Dense(), n, n) == 16 and auto_max_active(Dense(), n, 2) is None
+    assert auto_max_active(projections[2].op, n, n) == 7
+    on = {"h->h": 16, "fo": 7, "own": 3}
+    for event, expected in (("auto", on), ("off", {"own": 3})):
+        net = Network(n, pops, projections, readout=Readout("h", 2), event=event)
+        got = {
+            p.name: getattr(p.op, "max_active", None)
+            for p in net.projections
+            if getattr(p.op, "max_active", None) is not None
+        }
+        assert got == expected, event
+    assert net.rebuild(event="auto").spec["event"] == "auto"
+    with pytest.raises(ValueError, match=r"`event` must be 'auto' .* or 'off'; got 'on'"):
+        Network(n, pops, projections, event="on")
+    with pytest.raises(ValueError, match=r"`event` must be 'auto' .* got True"):
+        Projection("h", "g", event=True)  # type: ignore[arg-type]
+    assert auto_max_active(Dense(), 1, 100) is None  # a capacity of every neuron saves nothing
+    assert auto_max_active(ElementWise(), 100, 100) is None  # no event path
+
+
+@pytest.mark.slow  # four compiled gradient programs: ~10 s of CPU
+def test_network_gradients_through_the_event_path_equal_the_all_rows_ones(x64):
+    """BPTT through a scan and es_d_rtrl's online gradient are the same with event-driven
+    recurrent Dense and CSR ops (both paths taken over the sequence) as without."""
+    from tests.helpers import run_tracer
+    from traxon.core import Expon, Readout
+    from traxon.learn import cross_entropy
+    from traxon.trace import bptt_gradient
+
+    n, n_in, T = 16, 4, 12
+    pre = np.repeat(np.arange(n), 3)
+    post = np.random.default_rng(0).integers(0, n, pre.size)
+
+    def build(max_active):
+        return Network(
+            n_in,
+            {"h": Population(LIF(), n)},
+            [
+                Projection("x", "h", Dense(gain=3.0), synapse=Expon(5.0)),
+                Projection("h", "h", Dense(max_active=max_active), synapse=Expon(5.0), delay=1),
+                Projection(
+                    "h", "h", CSR.from_edges(pre, post, n, n, max_active=max_active), delay=1
+                ),
+            ],
+            readout=Readout("h", 2, tau=10.0),
+        )
+
+    event, full = build(4), build(None)
+    params, state = event.init(jax.random.PRNGKey(0), batch_size=3, dtype=jnp.float64)
+    rng = np.random.default_rng(1)
+    xs = jnp.asarray(rng.random((T, 3, n_in)) < 0.5, jnp.float64)
+    ts = jnp.asarray(rng.integers(0, 2, (T, 3)))
+    ws = jnp.full((T, 3), 1.0 / 3)
+    spikes = np.asarray(event.simulate(params, state, xs).record["h"]["spike"])
+    union = (spikes.sum(axis=1) > 0).sum(axis=1)  # neurons active in the batch, per step
+    assert union.min() <= 4 < union.max()  # both the event path and its fallback ran
+    np.testing.assert_array_equal(spikes, full.simulate(params, state, xs).record["h"]["spike"])
+    for net_grads in (
+        lambda net: bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)[0],
+        lambda net: run_tracer("es_d_rtrl", net, params, state, {"x": xs}, ts, ws),
+    ):
+        g_event, g_full = net_grads(event), net_grads(full)
+        for k in g_full:
+            np.testing.assert_allclose(g_event[k], g_full[k], rtol=1e-10, atol=1e-12)
+
+
+def run_event_benchmark(monkeypatch, capsys, *args):
+    """``benchmarks/event_forward.py --smoke *args`` in this process (no new JAX start):
+    its JSON lines, checked to be well formed -- a machine line, result lines with the
+    common fields, a summary -- and every event-driven variant to compute what the
+    all-rows op computes. No timing is asserted."""
+    import importlib
+    import json
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    script = importlib.import_module("event_forward")
+    script.main(["--smoke", *args])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "machine" in lines[0] and lines[-1]["summary"]
+    rows = [line for line in lines if "algorithm" in line]
+    fields = ("algorithm", "N", "T", "B", "per_step_ms", "compiled_bytes", "ratio_vs_forward")
+    assert all(all(f in row for f in fields) for row in rows)
+    assert max(r["auto_max_abs_diff"] for r in rows) < 1e-4
+    return script, rows
+
+
+def test_event_forward_benchmark_smoke(monkeypatch, capsys):
+    script, rows = run_event_benchmark(monkeypatch, capsys, "--fractions", "0.5")
+    assert {(r["op"], r["firing"]) for r in rows} == {
+        (op, f) for op in script.OPS for f in script.RATES
+    }
+    assert all("ratio_cap0.5" in r for r in rows)
+
+
+@pytest.mark.slow  # compiles an es_d_rtrl tracer twice
+def test_event_forward_benchmark_smoke_network_rows(monkeypatch, capsys):
+    _, rows = run_event_benchmark(monkeypatch, capsys, "--ops", "dense", "--network")
+    assert {r["algorithm"] for r in rows if r["op"] == "network"} == {"forward", "es_d_rtrl"}

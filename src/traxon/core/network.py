@@ -28,7 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon._checks import check_finite, check_positive, is_concrete, to_float
+from traxon._checks import (
+    check_finite,
+    check_positive,
+    check_positive_int,
+    is_concrete,
+    to_float,
+)
 from traxon._module import Module, static
 from traxon.core.neurons import LeakyIntegrator, Neuron
 from traxon.core.ops import (
@@ -63,8 +69,7 @@ class Population(Module):
     def __post_init__(self) -> None:
         if not isinstance(self.neuron, Neuron):
             raise TypeError(f"`neuron` must be a traxon Neuron; got {type(self.neuron).__name__}.")
-        if not _is_count(self.size):
-            raise ValueError(f"`size` must be a positive integer; got {self.size!r}.")
+        object.__setattr__(self, "size", check_positive_int(self.size, "size"))
         self.check_parameters()
 
     def check_parameters(self, name: str | None = None) -> None:
@@ -108,6 +113,13 @@ class Projection(Module):
             (:class:`~traxon.core.GRU`, :class:`~traxon.core.MinGRU`): one of its ``gates``
             (e.g. ``"z"``). Projections onto the same gate are summed; a gate with none gets
             zero. Leave it ``None`` for other targets.
+        event: ``"auto"`` (the default) turns on the op's event-driven forward when the
+            projection reads a spiking population's spikes (binary: only the rows of
+            neurons that spiked are read), where it was measured to pay (``Dense`` with at
+            least 64 targets, ``FixedOutDegree``; capacity and rule:
+            :func:`~traxon.core.ops.auto_max_active`); ``"off"`` keeps the op as given (an
+            op's own ``max_active`` is always kept). Values and gradients are the same
+            either way.
 
     Example:
         >>> from traxon.core import Dense, Expon, Projection
@@ -126,8 +138,10 @@ class Projection(Module):
     trainable: bool = static(default=True)
     signal: str = static(default="spike")
     port: str | None = static(default=None)
+    event: str = static(default="auto")
 
     def __post_init__(self) -> None:
+        _check_event(self.event, "event")
         if self.port is not None and (not isinstance(self.port, str) or not self.port):
             raise TypeError(
                 "`port` must be None or the name of a gate of the target cell (e.g. 'z'); "
@@ -192,8 +206,7 @@ class Readout(Module):
         object.__setattr__(self, "sources", tuple(self.sources))
         if not self.sources:
             raise ValueError("`sources` must name at least one population.")
-        if not _is_count(self.size):
-            raise ValueError(f"`size` must be a positive integer; got {self.size!r}.")
+        object.__setattr__(self, "size", check_positive_int(self.size, "size"))
         if self.tau is not None and self.kappa is not None:
             raise ValueError("Give `tau` or `kappa` for the readout, not both.")
 
@@ -364,6 +377,9 @@ class Network:
         projections: a sequence of :class:`Projection`.
         readout: a :class:`Readout`, added as a population named ``"readout"``.
         dt: time step (ms).
+        event: ``"auto"`` (the default): every projection that reads a spiking population's
+            spikes uses its op's event-driven forward (see :class:`Projection`'s ``event``);
+            ``"off"``: no projection does (the ops run as given).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -390,7 +406,10 @@ class Network:
         projections: Sequence[Projection],
         readout: Readout | None = None,
         dt: float = 1.0,
+        event: str = "auto",
     ) -> None:
+        _check_event(event, "event")
+        self.event = event
         self.dt = float(to_float(dt, "ms", "dt"))
         check_positive(self.dt, "dt")
         self.inputs: dict[str, int] = (
@@ -430,6 +449,7 @@ class Network:
             "projections": tuple(projs),
             "readout": readout,
             "dt": dt,
+            "event": event,
         }
         self.readout = readout
         if readout is not None:
@@ -533,6 +553,9 @@ class Network:
                 port = proj.port if kind == "gate" else None
                 table_c[ch_key] = Channel(f"in{len(table_c)}", kind, syn, proj.reversal, port)
             source, delay, op = proj.source, proj.delay, proj.op.sized(n_in, n_out)
+            spikes = signal == "spike" and not from_input and pops[proj.source].neuron.spiking
+            if spikes and self.event == "auto" and proj.event == "auto":
+                op = op.with_events(n_in, n_out)  # binary signal: gather the active rows
             if isinstance(proj.op, Bias):
                 # A bias reads the constant one whatever source it names: its presynaptic
                 # signal (es_d_rtrl's trace of it) is 1, not the source's first column.
@@ -661,7 +684,7 @@ class Network:
             >>> d["populations"]["h"]["neuron"]["type"], d["populations"]["h"]["neuron"]["tau"]
             ('LIF', 10.0)
             >>> d["projections"]["x->h"]["op"]
-            {'type': 'Dense', 'gain': 1.0, 'sign': None}
+            {'type': 'Dense', 'gain': 1.0, 'sign': None, 'max_active': None}
         """
         cached = self.__dict__.get("_description")
         if cached is None:
@@ -720,8 +743,7 @@ class Network:
 
     def init_state(self, batch_size: int, dtype: Any = None) -> dict[str, dict[str, jax.Array]]:
         """Resting state of every population (and AlignPre traces of inputs)."""
-        if not _is_count(batch_size):
-            raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
+        batch_size = check_positive_int(batch_size, "batch_size")
         dtype = _float_dtype(dtype)
         state = {k: p.init(int(batch_size), dtype) for k, p in self.populations.items()}
         for name, traces in self.input_traces.items():
@@ -1043,6 +1065,14 @@ def _neuron_row(neuron: Neuron, size: int) -> Neuron:
         return leaf
 
     return jax.tree_util.tree_map(row, neuron)
+
+
+def _check_event(value: Any, name: str) -> None:
+    if value not in ("auto", "off") or not isinstance(value, str):
+        raise ValueError(
+            f"`{name}` must be 'auto' (event-driven forward for projections that read spikes) "
+            f"or 'off'; got {value!r}."
+        )
 
 
 def _is_count(n: Any) -> bool:

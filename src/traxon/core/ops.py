@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -39,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon._checks import check_positive, to_float
+from traxon._checks import check_positive, check_positive_int, to_float
 from traxon._module import Module, static
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "FixedOutDegree",
     "Sparse",
     "WeightOp",
+    "auto_max_active",
     "bind_indices",
     "index_arrays",
     "index_data",
@@ -82,6 +84,13 @@ class WeightOp(Module):
 
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
         """Raise if this op cannot connect ``n_in`` to ``n_out`` neurons."""
+
+    def with_events(self, n_in: int, n_out: int) -> WeightOp:
+        """This op with its event-driven forward turned on at the automatic capacity
+        (:func:`auto_max_active`), as a network uses it for a projection that reads spikes
+        (``event="auto"``). Itself when the op has no event-driven path, or when its
+        ``max_active`` is already set (the caller's choice is kept)."""
+        return self
 
     def sized(self, n_in: int, n_out: int) -> WeightOp:
         """This op as used between ``n_in`` and ``n_out`` neurons (after :meth:`check_sizes`):
@@ -146,12 +155,94 @@ def _gain(module: Module) -> None:
     object.__setattr__(module, "gain", gain)
 
 
+#: Capacity of the automatic event-driven path, as a fraction of the presynaptic neurons
+#: (``max_active = ceil(fraction * n_in)``), per op type; ops not listed keep their
+#: all-rows path. Measured with ``benchmarks/event_forward.py`` (``docs/benchmarks.md``,
+#: ``docs/decisions.md``): CSR's per-sample gather was slower than its all-entries scatter
+#: at every firing rate measured on the CPU, so it is left to an explicit ``max_active``.
+EVENT_FRACTION = {"Dense": 0.25, "FixedOutDegree": 0.1}
+
+#: Dense gathers only for at least this many postsynaptic neurons: finding the active rows
+#: reads the whole signal (``B * n_in``), which must stay small beside the product it saves
+#: (``B * n_in * n_out``); a narrow readout is left as a plain product.
+EVENT_MIN_OUT = 64
+
+
+def auto_max_active(op: WeightOp, n_in: int, n_out: int) -> int | None:
+    """The ``max_active`` that ``event="auto"`` gives ``op`` between ``n_in`` presynaptic
+    and ``n_out`` postsynaptic neurons: ``ceil(EVENT_FRACTION[type] * n_in)``, or ``None``
+    (no event-driven path) when the op type is not listed, when a ``Dense`` op has fewer
+    than ``EVENT_MIN_OUT`` outputs, or when the capacity would cover every neuron.
+
+    Dense gathers the rows active in *any* sample of the batch (a quarter of the capacity
+    when few are), FixedOutDegree those of each sample; above the capacity the op uses all
+    rows, which the measurements show to be the faster choice there.
+
+    Example:
+        >>> from traxon.core import CSR, Dense
+        >>> from traxon.core.ops import auto_max_active
+        >>> auto_max_active(Dense(), 1000, 1000), auto_max_active(Dense(), 1000, 10)
+        (250, None)
+    """
+    fraction = EVENT_FRACTION.get(type(op).__name__)
+    if fraction is None or (isinstance(op, Dense) and n_out < EVENT_MIN_OUT):
+        return None
+    k = max(1, math.ceil(fraction * n_in))
+    return k if k < n_in else None
+
+
+def _with_events(op: Any, n_in: int, n_out: int) -> Any:
+    if op.max_active is not None:
+        return op
+    k = auto_max_active(op, n_in, n_out)
+    return op if k is None else op.replace(max_active=k)
+
+
+def _event_apply(forward: Any, full: Any, W: jax.Array, z: jax.Array) -> jax.Array:
+    """``forward(W, z)`` -- an event-driven op that reads only the rows of active presynaptic
+    neurons -- with exact derivatives: with respect to ``W`` through ``forward`` itself
+    (linear in ``W`` once ``z`` fixes the active rows, so event-driven too), with respect to
+    ``z`` through ``full``, the all-rows op (a silent neuron's signal still has a
+    derivative: its surrogate gradient is not zero)."""
+    from jax.custom_derivatives import SymbolicZero
+
+    @jax.custom_jvp
+    def run(W: jax.Array, z: jax.Array) -> jax.Array:
+        return forward(W, z)
+
+    def run_jvp(primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+        W, z = primals
+        dW, dz = tangents
+        out = forward(W, z)
+        tangent = jnp.zeros_like(out)
+        if not isinstance(dW, SymbolicZero):
+            tangent = tangent + jax.jvp(lambda w: forward(w, z), (W,), (dW,))[1]
+        if not isinstance(dz, SymbolicZero):
+            tangent = tangent + full(W, dz)
+        return out, tangent
+
+    run.defjvp(run_jvp, symbolic_zeros=True)
+    return run(W, z)
+
+
 class Dense(WeightOp):
     r"""All-to-all weights ``W`` of shape ``(n_in, n_out)``: :math:`u = z W`.
 
     Arguments:
         gain: initial weights are :math:`\mathcal{N}(0, \mathrm{gain}^2 / n_{in})`.
         sign: Dale's law (``+1``/``-1``/per-presynaptic array); weights used as ``sign * |W|``.
+        max_active: event-driven forward: the rows of ``W`` of the presynaptic neurons with a
+            non-zero signal in any sample of the batch (at most ``max_active`` of them) are
+            gathered and multiplied, instead of all ``n_in`` rows (a batch with at most
+            ``max_active // 4`` active rows gathers only that many, when that is 8 or more);
+            when more are active the full product is used, so no event is lost. ``None``
+            (the default here) always uses the full product; a :class:`~traxon.core.Network`
+            sets it for projections that read spikes (``event="auto"``, see
+            :func:`~traxon.core.ops.auto_max_active`).
+
+    Derivatives are exact on either path: with respect to ``W`` they are event-driven too
+    (only gathered rows get a gradient -- the others' is zero); with respect to the signal
+    they use every row (a silent neuron's surrogate gradient is not zero).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -164,11 +255,19 @@ class Dense(WeightOp):
 
     gain: float = 1.0
     sign: Any = static(default=None)
+    max_active: int | None = static(default=None)
 
     def __post_init__(self) -> None:
         _gain(self)
         if self.sign is not None:
             object.__setattr__(self, "sign", tuple(_sign_values(self.sign, "Dense").tolist()))
+        if self.max_active is not None:
+            object.__setattr__(
+                self, "max_active", check_positive_int(self.max_active, "max_active")
+            )
+
+    def with_events(self, n_in: int, n_out: int) -> WeightOp:
+        return _with_events(self, n_in, n_out)
 
     def _signs(self, n_in: int, where: str = "Dense") -> Any:
         if self.sign is None:
@@ -192,8 +291,42 @@ class Dense(WeightOp):
             return W
         return jnp.abs(W) * jnp.asarray(signs, W.dtype)[:, None]
 
-    def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
+    def _full(self, W: jax.Array, z: jax.Array) -> jax.Array:
         return z @ self._effective(W)
+
+    def _capacities(self) -> tuple[int, ...]:
+        """Gather sizes, smallest first: ``max_active // 4`` (when at least 8) and
+        ``max_active``; a batch uses the smallest that holds its active rows."""
+        k = int(self.max_active)  # type: ignore[arg-type]
+        return (k // 4, k) if k // 4 >= 8 else (k,)
+
+    def _rows(self, W: jax.Array, z: jax.Array, cap: int | None = None) -> jax.Array:
+        """``z @ W`` over the rows active in any sample (at most ``cap`` of them, by default
+        ``max_active``)."""
+        cap, n_in = int(self.max_active if cap is None else cap), W.shape[0]  # type: ignore[arg-type]
+        (rows,) = jnp.nonzero(jnp.any(z != 0, axis=0), size=cap, fill_value=n_in)
+        valid = rows < n_in
+        rows = jnp.where(valid, rows, 0)
+        w = W[rows]
+        signs = self._signs(n_in)
+        if signs is not None:
+            w = jnp.abs(w) * jnp.asarray(signs, W.dtype)[rows][:, None]
+        # Padding slots repeat row 0 with a zero signal: they add nothing, value or gradient.
+        return jnp.where(valid[None, :], z[:, rows], 0.0) @ w
+
+    def _forward(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        if self.max_active is None or self.max_active >= W.shape[0]:
+            return self._full(W, z)
+        caps = self._capacities()
+        count = jnp.sum(jnp.any(z != 0, axis=0))
+        index = sum((count > c).astype(jnp.int32) for c in caps)  # len(caps): too many
+        branches = [functools.partial(self._rows, cap=c) for c in caps] + [self._full]
+        return jax.lax.switch(index, branches, W, z)
+
+    def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        if self.max_active is None or self.max_active >= W.shape[0]:
+            return self._full(W, z)
+        return _event_apply(self._forward, self._full, W, z)
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         signs = self._signs(W.shape[0])
@@ -490,7 +623,10 @@ class FixedOutDegree(_Indexed):
     With ``max_active`` set, only the rows of presynaptic neurons with a non-zero signal are
     gathered and scattered (event-driven: cost proportional to active spikes); if more than
     ``max_active`` are active in any sample the full scatter is used instead, so no event is
-    ever dropped.
+    ever dropped. Derivatives are exact: with respect to ``W`` they are event-driven too; with
+    respect to the signal they use every row (a silent neuron's surrogate gradient is not
+    zero). A :class:`~traxon.core.Network` sets ``max_active`` for projections that read
+    spikes (``event="auto"``, see :func:`~traxon.core.ops.auto_max_active`).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -535,8 +671,10 @@ class FixedOutDegree(_Indexed):
         object.__setattr__(self, "post_index", _Frozen(idx.astype(np.int32), gather_index=True))
         if self.n_out is None:
             object.__setattr__(self, "n_out", int(idx.max()) + 1 if idx.size else 0)
-        if self.max_active is not None and self.max_active < 1:
-            raise ValueError(f"`max_active` must be a positive integer; got {self.max_active}.")
+        if self.max_active is not None:
+            object.__setattr__(
+                self, "max_active", check_positive_int(self.max_active, "max_active")
+            )
         _gain(self)
 
     @property
@@ -552,6 +690,9 @@ class FixedOutDegree(_Indexed):
         self._check_index(self._idx, n_out, "post_index", where)
         if self.n_out is not None and self.n_out > n_out:
             raise ValueError(f"`n_out` of {where} is {self.n_out}; the target has {n_out}.")
+
+    def with_events(self, n_in: int, n_out: int) -> WeightOp:
+        return _with_events(self, n_in, n_out)
 
     def sized(self, n_in: int, n_out: int) -> FixedOutDegree:
         # n_out inferred from the largest index may be smaller than the target population.
@@ -584,11 +725,14 @@ class FixedOutDegree(_Indexed):
 
         return jax.vmap(one)(z)
 
+    def _forward(self, W: jax.Array, z: jax.Array) -> jax.Array:
+        overflow = jnp.any(jnp.sum(z != 0, axis=1) > int(self.max_active))  # type: ignore[arg-type]
+        return jax.lax.cond(overflow, self._scatter_all, self._scatter_active, W, z)
+
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
         if self.max_active is None or self.max_active >= z.shape[1]:
             return self._scatter_all(W, z)
-        overflow = jnp.any(jnp.sum(z != 0, axis=1) > self.max_active)
-        return jax.lax.cond(overflow, self._scatter_all, self._scatter_active, W, z)
+        return _event_apply(self._forward, self._scatter_all, W, z)
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         return z[:, :, None]
@@ -628,8 +772,7 @@ class Sparse(_Indexed):
 
     def __post_init__(self) -> None:
         pre, post = _edge_list(_unfreeze(self.pre), _unfreeze(self.post))
-        if not isinstance(self.n_out, (int, np.integer)) or self.n_out < 1:
-            raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
+        check_positive_int(self.n_out, "n_out")
         self._check_index(pre, None, "pre", "Sparse")
         self._check_index(post, int(self.n_out), "post", "Sparse")
         object.__setattr__(self, "pre", _Frozen(pre.astype(np.int32), gather_index=True))
@@ -796,34 +939,37 @@ def _cols(x: jax.Array, key: _Frozen) -> jax.Array:
     """``x[:, idx]`` for the index array ``key`` (bound or not): ``(B, N) -> (B, *idx.shape)``.
 
     One gather with the indices as they are: no pass that converts them or wraps negative
-    ones (they are checked to lie in range when the op is built)."""
+    ones (they are checked to lie in range when the op is built). The gather reads rows of
+    ``x.T`` -- each index one contiguous slice of ``B`` values -- which XLA's CPU backend
+    runs several times faster than a strided column per index."""
     idx = index_data(key)
     flat = jnp.reshape(idx, (-1, 1))
     out = jax.lax.gather(
-        x,
+        x.T,
         flat,
         jax.lax.GatherDimensionNumbers(
-            offset_dims=(0,), collapsed_slice_dims=(1,), start_index_map=(1,)
+            offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,)
         ),
-        slice_sizes=(x.shape[0], 1),
+        slice_sizes=(1, x.shape[0]),
         mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
     )
-    return jnp.reshape(out, (x.shape[0], *np.shape(idx)))
+    return jnp.reshape(out.T, (x.shape[0], *np.shape(idx)))
 
 
 def _add_cols(out: jax.Array, key: _Frozen, vals: jax.Array) -> jax.Array:
-    """``out.at[:, idx].add(vals)`` for the index array ``key`` (bound or not), one scatter."""
+    """``out.at[:, idx].add(vals)`` for the index array ``key`` (bound or not), one scatter
+    (into rows of ``out.T``, contiguous slices of ``B`` values, like :func:`_cols`)."""
     idx = index_data(key)
     flat = jnp.reshape(idx, (-1, 1))
     return jax.lax.scatter_add(
-        out,
+        out.T,
         flat,
-        jnp.reshape(vals, (out.shape[0], -1)),
+        jnp.reshape(vals, (out.shape[0], -1)).T,
         jax.lax.ScatterDimensionNumbers(
-            update_window_dims=(0,), inserted_window_dims=(1,), scatter_dims_to_operand_dims=(1,)
+            update_window_dims=(1,), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,)
         ),
         mode=jax.lax.GatherScatterMode.FILL_OR_DROP,
-    )
+    ).T
 
 
 def indices_bound(keys: Iterable[_Frozen]) -> bool:
@@ -858,7 +1004,9 @@ class CSR(_Indexed):
     proportional to the active spikes' synapses. If any sample exceeds either capacity the
     exact all-entries scatter is used instead, so no event is ever dropped. Derivatives are
     exact: with respect to ``W`` they are event-driven too; with respect to the signal they
-    use every entry (a silent neuron's surrogate gradient is not zero).
+    use every entry (a silent neuron's surrogate gradient is not zero). A
+    :class:`~traxon.core.Network` sets ``max_active`` for projections that read spikes
+    (``event="auto"``, see :func:`~traxon.core.ops.auto_max_active`).
 
     **Gradients** (``outer``) live on the non-zeros only: one gather of the pre- and one of
     the postsynaptic factor per entry, skipped entirely when the postsynaptic factor is all
@@ -938,12 +1086,9 @@ class CSR(_Indexed):
             >>> op.weight_shape(3, 1), op.nnz
             ((2,), 2)
         """
-        for label, value in (("n_in", n_in), ("n_out", n_out)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{label}` must be a positive integer; got {value!r}.")
+        n_in, n_out = check_positive_int(n_in, "n_in"), check_positive_int(n_out, "n_out")
         pre_a, post_a = _edge_list(pre, post)
-        if isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)) or pad_to < 1:
-            raise ValueError(f"`pad_to` must be a positive integer; got {pad_to!r}.")
+        pad_to = check_positive_int(pad_to, "pad_to")
         n_pad = -pre_a.size % int(pad_to)
         if n_pad:
             inert = np.concatenate([np.ones(pre_a.size, np.float32), np.zeros(n_pad, np.float32)])
@@ -998,12 +1143,8 @@ class CSR(_Indexed):
                 "`indptr` must start at 0, never decrease and end at len(post) = "
                 f"{post.size}; got [{indptr[0]}, ..., {indptr[-1]}]."
             )
-        if isinstance(self.n_out, bool) or not isinstance(self.n_out, (int, np.integer)):
-            raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
-        if self.n_out < 1:
-            raise ValueError(f"`n_out` must be a positive integer; got {self.n_out!r}.")
-        self._check_index(post, int(self.n_out), "post", "CSR")
-        object.__setattr__(self, "n_out", int(self.n_out))
+        object.__setattr__(self, "n_out", check_positive_int(self.n_out, "n_out"))
+        self._check_index(post, self.n_out, "post", "CSR")
         wide = np.int64 if post.size >= 2**31 else np.int32
         object.__setattr__(self, "indptr", _Frozen(indptr.astype(wide)))
         object.__setattr__(self, "post", _Frozen(post.astype(np.int32), gather_index=True))
@@ -1014,11 +1155,8 @@ class CSR(_Indexed):
                 self, "sign", _Frozen(_sign_of(s[0] if s.size == 1 else s, n_in, "CSR"))
             )
         for label in ("max_active", "max_events"):
-            v = getattr(self, label)
-            if v is not None and (
-                isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-            ):
-                raise ValueError(f"`{label}` must be a positive integer or None; got {v!r}.")
+            value = check_positive_int(getattr(self, label), label, optional=True)
+            object.__setattr__(self, label, value)
         if self.max_events is not None and self.max_active is None:
             raise ValueError("`max_events` needs `max_active` (the event-driven path); got None.")
         if self.base is not None:
@@ -1043,10 +1181,7 @@ class CSR(_Indexed):
             n_groups = self.n_groups
             if n_groups is None:
                 n_groups = int(groups.max()) + 1 if groups.size else 1
-            if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)):
-                raise ValueError(f"`n_groups` must be a positive integer; got {n_groups!r}.")
-            if n_groups < 1:
-                raise ValueError(f"`n_groups` must be a positive integer; got {n_groups!r}.")
+            n_groups = check_positive_int(n_groups, "n_groups")
             self._check_index(groups, int(n_groups), "groups", "CSR")
             object.__setattr__(self, "groups", _Frozen(groups.astype(np.int32), gather_index=True))
             object.__setattr__(self, "n_groups", int(n_groups))
@@ -1185,27 +1320,10 @@ class CSR(_Indexed):
         return jax.lax.cond(overflow, self._scatter_all, self._scatter_active, W, z)
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
-        from jax.custom_derivatives import SymbolicZero
-
-        @jax.custom_jvp
-        def run(W: jax.Array, z: jax.Array) -> jax.Array:
-            return self._forward(W, z)
-
-        def run_jvp(primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
-            W, z = primals
-            dW, dz = tangents
-            out = self._forward(W, z)
-            tangent = jnp.zeros_like(out)
-            if not isinstance(dW, SymbolicZero):
-                # Linear in W with the active rows fixed by z: event-driven and exact.
-                tangent = tangent + jax.jvp(lambda w: self._forward(w, z), (W,), (dW,))[1]
-            if not isinstance(dz, SymbolicZero):
-                # A silent neuron's signal still has a derivative: every entry counts.
-                tangent = tangent + self._scatter_all(W, dz)
-            return out, tangent
-
-        run.defjvp(run_jvp, symbolic_zeros=True)
-        return run(W, self._signed(z))
+        z = self._signed(z)
+        if self.max_active is None or self.max_active >= self.n_in:
+            return self._scatter_all(W, z)
+        return _event_apply(self._forward, self._scatter_all, W, z)
 
     def pre_factor(self, W: jax.Array, z: jax.Array) -> jax.Array:
         if self.groups is not None:
