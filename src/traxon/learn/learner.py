@@ -517,7 +517,7 @@ class OnlineLearner:
         if self.time_reduction == "mean":
             n = jnp.maximum(ls.window, 1).astype(next(iter(grads.values())).dtype)
             grads = {k: g / n for k, g in grads.items()}
-        norm = _global_norm(grads)
+        norm = optax.tree.norm(grads)
         trainable = self._trainable(ls.params)
         updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
@@ -1010,14 +1010,6 @@ class OnlineLearner:
                 self.init_state(batch_size)
             self._state = load_checkpoint(path, self.state, self.fingerprint())
             return self._state
-
-
-def _global_norm(tree: Any) -> jax.Array:
-    """The 2-norm of all of ``tree``'s elements, as ``sqrt(sum(vdot(g, g)))``: a dot, which
-    XLA does not merge with an optimiser's own ``g * g`` (``optax.tree.norm``'s square is,
-    and the merged square is then written out whole for its two readers)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.sqrt(sum((jnp.vdot(g, g).real for g in leaves), start=jnp.zeros(())))
 
 
 def _all_finite_fused(tree: Any) -> jax.Array:
