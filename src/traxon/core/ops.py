@@ -179,7 +179,7 @@ def auto_max_active(op: WeightOp, n_in: int, n_out: int) -> int | None:
     rows, which the measurements show to be the faster choice there.
 
     Example:
-        >>> from traxon.core import CSR, Dense
+        >>> from traxon.core import Dense
         >>> from traxon.core.ops import auto_max_active
         >>> auto_max_active(Dense(), 1000, 1000), auto_max_active(Dense(), 1000, 10)
         (250, None)
