@@ -89,6 +89,37 @@ def test_guard_keeps_a_nan_update_out_of_the_pure_run(net):
     assert not all_finite(committed.params)
 
 
+def _nan_state_optimizer():
+    """Zero updates (the weights stay finite) and an optimiser state that turns NaN."""
+    return optax.GradientTransformation(
+        lambda params: {"s": jnp.zeros(())},
+        lambda grads, state, params=None: (
+            jax.tree_util.tree_map(jnp.zeros_like, grads),
+            {"s": state["s"] + jnp.nan},
+        ),
+    )
+
+
+def test_unguarded_run_reports_a_nonfinite_optimiser_state(net):
+    # Unguarded, the optimiser state is checked once, at the end of the call: a NaN state
+    # with finite weights is reported at the last step, and fit (on_nonfinite="raise")
+    # raises with the learner state left as it was.
+    ln = traxon.online_learner(net, "es_d_rtrl", _nan_state_optimizer())
+    ls = ln.init(batch_size=B)
+    x, y, _ = batch(np.random.default_rng(3), steps=3)
+    _, m = ln.jit("run", guard=False)(ln.connectivity, ls, x, y)
+    assert np.asarray(m["nonfinite"]).tolist() == [False, False, True]
+    _, m = ln.jit("step_fn", guard=False)(ln.connectivity, ls, x[0], y[0])
+    assert bool(m["nonfinite"])
+    ln.init_state(B)
+    before = ln.state
+    with pytest.raises(FloatingPointError, match="optimiser state"):
+        ln.fit([(x, y)])
+    assert ln.state is before
+    with pytest.raises(ValueError, match=r"guard=False needs.*run, step_fn"):
+        ln.jit("end_sequence", guard=False)
+
+
 def test_nan_learning_rate_raises_at_the_first_step(net):
     ln = traxon.online_learner(net, "es_d_rtrl", optax.sgd(float("nan")))
     x, y, _ = batch(np.random.default_rng(0))

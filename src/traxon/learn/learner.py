@@ -241,7 +241,6 @@ class OnlineLearner:
         guard = on_nonfinite == "skip"
         self._run_jit = self.jit("run", guard=guard)
         self._step_jit = self.jit("step_fn", guard=guard)
-        self._end_jit = self.jit("end_sequence", guard=guard)
         self._finish_jit = self.jit("_finish", guard=guard)
         self._reset_jit = self.jit("reset_sequence")
         self._eval_jit = self.jit("_evaluate")
@@ -259,11 +258,13 @@ class OnlineLearner:
             method: ``"run"``, ``"step_fn"``, ``"end_sequence"`` or ``"reset_sequence"``.
             guard: keep a non-finite update out of the returned state (the weights and
                 optimiser state stay as they were, the step is counted in ``skipped``), as
-                the methods do. ``False`` commits every update and only reports it in the
-                metrics' ``nonfinite``: for a caller that discards the whole result of a
-                call with a non-finite step, as :meth:`step` and :meth:`fit` do with
-                ``on_nonfinite="raise"``. It saves the per-step choice between the old and
-                the new weights, which copies every weight and moment.
+                the methods do. ``False`` (``"run"`` and ``"step_fn"`` only) commits every
+                update and only reports it in the metrics' ``nonfinite``: for a caller
+                that discards the whole result of a call with a non-finite step, as
+                :meth:`step` and :meth:`fit` do with ``on_nonfinite="raise"``. It saves
+                the per-step choice between the old and the new weights, which copies
+                every weight and moment, and checks the optimiser state once at the end of
+                the call (a non-finite one is reported at the last step).
             jit_kwargs: passed to :func:`jax.jit` (e.g. ``donate_argnums=1``: the state).
 
         Example:
@@ -280,6 +281,12 @@ class OnlineLearner:
         allowed = ("run", "step_fn", "end_sequence", "reset_sequence", "_finish", "_evaluate")
         if method not in allowed:
             raise ValueError(f"`method` must be one of {allowed[:4]}; got {method!r}.")
+        if not guard and method not in _REPORTS_NONFINITE:
+            raise ValueError(
+                f"guard=False needs a method that reports a non-finite update ("
+                f"{', '.join(m for m in _REPORTS_NONFINITE if not m.startswith('_'))}); "
+                f"{method!r} returns the state only: use guard=True."
+            )
         fn = getattr(self, method)
         keys = self.net.index_arrays()
 
@@ -288,9 +295,10 @@ class OnlineLearner:
             previous, self._guard = self._guard, guard
             try:
                 with bind_indices(keys, indices):
-                    return fn(*args)
+                    out = fn(*args)
             finally:
                 self._guard = previous
+            return out if guard else _report_state(method, out)
 
         with_indices.__name__ = with_indices.__qualname__ = method
         return jax.jit(with_indices, **jit_kwargs)
@@ -523,7 +531,10 @@ class OnlineLearner:
         new_trainable = optax.apply_updates(trainable, updates)
         # An update is committed only when the loss, the gradient, the new weights and the
         # new optimiser state are all finite (one fused reduction over the new values).
-        finite = _all_finite_fused((norm, new_trainable, opt_state)) & ~ls.window_nonfinite
+        # Unguarded, the new optimiser state is checked once per call instead, at its end
+        # (`_report_state`): a non-finite one cannot leave the call unreported.
+        checked = (norm, new_trainable, opt_state) if self._guard else (norm, new_trainable)
+        finite = _all_finite_fused(checked) & ~ls.window_nonfinite
         if self._guard:
             # One choice between whole buffers (a conditional), not an element-wise select
             # that reads the new and the old values once more (docs/decisions.md: the
@@ -1010,6 +1021,26 @@ class OnlineLearner:
                 self.init_state(batch_size)
             self._state = load_checkpoint(path, self.state, self.fingerprint())
             return self._state
+
+
+# The methods of `OnlineLearner.jit` whose results say whether an update was not finite.
+_REPORTS_NONFINITE = ("run", "step_fn", "_finish")
+
+
+def _report_state(method: str, out: Any) -> Any:
+    """``out`` of an unguarded ``method`` (see :meth:`OnlineLearner.jit`), with a non-finite
+    optimiser state at the end of the call reported as a non-finite last step."""
+    if method == "_finish":
+        ls, norm, due, bad = out
+        return ls, norm, due, bad | ~_all_finite_fused(ls.opt_state)
+    ls, metrics = out
+    bad = ~_all_finite_fused(ls.opt_state)
+    nonfinite = metrics["nonfinite"]
+    if nonfinite.ndim:  # run: (T,) flags; the state is the one after the last step
+        nonfinite = nonfinite.at[-1].set(nonfinite[-1] | bad)
+    else:
+        nonfinite = nonfinite | bad
+    return ls, {**metrics, "nonfinite": nonfinite}
 
 
 def _all_finite_fused(tree: Any) -> jax.Array:
