@@ -56,6 +56,8 @@ Run::
     python benchmarks/whole_brain.py           # full size: N = 139,255, 1.5e7 connections
     python benchmarks/whole_brain.py --learn-only   # only the "learn" rows (N = 2,000 with
                                                     # BPTT, then N = 139,255 for ~30 min)
+    python benchmarks/whole_brain.py --learn-only --full-only   # only the full-size run:
+                                # --full-rounds 48 --full-batch 2 --full-lr 5e-3 --full-test 8
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ def learn(cfg: dict[str, Any]) -> None:
     import jax
     import numpy as np
 
-    from traxon.recipes import region_rates, region_rates_learner
+    from traxon.recipes import REGION_LR, region_rates, region_rates_learner
     from traxon.tasks import RegionRates
 
     n, rounds, steps, batch = cfg["N"], cfg["rounds"], cfg["T"], cfg["B"]
@@ -197,7 +199,8 @@ def learn(cfg: dict[str, Any]) -> None:
     build_s = time.perf_counter() - t0
     # The recipe of examples/whole_brain.py (docs/scaling.md).
     task = region_rates(c.n_regions, N_IN, steps, window, burn_in)
-    learner = region_rates_learner(net, rounds, steps)
+    lr = cfg.get("lr") or REGION_LR
+    learner = region_rates_learner(net, rounds, steps, lr=lr)
     test = task.sample(12345, cfg["n_test"], split="test")
     init = jax.tree_util.tree_map(np.asarray, learner.init_state(batch).params)
     untrained = learner.evaluate(init, test.x, test.y, test.mask)["loss"]
@@ -220,6 +223,7 @@ def learn(cfg: dict[str, Any]) -> None:
         "T": steps,
         "B": batch,
         "rounds": rounds,
+        "lr": lr,
         "test_sequences": cfg["n_test"],
         "per_step_ms": 1e3 * train_s / (rounds * steps),
         "train_s": train_s,
@@ -494,8 +498,26 @@ def main() -> None:
     parser.add_argument(
         "--full-rounds",
         type=int,
-        default=24,
-        help="training sequences of the full-size learning run (about 30 min here)",
+        default=48,
+        help="training batches of the full-size learning run (about 30 min on one core)",
+    )
+    parser.add_argument(
+        "--full-only",
+        action="store_true",
+        help="with --learn-only: only the full-size learning run (no 2,000-neuron rows)",
+    )
+    parser.add_argument(
+        "--full-batch", type=int, default=2, help="sequences per batch, full-size learning run"
+    )
+    parser.add_argument(
+        "--full-test", type=int, default=8, help="held-out sequences, full-size learning run"
+    )
+    parser.add_argument(
+        "--full-lr",
+        type=float,
+        default=5e-3,
+        help="peak learning rate of the full-size learning run (chosen at N = 20,000 with "
+        "80 regions: docs/scaling.md)",
     )
     parser.add_argument(
         "--gpu",
@@ -541,18 +563,20 @@ def main() -> None:
                 emit({"kind": "step", "N": n, "B": b, "error": f"{type(exc).__name__}: {exc}"})
         return
     budget = args.budget_gb * GB
-    # Learning runs: (N, connections, regions, sequences, B, test sequences, BPTT too).
+    # Learning runs: (N, connections, regions, batches, B, test sequences, BPTT too, peak
+    # learning rate or None for the recipe's).
     small = (2_000, 200_000, 16)  # the size of examples/whole_brain.py
+    full = (FULL_N, 15_000_000, 80)
+    full_run = (full, args.full_rounds, args.full_batch, args.full_test, False, args.full_lr)
     if args.smoke:
-        learns = [((300, 6_000, 4), 2, 2, 2, True)]
+        learns = [((300, 6_000, 4), 2, 2, 2, True, None)]
     elif args.quick:
-        learns = [(small, 120, 4, 16, False)]
+        learns = [(small, 120, 4, 16, False, None)]
+    elif args.full_only:
+        learns = [full_run]
     else:
-        learns = [
-            (small, 120, 4, 16, True),
-            ((FULL_N, 15_000_000, 80), args.full_rounds, 2, 4, False),
-        ]
-    for (n, conn, regions), rounds, b, n_test, with_bptt in learns:
+        learns = [(small, 120, 4, 16, True, None), full_run]
+    for (n, conn, regions), rounds, b, n_test, with_bptt, lr in learns:
         cfg = {
             "kind": "learn",
             "N": n,
@@ -562,6 +586,7 @@ def main() -> None:
             "B": b,
             "n_test": n_test,
             "bptt": with_bptt,
+            "lr": lr,
         }
         if args.smoke:
             cfg.update(T=150, window=25, rate_window=25, burn_in=50)

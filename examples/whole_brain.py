@@ -52,7 +52,10 @@ from traxon.tasks import RegionRates
 # The recipe (chosen by measured runs, docs/scaling.md): stimulus channels of 0-800 Hz whose
 # rates drift over ~300 ms, a readout averaged over 100 ms, no loss in the first 100 ms (the
 # readout settles), Adam with a cosine-decayed learning rate, an update every step
-# (traxon.recipes.region_rates and region_rates_learner).
+# (traxon.recipes.region_rates and region_rates_learner). At full size (--full) fewer
+# sequences fit in ~30 min on one CPU core, so the peak learning rate is higher (chosen by
+# measured runs at 20,000 neurons and 80 regions, docs/scaling.md).
+FULL_ROUNDS, FULL_BATCH, FULL_TEST, FULL_LR = 48, 2, 8, 5e-3
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -61,7 +64,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--full", action="store_true", help="full fly-brain size")
     parser.add_argument("--edges", default=None, help="a FlyWire-style edge table to load")
     parser.add_argument("--rounds", type=int, default=None, help="training rounds")
-    parser.add_argument("--lr", type=float, default=REGION_LR, help="peak learning rate (Adam)")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (Adam; default: the recipe's)"
+    )
     parser.add_argument(
         "--bptt", action="store_true", help="also train BPTT on the same model (reference)"
     )
@@ -101,14 +106,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"connectome: {connectome.n_neurons:,} neurons, {connectome.n_connections:,} "
         f"connections, {connectome.n_synapses:,} synapses, {connectome.n_regions} regions"
     )
-    rounds = args.rounds or (2 if args.quick else 10 if args.full else 120)
+    rounds = args.rounds or (2 if args.quick else FULL_ROUNDS if args.full else 120)
     # steps per sequence, loss window, readout window, unscored start, batch, test sequences
     if args.quick:
         steps, window, rate_window, burn_in, batch, n_test = 150, 25, 25, 50, 2, 2
     else:
         steps, window, rate_window, burn_in, batch, n_test = 300, 50, 100, 100, 4, 16
         if args.full:
-            batch, n_test = 2, 4
+            batch, n_test = FULL_BATCH, FULL_TEST
     n_test = args.test_size or n_test
     parallel = args.data_parallel or args.neuron_shards > 1
     if parallel:
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         connectome, n_inputs=16, rate_window=rate_window, pad_to=args.neuron_shards
     )
     task = region_rates(connectome.n_regions, 16, steps, window, burn_in)
-    learner = region_rates_learner(net, rounds, steps, lr=args.lr)
+    lr = args.lr or (FULL_LR if args.full else REGION_LR)
+    learner = region_rates_learner(net, rounds, steps, lr=lr)
 
     test = task.sample(12345, n_test, split="test")
     # The initial weights, copied to the host (training may reuse the learner's buffers).
@@ -166,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "connections": connectome.n_connections,
         "regions": connectome.n_regions,
         "rounds": rounds,
+        "lr": lr,
         "steps": steps,
         "batch": batch,
         "test_sequences": n_test,
