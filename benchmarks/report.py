@@ -376,6 +376,54 @@ def section_profile(res: list[dict]) -> list[str]:
     return out
 
 
+def section_events(res: list[dict]) -> list[str]:
+    """``event_forward.py``: each op's event path (auto capacity and fixed caps) over its
+    all-rows path, then the recurrent network with ``event="auto"`` over ``"off"``."""
+    ops = [r for r in res if r.get("op") not in (None, "network")]
+    caps = sorted({k[len("ratio_cap") :] for r in ops for k in r if k.startswith("ratio_cap")})
+    caps = [c for c in caps if not c.endswith(("_rounds", "_fastest"))]
+    names = {"0.0625": "cap N/16", "0.25": "cap N/4"}
+    header = ["op", "B", "firing", "all rows ms/step", "auto `max_active`", "auto / all rows"]
+    header += ["fastest reps", *(names.get(c, f"cap {c} N") for c in caps)]
+    body = [
+        [
+            r["op"],
+            str(r["B"]),
+            f"{100 * r['firing']:.0f}%",
+            fmt(r["all_rows_ms_per_step"]),
+            fmt(r.get("max_active_auto")) if r.get("max_active_auto") else "--",
+            f"**{fmt(r['ratio_auto'], 2)}**",
+            fmt(r.get("ratio_auto_fastest"), 2),
+            *(fmt(r.get(f"ratio_cap{c}"), 2) for c in caps),
+        ]
+        for r in ops
+    ]
+    out = table(header, body)
+    nets = [r for r in res if r.get("op") == "network"]
+    if nets:
+        firing = nets[0]["firing"]
+        out += table(
+            [
+                f"network (N = {nets[0]['N']}, B = {nets[0]['B']}, firing {100 * firing:.1f} %)",
+                '`event="off"` ms/step',
+                '`event="auto"` ms/step',
+                "auto / off (rounds)",
+            ],
+            [
+                [
+                    r["algorithm"],
+                    fmt(r["off_ms_per_step"]),
+                    fmt(r["auto_ms_per_step"]),
+                    f"{fmt(r['ratio_auto'], 2)} ("
+                    + ", ".join(fmt(x, 2) for x in r.get("ratio_auto_rounds", []))
+                    + ")",
+                ]
+                for r in nets
+            ],
+        )
+    return out
+
+
 def section_ops(res: list[dict]) -> list[str]:
     """``step_profile.py --ops``: per-op times and XLA's counts of one step."""
     rows = [r for r in res if r.get("mode") == "ops" and "component" in r]
@@ -867,6 +915,7 @@ def document(results: dict[str, list[dict]], images: dict[str, str], report_cmd:
         ("memory_scaling", "Memory versus T and N", section_memory),
         ("step_profile", "Where an es_d_rtrl step spends its time", section_profile),
         ("step_profile_ops", "Per-op times of one step", section_ops),
+        ("event_forward", "Event-driven forward (issue #18)", section_events),
     ]
     intro = {
         "simulate": "`benchmarks/simulate.py`: the same E/I LIF network (Expon AlignPost "
@@ -886,6 +935,26 @@ def document(results: dict[str, list[dict]], images: dict[str, str], report_cmd:
         "compiled.",
         "step_profile": "`benchmarks/step_profile.py`: the components of one tracer step, each "
         "timed as a scan over T steps (see the script's docstring for what each one contains).",
+        "event_forward": "`benchmarks/event_forward.py`: each weight op with an event-driven "
+        "path, N = 1024 presynaptic and postsynaptic neurons (`Dense` N x N; `CSR` and "
+        "`FixedOutDegree` with 100 random targets per neuron), T = 100 steps of `op.apply` in "
+        "one `lax.scan` on Bernoulli spike trains at 1 %, 5 % and 20 % firing. `all rows` is "
+        "the op without `max_active` (the dense product, or the scatter of every entry); "
+        "`auto` is the op a `Network` uses for a projection that reads spikes "
+        '(`event="auto"`, the default; `traxon.core.ops.auto_max_active`: `Dense` 0.25 N with '
+        "two gather tiers, N/16 and N/4, when it has at least 64 targets; `FixedOutDegree` "
+        "0.1 N; `CSR` is left as given); `cap N/16` and `cap N/4` are the event path with that "
+        "capacity. Ratios are event / all rows: the median over the round-robin rounds of each "
+        "round's median repetition (`fastest reps`: the same of the fastest repetitions). Every "
+        "variant computes the same values (`*_max_abs_diff` in the saved lines). Above its "
+        "capacity an op takes the all-rows path itself, so the `auto` rows at 20 % (and "
+        "`Dense` at B = 16 above 1 %) time that fallback plus the count of active neurons. "
+        "`CSR`'s `auto` is the all-rows op (the ratio is timing noise); its event path is the "
+        "`cap` columns. The network rows are a recurrent LIF network (Dense recurrence, 100 "
+        'Poisson inputs, leaky readout) built with `event="auto"` and with `event="off"`: '
+        "`Network.simulate` and the `es_d_rtrl` tracer over the same steps. To turn the event "
+        'path off: `Network(..., event="off")` for a whole network, `Projection(..., '
+        'event="off")` for one projection; an op\'s own `max_active` is always kept.',
         "step_profile_ops": "`benchmarks/step_profile.py --ops`: each step run under "
         "`jax.profiler`; per XLA op the fastest repetition, summed (compute without the gaps "
         "between ops), beside XLA's flop and byte counts of the compiled step. Op times still "
@@ -942,6 +1011,9 @@ def main(argv: list[str] | None = None) -> None:
     ops = load_results("step_profile_ops", args.results_dir)  # saved by hand: see --ops
     if ops is not None and "step_profile" in args.scripts:
         results["step_profile_ops"] = ops
+    events = load_results("event_forward", args.results_dir)  # saved by hand (its run line)
+    if events is not None:
+        results["event_forward"] = events
     static = os.path.join(os.path.dirname(args.out), "_static")
     images = plots(results, static)
     text = document(results, images, report_cmd)
