@@ -155,7 +155,8 @@ def section_simulate(res: list[dict]) -> list[str]:
     names = [
         ("brainpy_state", "brainpy.state, EventFixedProb, per-synapse weights"),
         ("brainpy_state_scalar_w", "brainpy.state, EventFixedProb, one scalar weight"),
-        ("traxon", "traxon, FixedOutDegree (same graph)"),
+        ("traxon", 'traxon, FixedOutDegree, event="off" (same graph)'),
+        ("traxon_auto", 'traxon, FixedOutDegree, event="auto" (the default; same graph)'),
         ("traxon_event", "traxon, FixedOutDegree(max_active=64) (same graph)"),
         ("traxon_in_degree", "traxon, FixedInDegree + Dale sign (other graph, same p)"),
     ]

@@ -19,7 +19,10 @@ The network (the same in both libraries, built in the same process):
 
 Variants reported in the same line (all timed round-robin in one process):
 
-* ``traxon_ms_per_step``: ``FixedOutDegree`` (scatter of all rows) with per-synapse weights;
+* ``traxon_ms_per_step``: ``FixedOutDegree`` (scatter of all rows, ``event="off"``) with
+  per-synapse weights;
+* ``traxon_auto_ms_per_step``: the same op in a network built with the default
+  ``event="auto"`` (the event-driven gather with ``auto_max_active``'s capacity);
 * ``traxon_event_ms_per_step``: ``FixedOutDegree(max_active=64)`` (event-driven gather and
   scatter of the active rows only);
 * ``traxon_in_degree_ms_per_step``: ``FixedInDegree`` with Dale's sign (a different random
@@ -151,7 +154,7 @@ def brainpy_runner(net: object, xs: jax.Array) -> tuple[object, dict]:
 # traxon
 
 
-def build_traxon(op: object) -> object:
+def build_traxon(op: object, event: str) -> object:
     from traxon.core import LIF, ElementWise, Expon, Network, Population, Projection
 
     return Network(
@@ -162,6 +165,7 @@ def build_traxon(op: object) -> object:
             Projection("h", "h", op, synapse=Expon(TAU_S), delay=1, name="rec"),
         ],
         dt=DT,
+        event=event,
     )
 
 
@@ -187,13 +191,18 @@ def traxon_variants(
     w_in = np.where(is_inh_pre[in_idx], W_I, W_E)
     sign = np.where(is_inh_pre, -1.0, 1.0)
     specs = {
-        "traxon": (FixedOutDegree(post_index=idx, n_out=N), w_out),
-        "traxon_event": (FixedOutDegree(post_index=idx, n_out=N, max_active=MAX_ACTIVE), w_out),
-        "traxon_in_degree": (FixedInDegree(pre_index=in_idx, sign=sign), w_in),
+        "traxon": (FixedOutDegree(post_index=idx, n_out=N), w_out, "off"),
+        "traxon_auto": (FixedOutDegree(post_index=idx, n_out=N), w_out, "auto"),
+        "traxon_event": (
+            FixedOutDegree(post_index=idx, n_out=N, max_active=MAX_ACTIVE),
+            w_out,
+            "auto",
+        ),
+        "traxon_in_degree": (FixedInDegree(pre_index=in_idx, sign=sign), w_in, "auto"),
     }
     out = {}
-    for name, (op, w) in specs.items():
-        net = build_traxon(op)
+    for name, (op, w, event) in specs.items():
+        net = build_traxon(op, event)
         params, state = net.init(jax.random.PRNGKey(0), batch)
         params["rec"] = jnp.asarray(w, jnp.float32)
         state["h"]["V"] = jnp.asarray(v0, jnp.float32)
@@ -263,11 +272,17 @@ def main(argv: list[str] | None = None) -> None:
         line[f"{name}_temp_bytes"] = mems[name].get("temp_bytes")
         line[f"{name}_n_reps"] = st["n_reps"]
     ref = stats.get("brainpy_state")
-    for name in ("traxon", "traxon_event", "traxon_in_degree", "brainpy_state_scalar_w"):
+    for name in (
+        "traxon",
+        "traxon_auto",
+        "traxon_event",
+        "traxon_in_degree",
+        "brainpy_state_scalar_w",
+    ):
         if ref and name in stats:
             key = "ratio" if name == "traxon" else f"ratio_{name}"
             line[key] = stats[name]["median_s"] / ref["median_s"]
-    for name in ("traxon", "traxon_event", "traxon_in_degree"):
+    for name in ("traxon", "traxon_auto", "traxon_event", "traxon_in_degree"):
         if "brainpy_state_scalar_w" in stats and name in stats:
             line[f"ratio_{name}_vs_scalar_w"] = (
                 stats[name]["median_s"] / stats["brainpy_state_scalar_w"]["median_s"]
