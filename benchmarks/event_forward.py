@@ -55,6 +55,7 @@ from _common import (
     log,
     memory_stats,
     time_round_robin,
+    tracer_run,
 )
 
 RATES = (0.01, 0.05, 0.2)
@@ -97,6 +98,31 @@ def op_runner(op: Any, W: jax.Array, zs: jax.Array, n_out: int) -> tuple[Any, di
     return compiled, memory_stats(compiled)
 
 
+def timed_rounds(
+    calls: dict[str, Any],
+    rounds: int,
+    reps: int,
+    budget: float,
+    label: str,
+    reference: Any,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """``rounds`` round-robin timings of ``calls``: per key, each round's median seconds,
+    and its ratio to the key ``reference(key)`` of the same round (medians, and fastest
+    repetitions)."""
+    times: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    fastest: dict[str, list[float]] = {}
+    for r in range(rounds):
+        log(f"{label}: round {r + 1}/{rounds}")
+        stats = time_round_robin(calls, reps, budget)
+        for key, st in stats.items():
+            ref = stats[reference(key)]
+            times.setdefault(key, []).append(st["median_s"])
+            ratios.setdefault(key, []).append(st["median_s"] / ref["median_s"])
+            fastest.setdefault(key, []).append(st["min_s"] / ref["min_s"])
+    return times, ratios, fastest
+
+
 def measure_op(
     kind: str, n: int, B: int, T: int, rounds: int, reps: int, fractions: list[float], budget: float
 ) -> list[dict]:
@@ -118,17 +144,9 @@ def measure_op(
             calls[key] = lambda compiled=compiled, zs=zs: compiled(W, zs)
             mems[key] = mem
             outputs[key] = np.asarray(calls[key]())
-    ratios: dict[str, list[float]] = {}
-    fastest: dict[str, list[float]] = {}
-    times: dict[str, list[float]] = {}
-    for r in range(rounds):
-        log(f"{kind} B={B}: round {r + 1}/{rounds}")
-        stats = time_round_robin(calls, reps, budget)
-        for key, st in stats.items():
-            times.setdefault(key, []).append(st["median_s"])
-            ref = stats[key.split("/")[0] + "/all_rows"]
-            ratios.setdefault(key, []).append(st["median_s"] / ref["median_s"])
-            fastest.setdefault(key, []).append(st["min_s"] / ref["min_s"])
+    times, ratios, fastest = timed_rounds(
+        calls, rounds, reps, budget, f"{kind} B={B}", lambda key: key.split("/")[0] + "/all_rows"
+    )
     lines = []
     for rate in RATES:
         ref = outputs[f"{rate}/all_rows"]
@@ -199,19 +217,7 @@ def network_calls(n: int, B: int, T: int, event: str) -> dict[str, tuple[Any, di
         res = net.simulate(params, state, xs, record=lambda st, sig: jnp.mean(sig["h"]["spike"]))
         return res.outputs, jnp.mean(res.record)
 
-    tracer = get_algorithm("es_d_rtrl").bind(net, cross_entropy.fn, window=T)
-
-    def learn(params: Any, state: Any, xs: Any, ys: Any, ws: Any) -> Any:
-        ts = tracer.init(params, state, target_example=ys[0])
-
-        def body(carry: Any, inp: Any) -> Any:
-            st, tst = carry
-            x, y, w = inp
-            st, tst, _ = tracer.step(params, st, tst, {"x": x}, y, w)
-            return (st, tst), None
-
-        (_, ts), _ = jax.lax.scan(body, (state, ts), (xs, ys, ws))
-        return tracer.gradients(params, ts)
+    learn = tracer_run(get_algorithm("es_d_rtrl").bind(net, cross_entropy.fn, window=T))
 
     out = {}
     c_fwd, _ = compile_jax(forward, params, state, xs)
@@ -228,17 +234,10 @@ def measure_network(n: int, B: int, T: int, rounds: int, reps: int, budget: floa
             calls[f"{alg}/{event}"], mems[f"{alg}/{event}"] = call, mem
     results = {k: jax.block_until_ready(f()) for k, f in calls.items()}
     rate = float(results["forward/off"][1])
-    ratios: dict[str, list[float]] = {}
-    times: dict[str, list[float]] = {}
-    for r in range(rounds):
-        log(f"network N={n}: round {r + 1}/{rounds}")
-        stats = time_round_robin(calls, reps, budget)
-        for key, st in stats.items():
-            times.setdefault(key, []).append(st["median_s"])
-        for alg in ("forward", "es_d_rtrl"):
-            ratios.setdefault(alg, []).append(
-                stats[f"{alg}/auto"]["median_s"] / stats[f"{alg}/off"]["median_s"]
-            )
+    times, by_key, _ = timed_rounds(
+        calls, rounds, reps, budget, f"network N={n}", lambda key: key.split("/")[0] + "/off"
+    )
+    ratios = {alg: by_key[f"{alg}/auto"] for alg in ("forward", "es_d_rtrl")}
     lines = []
     for alg in ("forward", "es_d_rtrl"):
         a, b = results[f"{alg}/auto"], results[f"{alg}/off"]
