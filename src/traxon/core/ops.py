@@ -426,6 +426,31 @@ class _Indexed(WeightOp):
                 f"[{idx.min()}, {idx.max()}]."
             )
 
+    def _freeze_rows(self, label: str, rows: str, bound: int | None, where: str) -> np.ndarray:
+        """Check field ``label`` (an integer array, one row of ``K`` partners per ``rows``
+        neuron, indices below ``bound``), store it as a gather index and return it."""
+        value = getattr(self, label)
+        if value is None:
+            raise ValueError(f"{where} needs `{label}`, an integer array ({rows}, K).")
+        idx = _unfreeze(value)
+        if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(
+                f"`{label}` must be an integer array of shape ({rows}, K); got {idx.dtype} "
+                f"array of shape {idx.shape}."
+            )
+        self._check_index(idx, bound, label, where)
+        object.__setattr__(self, label, _Frozen(idx.astype(np.int32), gather_index=True))
+        return idx
+
+
+def _random_partners(key: jax.Array, n_rows: int, n_choices: int, degree: int, of: str) -> Any:
+    """``(n_rows, degree)`` distinct random indices below ``n_choices`` per row, drawn from
+    ``key`` (``of`` names ``n_choices`` in the error)."""
+    if not 0 < degree <= n_choices:
+        raise ValueError(f"`degree` must lie in [1, {of}={n_choices}]; got {degree}.")
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    return np.stack([rng.choice(n_choices, degree, replace=False) for _ in range(n_rows)])
+
 
 class FixedInDegree(_Indexed):
     r"""Each postsynaptic neuron ``i`` receives ``K`` inputs ``pre_index[i, :]`` (ELL layout).
@@ -511,23 +536,11 @@ class FixedInDegree(_Indexed):
         key: jax.Array, n_in: int, n_out: int, degree: int, gain: float = 1.0, sign: Any = None
     ) -> FixedInDegree:
         """``degree`` distinct random presynaptic partners for every postsynaptic neuron."""
-        if not 0 < degree <= n_in:
-            raise ValueError(f"`degree` must lie in [1, n_in={n_in}]; got {degree}.")
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-        idx = np.stack([rng.choice(n_in, degree, replace=False) for _ in range(n_out)])
+        idx = _random_partners(key, n_out, n_in, degree, "n_in")
         return FixedInDegree(pre_index=idx, gain=gain, sign=sign)
 
     def __post_init__(self) -> None:
-        if self.pre_index is None:
-            raise ValueError("FixedInDegree needs `pre_index`, an integer array (n_out, K).")
-        idx = _unfreeze(self.pre_index)
-        if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(
-                f"`pre_index` must be an integer array of shape (n_out, K); got {idx.dtype} "
-                f"array of shape {idx.shape}."
-            )
-        self._check_index(idx, None, "pre_index", "FixedInDegree")
-        object.__setattr__(self, "pre_index", _Frozen(idx.astype(np.int32), gather_index=True))
+        idx = self._freeze_rows("pre_index", "n_out", None, "FixedInDegree")
         _gain(self)
         if self.sign is not None:
             sign = _sign_values(_unfreeze(self.sign), "FixedInDegree")
@@ -652,23 +665,11 @@ class FixedOutDegree(_Indexed):
         max_active: int | None = None,
     ) -> FixedOutDegree:
         """``degree`` distinct random postsynaptic partners for every presynaptic neuron."""
-        if not 0 < degree <= n_out:
-            raise ValueError(f"`degree` must lie in [1, n_out={n_out}]; got {degree}.")
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-        idx = np.stack([rng.choice(n_out, degree, replace=False) for _ in range(n_in)])
+        idx = _random_partners(key, n_in, n_out, degree, "n_out")
         return FixedOutDegree(post_index=idx, gain=gain, max_active=max_active, n_out=n_out)
 
     def __post_init__(self) -> None:
-        if self.post_index is None:
-            raise ValueError("FixedOutDegree needs `post_index`, an integer array (n_in, K).")
-        idx = _unfreeze(self.post_index)
-        if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(
-                f"`post_index` must be an integer array of shape (n_in, K); got {idx.dtype} "
-                f"array of shape {idx.shape}."
-            )
-        self._check_index(idx, self.n_out, "post_index", "FixedOutDegree")
-        object.__setattr__(self, "post_index", _Frozen(idx.astype(np.int32), gather_index=True))
+        idx = self._freeze_rows("post_index", "n_in", self.n_out, "FixedOutDegree")
         if self.n_out is None:
             object.__setattr__(self, "n_out", int(idx.max()) + 1 if idx.size else 0)
         if self.max_active is not None:
