@@ -204,10 +204,12 @@ def learn(cfg: dict[str, Any]) -> None:
     test = task.sample(12345, cfg["n_test"], split="test")
     init = jax.tree_util.tree_map(np.asarray, learner.init_state(batch).params)
     untrained = learner.evaluate(init, test.x, test.y, test.mask)["loss"]
+    log(f"learn N={n}: built in {build_s:.0f} s, untrained held-out loss {untrained:.3f}")
     seen = []
+    budget = cfg.get("budget_s") or float("inf")
     t0 = time.perf_counter()
     for i, train in enumerate(task.stream(seed=0, batch_size=batch)):
-        if i >= rounds:
+        if i >= rounds or time.perf_counter() - t0 > budget:
             break
         seen.append(train)
         learner.fit([train])
@@ -222,10 +224,11 @@ def learn(cfg: dict[str, Any]) -> None:
         "regions": c.n_regions,
         "T": steps,
         "B": batch,
-        "rounds": rounds,
+        "rounds": len(seen),
+        "rounds_planned": rounds,
         "lr": lr,
         "test_sequences": cfg["n_test"],
-        "per_step_ms": 1e3 * train_s / (rounds * steps),
+        "per_step_ms": 1e3 * train_s / (len(seen) * steps),
         "train_s": train_s,
         "build_s": build_s,
         "loss": learner.evaluate(learner.state.params, test.x, test.y, test.mask)["loss"],
@@ -245,7 +248,7 @@ def learn(cfg: dict[str, Any]) -> None:
         train_s = time.perf_counter() - t0
         loss = bptt.evaluate(bptt.state.params, test.x, test.y, test.mask)["loss"]
         out = {**row, "algorithm": "bptt", "loss": loss, "train_s": train_s}
-        out["per_step_ms"] = 1e3 * train_s / (rounds * steps)
+        out["per_step_ms"] = 1e3 * train_s / (len(seen) * steps)
         out["explained_variance"] = RegionRates.explained_variance(loss, base["region_mean"])
         out["rss_peak_bytes"] = vm_hwm()
         print(json.dumps(out), flush=True)
@@ -507,6 +510,13 @@ def main() -> None:
         help="with --learn-only: only the full-size learning run (no 2,000-neuron rows)",
     )
     parser.add_argument(
+        "--full-budget-s",
+        type=float,
+        default=None,
+        help="stop the full-size learning run's training after the batch that passes this "
+        "many seconds (the learning-rate schedule stays that of --full-rounds)",
+    )
+    parser.add_argument(
         "--full-batch", type=int, default=2, help="sequences per batch, full-size learning run"
     )
     parser.add_argument(
@@ -587,6 +597,7 @@ def main() -> None:
             "n_test": n_test,
             "bptt": with_bptt,
             "lr": lr,
+            "budget_s": args.full_budget_s if n == FULL_N else None,
         }
         if args.smoke:
             cfg.update(T=150, window=25, rate_window=25, burn_in=50)
