@@ -57,7 +57,7 @@ Run::
     python benchmarks/whole_brain.py --learn-only   # only the "learn" rows (N = 2,000 with
                                                     # BPTT, then N = 139,255 for ~30 min)
     python benchmarks/whole_brain.py --learn-only --full-only   # only the full-size run:
-                                # --full-rounds 32 --full-batch 2 --full-lr 5e-3 --full-test 8
+                                # --full-rounds 48 --full-batch 2 --full-lr 5e-3 --full-test 8
 """
 
 from __future__ import annotations
@@ -501,7 +501,7 @@ def main() -> None:
     parser.add_argument(
         "--full-rounds",
         type=int,
-        default=32,
+        default=48,
         help="training batches of the full-size learning run (about 30 min on one core)",
     )
     parser.add_argument(

@@ -55,7 +55,7 @@ from traxon.tasks import RegionRates
 # (traxon.recipes.region_rates and region_rates_learner). At full size (--full) fewer
 # sequences fit in ~30 min on one CPU core, so the peak learning rate is higher (chosen by
 # measured runs at 20,000 neurons and 80 regions, docs/scaling.md).
-FULL_ROUNDS, FULL_BATCH, FULL_TEST, FULL_LR = 32, 2, 8, 5e-3
+FULL_ROUNDS, FULL_BATCH, FULL_TEST, FULL_LR = 48, 2, 8, 5e-3
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
