@@ -63,24 +63,23 @@ def _called(rest: str, key: str) -> list[str]:
     return [c.strip().lstrip("%") for c in m.group(1).split(",")] if m else []
 
 
+def _operands(rest: str) -> list[str]:
+    """The operand names of an instruction, from the text after its opcode's ``(``."""
+    return re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+
+
 def _sliced(comps: dict, fused: str) -> dict[int, int]:
     """Parameters of fused computation ``fused`` that are read only through
     ``dynamic-slice`` (a scan reading its step's input): ``{index: bytes of the slices}``."""
     body = comps.get(fused, [])
-    params = {
-        inst: int(re.search(r"parameter\((\d+)\)", f"{op}({rest}").group(1))  # type: ignore[union-attr]
-        for inst, _, op, rest in body
-        if op == "parameter"
-    }
+    uses = [(op, shape, _operands(rest)) for _, shape, op, rest in body]
     read: dict[int, int] = {}
-    for inst, index in params.items():
-        uses = [
-            (op, shape, re.findall(r"%([\w.\-]+)", rest.split("), ")[0]))
-            for _, shape, op, rest in body
-        ]
-        uses = [(op, shape, args) for op, shape, args in uses if inst in args]
-        if uses and all(op == "dynamic-slice" and args[0] == inst for op, _, args in uses):
-            read[index] = sum(_bytes(shape) for _, shape, _ in uses)
+    for inst, _, op, rest in body:
+        if op != "parameter":
+            continue
+        mine = [(use, shape, args) for use, shape, args in uses if inst in args]
+        if mine and all(use == "dynamic-slice" and args[0] == inst for use, _, args in mine):
+            read[int(rest.split(")")[0])] = sum(_bytes(shape) for _, shape, _ in mine)
     return read
 
 
@@ -99,7 +98,7 @@ def _charge(comps: dict, name: str) -> int:
         elif op == "call":
             total += _charge(comps, _called(rest, "to_apply")[0])
         elif op not in _FREE:
-            operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+            operands = _operands(rest)
             sliced = _sliced(comps, _called(rest, "calls")[0]) if op == "fusion" else {}
             total += _bytes(shape) + sum(
                 sliced.get(i, _bytes(shapes.get(a, ""))) for i, a in enumerate(operands)
