@@ -32,6 +32,8 @@ from traxon.trace import bptt_gradient, get_algorithm
 N_IN, B, T = 5, 3, 30
 N_EXC, N_INH = 16, 4
 N = N_EXC + N_INH
+# brainevent's event array: `BinaryArray` (older releases call it `EventArray`, now deprecated).
+BinaryArray = getattr(brainevent, "BinaryArray", None) or brainevent.EventArray
 
 
 @pytest.fixture(autouse=True)
@@ -377,13 +379,13 @@ def test_event_kernels_keep_brainevents_semantics(layer):
         fixed = comm.conn
 
         def product(w, z):
-            return u.get_mantissa(brainevent.EventArray(z) @ fixed.with_data(w * u.mS))
+            return u.get_mantissa(BinaryArray(z) @ fixed.with_data(w * u.mS))
     else:
         csr = brainevent.CSR.fromdense(sparse_matrix(8, 6, 0.5, 3, prob=0.5))
         W = u.get_mantissa(csr.data)
 
         def product(w, z):
-            return u.get_mantissa(brainevent.EventArray(z) @ csr.with_data(w * u.mS))
+            return u.get_mantissa(BinaryArray(z) @ csr.with_data(w * u.mS))
 
     z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8)) * (np.arange(8) % 3 != 0))
     g, _ = make_graph(product, W, z)
