@@ -352,3 +352,47 @@ def test_state_can_be_donated(net):
     ls, metrics = run(ls, xs, ys)
     assert int(ls.step) == 6 and np.isfinite(np.asarray(metrics["loss"])).all()
     assert all(not v.is_deleted() for v in params.values())
+
+
+def _mixed_network():
+    """ALIF (two decay groups), Dale-signed dense, sparse fixed-degree and a readout bias:
+    every way es_d_rtrl forms a step's gradient."""
+    from traxon.core import ALIF, FixedOutDegree
+
+    n = 12
+    sparse = FixedOutDegree.random(jax.random.PRNGKey(4), n_in=n, n_out=n, degree=3)
+    return Network(
+        N_IN,
+        {"h": Population(ALIF(tau=10.0, R=10.0), n), "e": Population(LIF(tau=10.0, R=10.0), n)},
+        [
+            Projection("x", "h", Dense(gain=2.0), synapse=Expon(5.0)),
+            Projection("h", "e", Dense(gain=1.0, sign=1), synapse=Expon(5.0)),
+            Projection("e", "h", sparse, synapse=Expon(5.0), delay=1),
+        ],
+        readout=Readout("e", 2, tau=10.0, bias=True),
+    )
+
+
+@pytest.mark.parametrize("exact", [(), ("h->e",)])
+def test_grad_norm_from_the_factors_equals_the_gradients_norm(x64, exact):
+    # Updating every step, the learner reads the gradient norm from es_d_rtrl's outer-product
+    # factors (StepOutput.grad_sq) instead of a pass over every weight: it must equal the
+    # norm of the gradient the optimiser receives, step by step.
+    net = _mixed_network()
+    x, y, _ = toy_batch(np.random.default_rng(2), batch=3, steps=6)
+    mask = np.ones((6, 3))
+    learner = traxon.online_learner(
+        net,
+        traxon.trace.es_d_rtrl(exact=exact),
+        optax.chain(capture(), optax.sgd(0.0)),
+        dtype=jnp.float64,
+    )
+    ls = learner.init(key=1, batch_size=3)
+    step = learner.jit("step_fn", guard=False)
+    for t in range(x.shape[0]):
+        before = ls.opt_state[0]
+        ls, m = step(learner.connectivity, ls, jnp.asarray(x[t], jnp.float64), y[t], mask[t])
+        seen = jax.tree_util.tree_map(jnp.subtract, ls.opt_state[0], before)
+        want = float(optax.tree.norm(seen))
+        assert want > 0
+        assert abs(float(m["grad_norm"]) - want) <= 1e-12 * want, t

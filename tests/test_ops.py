@@ -584,3 +584,17 @@ def test_event_forward_benchmark_smoke(monkeypatch, capsys):
 def test_event_forward_benchmark_smoke_network_rows(monkeypatch, capsys):
     _, rows = run_event_benchmark(monkeypatch, capsys, "--ops", "dense", "--network")
     assert {r["algorithm"] for r in rows if r["op"] == "network"} == {"forward", "es_d_rtrl"}
+
+
+def test_dense_outer_sq_norm_from_the_gram_matrices(x64):
+    # ||preᵀ post||² from the two K x K Gram matrices, without the outer product; Dale-signed
+    # weights mask the product entry by entry and have no shortcut.
+    rng = np.random.default_rng(0)
+    pre, post = rng.normal(size=(5, 7)), rng.normal(size=(5, 4))
+    W = jnp.zeros((7, 4), jnp.float64)
+    op = Dense()
+    assert op.outer_sq_norm(W, pre, post) == pytest.approx(
+        float(jnp.sum(op.outer(W, pre, post) ** 2)), rel=1e-12
+    )
+    assert Dense(sign=1).outer_sq_norm(W, pre, post) is None
+    assert FixedOutDegree.random(jax.random.PRNGKey(0), 7, 4, 2).outer_sq_norm(W, pre, post) is None

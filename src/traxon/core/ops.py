@@ -13,7 +13,9 @@ Every op is linear in its weight and its output is indexed by postsynaptic neuro
   entry, broadcastable to ``(B, *W.shape, ...)``;
 * ``outer(W, pre, post)`` -- :math:`\sum_b \partial \langle post_b, \mathrm{op}(W, pre_b)\rangle
   / \partial W`: the batch-summed outer product of a presynaptic and a postsynaptic factor
-  (input/output-dimension traces and readout gradients).
+  (input/output-dimension traces and readout gradients);
+* ``outer_sq_norm(W, pre, post)`` -- optional: the squared norm of that outer product from the
+  factors alone (``Dense``: two Gram matrices), or ``None``.
 
 Dale's law: give ``sign`` (``+1``, ``-1`` or one sign per presynaptic neuron); the op then
 uses :math:`|W|` times the sign, so training cannot flip a synapse's type.
@@ -81,6 +83,13 @@ class WeightOp(Module):
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
         _, vjp = jax.vjp(lambda w: self.apply(w, pre), W)
         return vjp(post.astype(W.dtype))[0]
+
+    def outer_sq_norm(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array | None:
+        """``sum(outer(W, pre, post) ** 2)`` computed from the factors without forming the
+        outer product, or ``None`` when this op has no such shortcut (the caller then sums
+        the squares of the outer product it formed). A learner updating every step reads
+        its gradient norm from here instead of making one more pass over every weight."""
+        return None
 
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
         """Raise if this op cannot connect ``n_in`` to ``n_out`` neurons."""
@@ -343,6 +352,24 @@ class Dense(WeightOp):
         if signs is None:
             return g
         return g * (jnp.asarray(signs, W.dtype)[:, None] * jnp.sign(W))
+
+    def outer_sq_norm(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array | None:
+        """``||preᵀ post||²_F = Σ (pre preᵀ) ⊙ (post postᵀ)``: two ``K × K`` Gram matrices of
+        the ``K`` batch rows, ``O(K² (n_in + n_out))`` instead of a pass over ``W``. ``None``
+        with Dale's signs (the outer product is masked by ``sign(W)`` entry by entry).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> pre, post = jnp.array([[1.0, 2.0]]), jnp.array([[3.0, 0.0, 4.0]])
+            >>> float(Dense().outer_sq_norm(jnp.zeros((2, 3)), pre, post))  # 5 * 25
+            125.0
+        """
+        if self._signs(W.shape[0]) is not None:
+            return None
+        a, b = pre.astype(W.dtype), post.astype(W.dtype)
+        # A Frobenius product of two positive semi-definite matrices is >= 0; rounding may
+        # not be (NaN and Inf pass through `maximum`).
+        return jnp.maximum(jnp.sum((a @ a.T) * (b @ b.T)), 0.0)
 
 
 class ElementWise(WeightOp):

@@ -263,8 +263,10 @@ class OnlineLearner:
                 that discards the whole result of a call with a non-finite step, as
                 :meth:`step` and :meth:`fit` do with ``on_nonfinite="raise"``. It saves
                 the per-step choice between the old and the new weights, which copies
-                every weight and moment, and checks the optimiser state once at the end of
-                the call (a non-finite one is reported at the last step).
+                every weight and moment, and checks the weights and optimiser state once
+                at the end of the call instead of after every update (per step, the loss
+                and the gradient's norm are checked; a weight or moment that overflowed
+                is reported at the last step).
             jit_kwargs: passed to :func:`jax.jit` (e.g. ``donate_argnums=1``: the state).
 
         Example:
@@ -519,21 +521,30 @@ class OnlineLearner:
         return mask / mask.shape[0] if self.batch_reduction == "mean" else mask
 
     def _update(
-        self, ls: LearnerState, reset: bool = True
+        self, ls: LearnerState, reset: bool = True, grad_sq: jax.Array | None = None
     ) -> tuple[LearnerState, jax.Array, jax.Array]:
+        """Apply the accumulated gradient. ``grad_sq``: its squared norm when the tracer gave
+        it (this step's gradient alone, from the factors of its outer products), which
+        spares a pass over every weight; else the norm is summed over the gradient."""
         grads = self.tracer.gradients(ls.params, ls.trace_state)
-        if self.time_reduction == "mean":
-            n = jnp.maximum(ls.window, 1).astype(next(iter(grads.values())).dtype)
+        dtype = next(iter(grads.values())).dtype
+        n = jnp.maximum(ls.window, 1).astype(dtype) if self.time_reduction == "mean" else None
+        if n is not None:
             grads = {k: g / n for k, g in grads.items()}
-        norm = optax.tree.norm(grads)
+        if grad_sq is None:
+            norm = optax.tree.norm(grads)
+        else:
+            norm = jnp.sqrt(grad_sq.astype(dtype))
+            norm = norm if n is None else norm / n
         trainable = self._trainable(ls.params)
         updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
         # An update is committed only when the loss, the gradient, the new weights and the
         # new optimiser state are all finite (one fused reduction over the new values).
-        # Unguarded, the new optimiser state is checked once per call instead, at its end
+        # Unguarded, only the loss and the gradient's norm are checked per step; the weights
+        # and optimiser state are checked once per call instead, at its end
         # (`_report_state`): a non-finite one cannot leave the call unreported.
-        checked = (norm, new_trainable, opt_state) if self._guard else (norm, new_trainable)
+        checked = (norm, new_trainable, opt_state) if self._guard else norm
         finite = _all_finite_fused(checked) & ~ls.window_nonfinite
         if self._guard:
             # One choice between whole buffers (a conditional), not an element-wise select
@@ -605,7 +616,9 @@ class OnlineLearner:
         )
         if every_step:
             due = jnp.ones((), bool)
-            ls, norm, bad = self._update(ls, reset=False)
+            # The trace state started this step from zero: the step's gradient is all there
+            # is, and the tracer may know its norm from the factors (StepOutput.grad_sq).
+            ls, norm, bad = self._update(ls, reset=False, grad_sq=out.grad_sq)
         elif isinstance(self.update_every, int):
             due = ls.window >= self.update_every
             ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
@@ -1028,13 +1041,13 @@ _REPORTS_NONFINITE = ("run", "step_fn", "_finish")
 
 
 def _report_state(method: str, out: Any) -> Any:
-    """``out`` of an unguarded ``method`` (see :meth:`OnlineLearner.jit`), with a non-finite
-    optimiser state at the end of the call reported as a non-finite last step."""
+    """``out`` of an unguarded ``method`` (see :meth:`OnlineLearner.jit`), with non-finite
+    weights or optimiser state at the end of the call reported as a non-finite last step."""
     if method == "_finish":
         ls, norm, due, bad = out
-        return ls, norm, due, bad | ~_all_finite_fused(ls.opt_state)
+        return ls, norm, due, bad | ~_all_finite_fused((ls.params, ls.opt_state))
     ls, metrics = out
-    bad = ~_all_finite_fused(ls.opt_state)
+    bad = ~_all_finite_fused((ls.params, ls.opt_state))
     nonfinite = metrics["nonfinite"]
     if nonfinite.ndim:  # run: (T,) flags; the state is the one after the last step
         nonfinite = nonfinite.at[-1].set(nonfinite[-1] | bad)

@@ -58,10 +58,17 @@ LossFn = Callable[[jax.Array, Any], jax.Array]
 
 
 class StepOutput(NamedTuple):
-    """Per-step output of a tracer: the readout ``output`` ``(B, n_out)`` and ``loss`` ``(B,)``."""
+    """Per-step output of a tracer: the readout ``output`` ``(B, n_out)`` and ``loss`` ``(B,)``.
+
+    ``grad_sq``: the squared norm of the gradient this step adds to the trace state, where
+    the rule has it cheaply (from the factors of its outer products; ``es_d_rtrl``), else
+    ``None``. A learner that starts each step from zero gradients reads its gradient norm
+    here; unused, it costs nothing under ``jit``.
+    """
 
     output: jax.Array
     loss: jax.Array
+    grad_sq: jax.Array | None = None
 
 
 Params = Mapping[str, jax.Array]

@@ -103,22 +103,26 @@ class ESDRTRLState(NamedTuple):
 _BILINEAR = (Bias, CSR, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse)
 
 
-def _summed_outer(op: Any, W: jax.Array, terms: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
-    """``sum_k op.outer(W, pre_k, post_k)``; for the built-in ops (batch-summed bilinear
-    products) as one outer product over the concatenated batch: one GEMM for dense weights
-    instead of one per decay group plus their sum."""
+def _summed_outer(
+    op: Any, W: jax.Array, terms: list[tuple[jax.Array, jax.Array]]
+) -> tuple[jax.Array, jax.Array]:
+    """``sum_k op.outer(W, pre_k, post_k)`` and its squared norm; for the built-in ops
+    (batch-summed bilinear products) as one outer product over the concatenated batch: one
+    GEMM for dense weights instead of one per decay group plus their sum. The norm comes
+    from the factors where the op can (``op.outer_sq_norm``), else from the sum."""
     if not terms:
-        return jnp.zeros_like(W)
-    if len(terms) == 1:
-        return op.outer(W, *terms[0])
-    if isinstance(op, _BILINEAR):
-        pre = jnp.concatenate([a for a, _ in terms], axis=0)
-        post = jnp.concatenate([b for _, b in terms], axis=0)
-        return op.outer(W, pre, post)
-    out = op.outer(W, *terms[0])
-    for a, b in terms[1:]:
-        out = out + op.outer(W, a, b)
-    return out
+        return jnp.zeros_like(W), jnp.zeros((), W.dtype)
+    if len(terms) == 1 or isinstance(op, _BILINEAR):
+        pre = jnp.concatenate([a for a, _ in terms], axis=0) if len(terms) > 1 else terms[0][0]
+        post = jnp.concatenate([b for _, b in terms], axis=0) if len(terms) > 1 else terms[0][1]
+        out = op.outer(W, pre, post)
+        sq = op.outer_sq_norm(W, pre, post)
+    else:
+        out = op.outer(W, *terms[0])
+        for a, b in terms[1:]:
+            out = out + op.outer(W, a, b)
+        sq = None
+    return out, jnp.sum(out * out) if sq is None else sq
 
 
 def _contract(a: jax.Array, b: jax.Array, which: tuple[int, ...]) -> jax.Array:
@@ -337,6 +341,7 @@ class _Bound(SignalRule[ESDRTRLState]):
         pre_k, post_k = dict(ts.pre_k), dict(ts.post_k)
         norm = _correction(self.kappa, count, dtype)
         grads = dict(ts.grads)
+        grad_sq = jnp.zeros((), dtype)
         for p in self.projs:
             W = params[p.name]
             eps = post[self._post_key(p.target, p.channel)]
@@ -352,13 +357,16 @@ class _Bound(SignalRule[ESDRTRLState]):
                 else:
                     v = _contract(q.delta[p.target], eps, which)
                     terms.append((pre[key], corr[key] * v))
-            contrib = _summed_outer(p.op, W, terms)
+            contrib, sq = _summed_outer(p.op, W, terms)
             grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
+            grad_sq = grad_sq + sq.astype(dtype)
         # The weights named in `exact`: parameter-dimension traces, as in D-RTRL.
         exact = (ts.E, ts.G, ts.acc)
         E, G, acc = advance_param_traces(self.exact, q, params, exact, self.kappa, summed=True)
+        for k in acc:
+            grad_sq = grad_sq + jnp.sum(jnp.square(acc[k] - ts.acc[k])).astype(dtype)
         new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
-        return q.new_state, new_ts, StepOutput(q.output, q.loss)
+        return q.new_state, new_ts, StepOutput(q.output, q.loss, grad_sq)
 
     def gradients(self, params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict:
         return {**ts.grads, **ts.acc}
