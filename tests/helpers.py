@@ -25,15 +25,20 @@ def tree_allclose(a, b, rtol: float = 1e-6, atol: float = 0.0) -> bool:
     return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in pairs)
 
 
-def load_example(name: str) -> ModuleType:
-    """``examples/<name>.py`` as a module (its ``main`` does not run), so that a test uses an
-    example's own code rather than a copy of it."""
-    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    assert spec is not None and spec.loader is not None, path
+def load_script(path: str) -> ModuleType:
+    """The script at ``path`` (relative to the repository root) as a module (its ``main``
+    does not run), so that a test uses the script's own code rather than a copy of it."""
+    file = Path(__file__).resolve().parents[1] / path
+    spec = importlib.util.spec_from_file_location(f"_script_{file.stem}", file)
+    assert spec is not None and spec.loader is not None, file
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module (:func:`load_script`)."""
+    return load_script(f"examples/{name}.py")
 
 
 def rel_error(a, b) -> float:

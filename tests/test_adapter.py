@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -14,6 +17,7 @@ from tests._bp_networks import AlignPre, bps, brainstate, braintools, mantissas_
 from tests.helpers import (
     assert_steps_compile_once,
     load_example,
+    load_script,
     rate_task_losses,
     rel_error,
     run_tracer,
@@ -390,55 +394,40 @@ def test_no_recompilation_on_the_second_call():
 # Unsupported constructs: clear errors naming the module or weight.
 
 
-class GapJunction(brainstate.nn.Module):
-    def __init__(self, n=6):
-        super().__init__()
-        self.neu = bps.LIF(n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV)
-        self.inp = bps.AlignPostProj(
-            comm=linear(N_IN, n, 30.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
-        )
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        self.inp(x)
-        # An electrical coupling to the population mean, inside the transition.
-        v = self.neu.V.value
-        self.neu.V.value = v + 0.1 * (u.math.mean(v, axis=-1, keepdims=True) - v)
-        self.neu()
-        return self.out(self.neu.get_spike())
+@pytest.fixture(scope="module")
+def page():
+    """The modules docs/errors.md shows for the adapter's errors (the setup of that section
+    of docs/make_errors.py: its imports, functions and classes, not its global settings,
+    which this file's fixture makes in a context), so its advice is tested on them."""
+    page = load_script("docs/make_errors.py")
+    setup = next(code for title, _, code, _ in page.SECTIONS if title.startswith("brainstate"))
+    tree = ast.parse(setup)
+    tree.body = [node for node in tree.body if not isinstance(node, ast.Expr)]
+    namespace: dict = {}
+    exec(page.PREAMBLE, namespace)
+    exec(compile(tree, "docs/make_errors.py", "exec"), namespace)
+    return namespace
 
 
-class PooledWeight(brainstate.nn.Module):
-    def __init__(self, n=6):
-        super().__init__()
-        self.neu = bps.LIF(n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV)
-        self.w = brainstate.ParamState(jnp.ones((N_IN,)))
-        self.inp = bps.CurrentProj(comm=lambda x: x, out=bps.CUBA(scale=u.volt), post=self.neu)
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        # One number (the weighted sum over inputs) broadcast to every neuron.
-        drive = jnp.sum(x * self.w.value[None], axis=-1, keepdims=True) * jnp.ones((1, 6))
-        self.inp(drive * u.mS)
-        self.neu()
-        return self.out(self.neu.get_spike())
-
-
-def test_gap_junction_is_refused_by_online_rules_and_the_advice_holds():
-    x, y = np.ones((B, N_IN), np.float32), np.array([0, 1, 0])
+def test_gap_junction_is_refused_by_online_rules_and_the_advice_holds(page):
+    build_page, gap_junction = page["build"], page["GapJunction"]
+    x, y = np.ones((2, 3), np.float32), np.array([0, 1])
     with pytest.raises(ValueError, match=r"`neu`.*couples different neurons.*'bptt' or 'rtrl'"):
-        traxon.online_learner(build(GapJunction), "es_d_rtrl")
-    # The advice is true for this network: both rules train it.
+        traxon.online_learner(build_page(gap_junction), "es_d_rtrl")
+    # The advice is true for the page's network: both rules train it.
     for algorithm, options in (("bptt", {"update_every": 2, "sequence_length": 4}), ("rtrl", {})):
-        learner = traxon.online_learner(build(GapJunction), algorithm, optax.sgd(0.1), **options)
+        learner = traxon.online_learner(
+            build_page(gap_junction), algorithm, optax.sgd(0.1), **options
+        )
         for _ in range(4):
             metrics = learner.step(x, y)
         assert np.isfinite(metrics["loss"]), algorithm
 
 
-def test_weight_not_aligned_to_neurons_is_rejected():
-    with pytest.raises(ValueError, match=r"weight `w") as err:
-        adapt(build(PooledWeight), input_size=N_IN)
+def test_weight_not_aligned_to_neurons_is_rejected(page):
+    # The page's module broadcasts ranks (`x * self.w.value`), as users' code may.
+    with jax.numpy_rank_promotion("allow"), pytest.raises(ValueError, match=r"weight `w") as err:
+        adapt(page["build"](page["Pooled"]), input_size=3)
     # Refused whatever the algorithm: the message must not send the user to another one.
     assert "algorithm=" not in str(err.value)
 
