@@ -881,9 +881,10 @@ class OnlineLearner:
             at = int(self.state.step) + min(int(np.argmax(bad)) + 1, bad.size - 1)
             raise FloatingPointError(
                 "the loss, the gradient or the updated weights/optimiser state became NaN/Inf "
-                f"(at step {at}); nothing of this call was applied: the learner state is the "
-                "one before it. Lower the learning rate, set clip_norm (or a larger eps for "
-                "adam), or pass on_nonfinite='skip' to skip such updates and count them."
+                f"(first seen at step {at}); nothing of this call was applied: the learner "
+                "state is the one before it. Lower the learning rate, set clip_norm (or a "
+                "larger eps for adam), or pass on_nonfinite='skip' to skip such updates and "
+                "count them."
             )
         self._state = new
         if self._mirror is not None:
