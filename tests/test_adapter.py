@@ -54,12 +54,19 @@ def linear(n_in, n_out, scale=1.0):
 
 
 class Single(brainstate.nn.Module):
-    """One LIF population with Expon AlignPost input and a leaky readout."""
+    """One LIF population (or another neuron class, ``lif``, given its ``neuron`` options)
+    with Expon AlignPost input and a leaky readout."""
 
-    def __init__(self, n=8, scale=30.0, tau_out=20.0, lif=bps.LIF):
+    def __init__(self, n=8, scale=30.0, tau_out=20.0, lif=bps.LIF, tau=10, **neuron):
         super().__init__()
         self.neu = lif(
-            n, tau=10 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
+            n,
+            tau=tau * u.ms,
+            V_th=1 * u.mV,
+            V_reset=0 * u.mV,
+            V_rest=0 * u.mV,
+            spk_fun=surrogate(),
+            **neuron,
         )
         self.inp = bps.AlignPostProj(
             comm=linear(N_IN, n, scale), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
@@ -80,30 +87,11 @@ class Recurrent(load_example("brainpy_state_online").RecurrentSNN):
         super().__init__(n_in=N_IN, n_rec=n)
 
 
-class Adaptive(brainstate.nn.Module):
+class Adaptive(Single):
     """ALIF neurons, Expon AlignPost input, a LeakyRateReadout."""
 
     def __init__(self, n=10):
-        super().__init__()
-        self.neu = bps.ALIF(
-            n,
-            tau=20 * u.ms,
-            tau_a=200 * u.ms,
-            beta=0.5 * u.mV,
-            V_th=1 * u.mV,
-            V_reset=0 * u.mV,
-            V_rest=0 * u.mV,
-            spk_fun=surrogate(),
-        )
-        self.inp = bps.AlignPostProj(
-            comm=linear(N_IN, n, 40.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
-        )
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        self.inp(x)
-        self.neu()
-        return self.out(self.neu.get_spike())
+        super().__init__(n, 40.0, lif=bps.ALIF, tau=20, tau_a=200 * u.ms, beta=0.5 * u.mV)
 
 
 class ExcInh(brainstate.nn.Module):
