@@ -63,10 +63,12 @@ Run::
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -373,15 +375,34 @@ def run_child(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def run_child_rows(cfg: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    """Run one configuration in a fresh process (its own peak memory and compile cache): its
+    JSON rows from stdout; its progress lines (stderr) are passed on as they come, so a
+    long run shows where it is while it runs."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail: collections.deque[str] = collections.deque(maxlen=3)
+
+    def relay() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if line.strip():
+                tail.append(line.strip())
+
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         kind = cfg.get("kind", "fit")
         return [{"kind": kind, "N": cfg["N"], "skipped": f"timed out after {timeout:.0f} s"}]
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if res.returncode != 0 or not lines:
-        tail = res.stderr.strip().splitlines()[-3:]
+    finally:
+        relaying.join(timeout=5)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
         return [{"kind": cfg.get("kind", "fit"), "N": cfg["N"], "error": " | ".join(tail)}]
     return [json.loads(line) for line in lines]
 
