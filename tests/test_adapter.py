@@ -94,19 +94,14 @@ class Adaptive(Single):
         super().__init__(n, 40.0, lif=bps.ALIF, tau=20, tau_a=200 * u.ms, beta=0.5 * u.mV)
 
 
-class ExcInh(brainstate.nn.Module):
-    """An E/I network with EventFixedProb connectivity (16 E, 4 I)."""
+class ExcInh(Single):
+    """:class:`Single` (20 LIF cells) with recurrent E and I projections through
+    EventFixedProb connectivity (16 E, 4 I), one shared weight each."""
 
     def __init__(self, n_exc=16, n_inh=4):
-        super().__init__()
-        self.n_exc = n_exc
         n = n_exc + n_inh
-        self.neu = bps.LIF(
-            n, tau=20 * u.ms, V_th=1 * u.mV, V_reset=0 * u.mV, V_rest=0 * u.mV, spk_fun=surrogate()
-        )
-        self.inp = bps.AlignPostProj(
-            comm=linear(N_IN, n, 40.0), syn=syn(n), out=bps.CUBA.desc(scale=u.volt), post=self.neu
-        )
+        super().__init__(n, 40.0, tau=20)
+        self.n_exc = n_exc
         self.E = bps.AlignPostProj(
             comm=brainstate.nn.EventFixedProb(n_exc, n, conn_num=0.25, conn_weight=0.5 * u.mS),
             syn=syn(n),
@@ -119,15 +114,12 @@ class ExcInh(brainstate.nn.Module):
             out=bps.CUBA.desc(scale=u.volt),
             post=self.neu,
         )
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
 
     def update(self, x):
         spikes = self.neu.get_spike() != 0.0
         self.E(spikes[:, : self.n_exc])
         self.I(spikes[:, self.n_exc :])
-        self.inp(x)
-        self.neu()
-        return self.out(self.neu.get_spike())
+        return super().update(x)
 
 
 class PreAligned(AlignPre):

@@ -21,7 +21,7 @@ import brainevent
 import traxon
 from tests._bp_networks import bps, brainstate, braintools, u
 from tests.helpers import assert_steps_compile_once, rate_task_losses, rel_error, spike_data
-from tests.test_adapter import brainstate_bptt, match
+from tests.test_adapter import N_IN, Single, brainstate_bptt, match
 from traxon.adapters import adapt
 from traxon.adapters._sparse import SparseConn
 from traxon.core import CSR
@@ -29,7 +29,7 @@ from traxon.diagnostics import compare
 from traxon.learn import cross_entropy
 from traxon.trace import bptt_gradient, get_algorithm
 
-N_IN, B, T = 5, 3, 30
+B, T = 3, 30
 N_EXC, N_INH = 16, 4
 N = N_EXC + N_INH
 # brainevent's event array: `BinaryArray` (older releases call it `EventArray`, now deprecated).
@@ -44,26 +44,10 @@ def environment():
         yield
 
 
-def lif(n):
-    return bps.LIF(
-        n,
-        tau=20 * u.ms,
-        V_th=1 * u.mV,
-        V_reset=0 * u.mV,
-        V_rest=0 * u.mV,
-        spk_fun=braintools.surrogate.ReluGrad(alpha=0.3, width=1.0),
-    )
-
-
 def cuba(n, comm, post, tau=5.0):
     return bps.AlignPostProj(
         comm=comm, syn=bps.Expon.desc(n, tau=tau * u.ms), out=bps.CUBA.desc(scale=u.volt), post=post
     )
-
-
-def dense_input(n, scale=40.0):
-    w = braintools.init.KaimingNormal(scale=scale, unit=u.mS)
-    return brainstate.nn.Linear(N_IN, n, w_init=w, b_init=None)
 
 
 def sparse_matrix(n_pre, n_post, mean, seed, prob=0.3):
@@ -133,31 +117,27 @@ def coba(n, comm, post, E, tau=5.0):
     )
 
 
-class ExcInh(brainstate.nn.Module):
-    """An E/I network: the E cells and the I cells project onto all cells through sparse
-    connectivity (last step's spikes; conductance-based for the homogeneous network, as in
-    brainevent's COBA example), a dense input, a leaky readout."""
+class ExcInh(Single):
+    """An E/I network: test_adapter's :class:`Single` (``n`` LIF cells, a dense input, a leaky
+    readout) whose first ``n_exc`` cells (E) and the others (I) project onto all cells through
+    ``exc`` and ``inh`` (last step's spikes; conductance-based with the ``reversal`` potentials
+    of E and I, as in brainevent's COBA example, current-based without)."""
 
-    def __init__(self, kind):
-        super().__init__()
-        self.neu = lif(N)
-        exc, inh = connections(kind)
-        if kind == "event_fixed_prob_homogeneous":
-            self.E = coba(N, exc, self.neu, E=5.0 * u.mV)
-            self.I = coba(N, inh, self.neu, E=-5.0 * u.mV, tau=10.0)
+    def __init__(self, exc, inh, n=N, n_exc=N_EXC, reversal=None):
+        super().__init__(n, 40.0, tau=20)
+        self.n_exc = n_exc
+        if reversal is None:
+            self.E = cuba(n, exc, self.neu)
+            self.I = cuba(n, inh, self.neu, tau=10.0)
         else:
-            self.E = cuba(N, exc, self.neu)
-            self.I = cuba(N, inh, self.neu, tau=10.0)
-        self.inp = cuba(N, dense_input(N), self.neu)
-        self.out = bps.LeakyRateReadout(N, 2, tau=20 * u.ms)
+            self.E = coba(n, exc, self.neu, E=reversal[0])
+            self.I = coba(n, inh, self.neu, E=reversal[1], tau=10.0)
 
     def update(self, x):
         spk = self.neu.get_spike()
-        self.E(spk[:, :N_EXC])
-        self.I(spk[:, N_EXC:])
-        self.inp(x)
-        self.neu()
-        return self.out(self.neu.get_spike())
+        self.E(spk[:, : self.n_exc])
+        self.I(spk[:, self.n_exc :])
+        return super().update(x)
 
 
 KINDS = [
@@ -179,7 +159,9 @@ def build(kind, batch=B):
     generator draws the weights, NumPy's global one a FixedNumConn's indices)."""
     brainstate.random.seed(0)
     np.random.seed(0)  # noqa: NPY002  (FixedNumConn draws its indices from the global one)
-    module = ExcInh(kind)
+    exc, inh = connections(kind)
+    coba_form = kind == "event_fixed_prob_homogeneous"  # conductance-based, as COBA_2005.py
+    module = ExcInh(exc, inh, reversal=(5.0 * u.mV, -5.0 * u.mV) if coba_form else None)
     brainstate.nn.init_all_states(module, batch_size=batch)
     return module
 
@@ -320,19 +302,16 @@ class JitConn(brainstate.nn.Module):
         return x @ conn
 
 
-class JitNet(brainstate.nn.Module):
+class JitNet(Single):
+    """test_adapter's :class:`Single` (20 LIF cells) with a recurrent :class:`JitConn`."""
+
     def __init__(self):
-        super().__init__()
-        self.neu = lif(N)
+        super().__init__(N, 40.0, tau=20)
         self.rec = cuba(N, JitConn(N, N), self.neu)
-        self.inp = cuba(N, dense_input(N), self.neu)
-        self.out = bps.LeakyRateReadout(N, 2, tau=20 * u.ms)
 
     def update(self, x):
         self.rec(self.neu.get_spike())
-        self.inp(x)
-        self.neu()
-        return self.out(self.neu.get_spike())
+        return super().update(x)
 
 
 def test_an_unknown_sparse_kernel_is_named_with_its_module():
@@ -406,42 +385,26 @@ def test_event_kernels_keep_brainevents_semantics(layer):
 # compiled step as arguments, as traxon's own sparse ops' do.
 
 
-class Wired(brainstate.nn.Module):
-    """An E/I network of ``n`` cells: the E cells project through ``EventFixedProb`` (each onto
-    ``conn_num`` of the cells, drawn with ``seed``), the I cells through a ``SparseLinear``
-    brainevent CSR matrix of density ``conn_num``."""
-
-    def __init__(self, conn_num, seed=0, n=100, n_exc=80):
-        super().__init__()
-        self.n_exc = n_exc
-        self.neu = lif(n)
-        exc = brainstate.nn.EventFixedProb(
-            n_exc,
-            n,
-            conn_num=conn_num,
-            conn_weight=braintools.init.Normal(0.5 * u.mS, 0.05 * u.mS),
-            seed=seed,
-        )
-        inh = brainevent.CSR.fromdense(sparse_matrix(n - n_exc, n, -1.0, 2, prob=conn_num))
-        self.E = cuba(n, exc, self.neu)
-        self.I = cuba(n, brainstate.nn.SparseLinear(inh), self.neu, tau=10.0)
-        self.inp = cuba(n, dense_input(n), self.neu)
-        self.out = bps.LeakyRateReadout(n, 2, tau=20 * u.ms)
-
-    def update(self, x):
-        spk = self.neu.get_spike()
-        self.E(spk[:, : self.n_exc])
-        self.I(spk[:, self.n_exc :])
-        self.inp(x)
-        self.neu()
-        return self.out(self.neu.get_spike())
+def wired(conn_num, seed=0, n=100, n_exc=80):
+    """An :class:`ExcInh` network of ``n`` cells: the E cells project through
+    ``EventFixedProb`` (each onto ``conn_num`` of the cells, drawn with ``seed``), the I cells
+    through a ``SparseLinear`` brainevent CSR matrix of density ``conn_num``."""
+    exc = brainstate.nn.EventFixedProb(
+        n_exc,
+        n,
+        conn_num=conn_num,
+        conn_weight=braintools.init.Normal(0.5 * u.mS, 0.05 * u.mS),
+        seed=seed,
+    )
+    inh = brainevent.CSR.fromdense(sparse_matrix(n - n_exc, n, -1.0, 2, prob=conn_num))
+    return ExcInh(exc, brainstate.nn.SparseLinear(inh), n, n_exc)
 
 
 def wired_learner(conn_num, seed=0):
-    """An es_d_rtrl learner on a :class:`Wired` module attached at batch size 1 (the learner
+    """An es_d_rtrl learner on a :func:`wired` module attached at batch size 1 (the learner
     runs at ``B``: the step traced at another batch size reads the same index arrays)."""
     brainstate.random.seed(0)
-    module = Wired(conn_num, seed)
+    module = wired(conn_num, seed)
     brainstate.nn.init_all_states(module, batch_size=1)
     return traxon.online_learner(
         module, "es_d_rtrl", optax.adam(1e-2), update_every=5, input_size=N_IN
