@@ -383,12 +383,11 @@ def read_checkpoint_header(path: str | os.PathLike) -> dict[str, Any]:
 def _differences(saved: Any, wanted: Any, where: str = "") -> Iterator[str]:
     """Where two JSON values differ, as ``where: checkpoint X, here Y`` lines."""
     if isinstance(saved, dict) and isinstance(wanted, dict):
-        for key in [*saved, *(k for k in wanted if k not in saved)]:
+        # (`wanted` holds only keys the checkpoint recorded: see `_recorded`.)
+        for key in saved:
             at = f"{where}.{key}" if where else str(key)
             if key not in wanted:
                 yield f"{at}: only in the checkpoint"
-            elif key not in saved:
-                yield f"{at}: not in the checkpoint (saved by an older traxon?)"
             else:
                 yield from _differences(saved[key], wanted[key], at)
     elif isinstance(saved, list) and isinstance(wanted, list) and len(saved) == len(wanted):
@@ -396,6 +395,31 @@ def _differences(saved: Any, wanted: Any, where: str = "") -> Iterator[str]:
             yield from _differences(a, b, f"{where}[{i}]")
     elif saved != wanted:
         yield f"{where or 'fingerprint'}: checkpoint {_short(saved)}, here {_short(wanted)}"
+
+
+def _recorded(saved: Any, wanted: Any, where: str = "") -> tuple[Any, list[str]]:
+    """``wanted`` without the dictionary keys that ``saved`` lacks at the same place (what a
+    newer traxon describes and an older one did not record), and those keys' paths. What
+    the checkpoint does record is still compared in full, and its arrays' shapes and dtypes
+    are checked apart from the fingerprint."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        kept: dict[str, Any] = {}
+        missing: list[str] = []
+        for key, value in wanted.items():
+            at = f"{where}.{key}" if where else str(key)
+            if key in saved:
+                kept[key], more = _recorded(saved[key], value, at)
+                missing += more
+            else:
+                missing.append(at)
+        return kept, missing
+    if isinstance(saved, list) and isinstance(wanted, list) and len(saved) == len(wanted):
+        pairs = [
+            _recorded(a, b, f"{where}[{i}]")
+            for i, (a, b) in enumerate(zip(saved, wanted, strict=True))
+        ]
+        return [p for p, _ in pairs], [m for _, more in pairs for m in more]
+    return wanted, []
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -433,15 +457,14 @@ def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None)
     if fingerprint is not None:
         wanted = json.loads(json.dumps(fingerprint))
         saved = meta.get("fingerprint")
-        if meta["format"] == 1 and isinstance(saved, dict) and isinstance(wanted, dict):
-            unrecorded = sorted(set(wanted) - set(saved))
-            if unrecorded:
-                warn(
-                    f"checkpoint '{path}' was written by an older traxon that did not record "
-                    f"{unrecorded}; only the rest of its fingerprint is checked. Save it again "
-                    "to record everything."
-                )
-                wanted = {k: v for k, v in wanted.items() if k in saved}
+        wanted, unrecorded = _recorded(saved, wanted)
+        if unrecorded:
+            names = unrecorded[:6] + [f"... {len(unrecorded) - 6} more"] * (len(unrecorded) > 6)
+            warn(
+                f"checkpoint '{path}' was written by an older traxon that did not record "
+                f"{names}; only the rest of its fingerprint is checked. Save it again "
+                "to record everything."
+            )
         if saved != wanted:
             diffs = list(_differences(saved, wanted))
             shown = "\n  ".join(diffs[:8])
