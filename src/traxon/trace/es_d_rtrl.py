@@ -122,7 +122,16 @@ def _summed_outer(
         for a, b in terms[1:]:
             out = out + op.outer(W, a, b)
         sq = None
-    return out, jnp.sum(out * out) if sq is None else sq
+    return out, _sum_sq(out) if sq is None else sq
+
+
+def _sum_sq(x: jax.Array) -> jax.Array:
+    """``sum(x ** 2)`` as a reduction of its own. Without the barrier XLA merges ``x * x``
+    with the optimiser's (Adam's second moment squares the same gradient), and its CPU
+    backend then writes the shared square out instead of squaring inside the reduction:
+    8 bytes per connection per step more at connectome scale (``benchmarks/_hlo_bytes.py``)."""
+    x = jax.lax.optimization_barrier(x)
+    return jnp.sum(x * x)
 
 
 def _contract(a: jax.Array, b: jax.Array, which: tuple[int, ...]) -> jax.Array:
@@ -364,7 +373,7 @@ class _Bound(SignalRule[ESDRTRLState]):
         exact = (ts.E, ts.G, ts.acc)
         E, G, acc = advance_param_traces(self.exact, q, params, exact, self.kappa, summed=True)
         for k in acc:
-            grad_sq = grad_sq + jnp.sum(jnp.square(acc[k] - ts.acc[k])).astype(dtype)
+            grad_sq = grad_sq + _sum_sq(acc[k] - ts.acc[k]).astype(dtype)
         new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
         return q.new_state, new_ts, StepOutput(q.output, q.loss, grad_sq)
 
