@@ -1,4 +1,4 @@
-"""Event-driven forward of the weight ops against their all-rows path at 1 % to 20 % firing.
+"""Event-driven forward of the weight ops against their all-rows path at 1 %, 5 % and 20 % firing.
 
 For each weight op that has an event-driven path -- ``Dense`` (``N x N``), ``CSR`` and
 ``FixedOutDegree`` (``N`` presynaptic neurons, ``DEGREE`` random targets each) -- and each
@@ -58,10 +58,7 @@ from _common import (
     tracer_run,
 )
 
-#: Firing rates of the spike trains: 1 %, 5 % and 20 % (issue #18), and 2.6 %, the rate of
-#: ``trace_cost.py``'s recurrent network, where a batch of 16 has too many active rows for
-#: Dense's union gather and few enough per sample for its per-sample gather.
-RATES = (0.01, 0.026, 0.05, 0.2)
+RATES = (0.01, 0.05, 0.2)
 DEGREE = 100  # targets per presynaptic neuron of the sparse ops
 OPS = ("dense", "csr", "fixed_out")
 
@@ -164,12 +161,6 @@ def measure_op(
             "B": B,
             "degree": None if kind == "dense" else min(DEGREE, n),
             "max_active_auto": ops["auto"].max_active,
-            # Dense's per-sample gather size for this batch (None: the union gathers only).
-            "sample_capacity_auto": (
-                ops["auto"]._sample_capacity(n, B)
-                if kind == "dense" and ops["auto"].max_active is not None
-                else None
-            ),
             "rounds": rounds,
         }
         for name in ops:

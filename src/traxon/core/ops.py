@@ -171,14 +171,6 @@ def _gain(module: Module) -> None:
 #: at every firing rate measured on the CPU, so it is left to an explicit ``max_active``.
 EVENT_FRACTION = {"Dense": 0.25, "FixedOutDegree": 0.1}
 
-#: When a batch's union of active rows is over ``Dense.max_active``, Dense gathers each
-#: sample's own active rows instead, at most ``ceil(EVENT_SAMPLE_FRACTION * n_in)`` (and
-#: ``max_active``) per sample. Both the gather of ``B * k`` rows and the product grow with
-#: ``B * n_out``, so the ratio depends on ``k / n_in``: with 0.039 N rows per sample the
-#: gather took 0.55-0.61x the product at N = 1024 and 4096, B = 16, and 0.06 N about 1x
-#: (``docs/decisions.md``; ``benchmarks/event_forward.py`` has the 2.6 % firing rows).
-EVENT_SAMPLE_FRACTION = 0.04
-
 #: Dense gathers only for at least this many postsynaptic neurons: finding the active rows
 #: reads the whole signal (``B * n_in``), which must stay small beside the product it saves
 #: (``B * n_in * n_out``); a narrow readout is left as a plain product.
@@ -192,10 +184,8 @@ def auto_max_active(op: WeightOp, n_in: int, n_out: int) -> int | None:
     than ``EVENT_MIN_OUT`` outputs, or when the capacity would cover every neuron.
 
     Dense gathers the rows active in *any* sample of the batch (a quarter of the capacity
-    when few are), or, when more are, each sample's own (at most
-    ``ceil(EVENT_SAMPLE_FRACTION * n_in)`` per sample); FixedOutDegree those of each
-    sample; above the capacity the op uses all rows, which the measurements show to be the
-    faster choice there.
+    when few are), FixedOutDegree those of each sample; above the capacity the op uses all
+    rows, which the measurements show to be the faster choice there.
 
     Example:
         >>> from traxon.core import Dense
@@ -254,10 +244,7 @@ class Dense(WeightOp):
             non-zero signal in any sample of the batch (at most ``max_active`` of them) are
             gathered and multiplied, instead of all ``n_in`` rows (a batch with at most
             ``max_active // 4`` active rows gathers only that many, when that is 8 or more);
-            when more are active, a batch whose samples each have at most
-            ``k = min(max_active, ceil(EVENT_SAMPLE_FRACTION * n_in))`` gathers each sample's
-            own rows (``B * k`` rows, used only when ``B * k > max_active``); otherwise the
-            full product is used, so no event is lost. ``None``
+            when more are active the full product is used, so no event is lost. ``None``
             (the default here) always uses the full product; a :class:`~traxon.core.Network`
             sets it for projections that read spikes (``event="auto"``, see
             :func:`~traxon.core.ops.auto_max_active`).
@@ -336,44 +323,13 @@ class Dense(WeightOp):
         # Padding slots repeat row 0 with a zero signal: they add nothing, value or gradient.
         return jnp.where(valid[None, :], z[:, rows], 0.0) @ w
 
-    def _sample_capacity(self, n_in: int, batch: int) -> int | None:
-        """Rows gathered per sample when the batch's union is over ``max_active``:
-        ``min(max_active, ceil(EVENT_SAMPLE_FRACTION * n_in))``, or ``None`` when ``batch``
-        of them are at most ``max_active`` (samples that each fit have a union that the
-        union gather already holds, with fewer rows)."""
-        k = min(int(self.max_active), math.ceil(EVENT_SAMPLE_FRACTION * n_in))  # type: ignore[arg-type]
-        return k if batch * k > int(self.max_active) else None  # type: ignore[arg-type]
-
-    def _per_sample(self, W: jax.Array, z: jax.Array, cap: int) -> jax.Array:
-        """``z @ W`` over each sample's own active rows (at most ``cap`` of them)."""
-        n_in = W.shape[0]
-        # The top `cap` of the 0/1 activity: every active row (while at most `cap` are),
-        # then silent ones, whose zero signal adds nothing, value or gradient.
-        rows = jax.lax.top_k((z != 0).astype(jnp.float32), cap)[1]  # (B, cap)
-        w = W[rows]  # (B, cap, n_out)
-        signs = self._signs(n_in)
-        if signs is not None:
-            w = jnp.abs(w) * jnp.asarray(signs, W.dtype)[rows][..., None]
-        return jnp.einsum("bc,bcn->bn", jnp.take_along_axis(z, rows, axis=1), w)
-
-    def _plan(self, W: jax.Array, z: jax.Array) -> tuple[jax.Array, list[Any]]:
-        """The branches, cheapest first (union gathers, per-sample gather, full product),
-        and the index of the one this batch takes."""
-        caps = self._capacities()
-        count = jnp.sum(jnp.any(z != 0, axis=0))
-        index = jnp.asarray(sum((count > c).astype(jnp.int32) for c in caps))  # len(caps): over
-        branches: list[Any] = [functools.partial(self._rows, cap=c) for c in caps]
-        k = self._sample_capacity(W.shape[0], z.shape[0])
-        if k is not None:
-            most = jnp.max(jnp.sum(z != 0, axis=1))
-            index = index + ((index == len(caps)) & (most > k)).astype(jnp.int32)
-            branches.append(functools.partial(self._per_sample, cap=k))
-        return index, [*branches, self._full]
-
     def _forward(self, W: jax.Array, z: jax.Array) -> jax.Array:
         if self.max_active is None or self.max_active >= W.shape[0]:
             return self._full(W, z)
-        index, branches = self._plan(W, z)
+        caps = self._capacities()
+        count = jnp.sum(jnp.any(z != 0, axis=0))
+        index = sum((count > c).astype(jnp.int32) for c in caps)  # len(caps): too many
+        branches = [functools.partial(self._rows, cap=c) for c in caps] + [self._full]
         return jax.lax.switch(index, branches, W, z)
 
     def apply(self, W: jax.Array, z: jax.Array) -> jax.Array:
