@@ -113,8 +113,8 @@ def _summed_outer(
     if not terms:
         return jnp.zeros_like(W), jnp.zeros((), W.dtype)
     if len(terms) == 1 or isinstance(op, _BILINEAR):
-        pre = jnp.concatenate([a for a, _ in terms], axis=0) if len(terms) > 1 else terms[0][0]
-        post = jnp.concatenate([b for _, b in terms], axis=0) if len(terms) > 1 else terms[0][1]
+        pre = jnp.concatenate([a for a, _ in terms], axis=0)  # one term: that term
+        post = jnp.concatenate([b for _, b in terms], axis=0)
         out = op.outer(W, pre, post)
         sq = op.outer_sq_norm(W, pre, post)
     else:
