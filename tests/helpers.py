@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -152,3 +153,20 @@ def assert_steps_compile_once(module, n_in):
     learner.step(x, np.array([1, 0]))
     learner.step(x, np.array([1, 1]))
     assert learner._step_jit._cache_size() == size
+
+
+def rewrite_checkpoint_header(path, edit, out):
+    """A copy of checkpoint ``path`` at ``out`` with its header changed by ``edit(meta)``
+    (what another traxon version would have written); a header that keeps its checksum gets
+    it computed anew."""
+    from traxon.learn.checkpoint import _checksum
+
+    with np.load(path) as data:
+        entries = {k: np.array(data[k]) for k in data.files}
+    meta = json.loads(bytes(entries["__traxon_meta__"]).decode())
+    edit(meta)
+    if "checksum" in meta:
+        meta["checksum"] = _checksum(meta, [entries[f"leaf{i}"] for i in range(len(meta["keys"]))])
+    entries["__traxon_meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(out, **entries)
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -12,7 +11,7 @@ import optax
 import pytest
 
 import traxon
-from tests.helpers import rel_error, tree_allclose
+from tests.helpers import rel_error, rewrite_checkpoint_header, tree_allclose
 from traxon.core import LIF, Dense, Expon, Network, Population, Projection, Readout
 from traxon.learn import LearnerState, cross_entropy
 from traxon.trace import bptt_gradient
@@ -223,22 +222,6 @@ def test_checkpoint_of_another_network_is_rejected(net, tmp_path):
         d.restore(path, batch_size=B)
 
 
-def _rewrite_header(path, edit, out):
-    """A copy of checkpoint ``path`` with its header changed by ``edit(meta)`` and its
-    checksum written anew: what another traxon version would have saved."""
-    from traxon.learn.checkpoint import _checksum
-
-    with np.load(path) as data:
-        entries = {k: np.array(data[k]) for k in data.files}
-    meta = json.loads(bytes(entries["__traxon_meta__"]).decode())
-    edit(meta)
-    arrays = [entries[f"leaf{i}"] for i in range(len(meta["keys"]))]
-    meta["checksum"] = _checksum(meta, arrays)
-    entries["__traxon_meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    np.savez(out, **entries)
-    return out
-
-
 def test_checkpoint_from_before_a_network_field_was_recorded_restores(net, tmp_path):
     # An older traxon did not describe Dense's `max_active`: its checkpoints restore, with a
     # warning naming what could not be checked; what it did record is still compared.
@@ -250,7 +233,7 @@ def test_checkpoint_from_before_a_network_field_was_recorded_restores(net, tmp_p
         for proj in meta["fingerprint"]["network"]["projections"].values():
             proj["op"].pop("max_active", None)
 
-    old = _rewrite_header(path, forget_max_active, tmp_path / "old.npz")
+    old = rewrite_checkpoint_header(path, forget_max_active, tmp_path / "old.npz")
     b = traxon.online_learner(net, "es_d_rtrl")
     with pytest.warns(traxon.TraxonWarning, match=r"did not record.*h->h\.op\.max_active"):
         b.restore(old)
@@ -261,7 +244,7 @@ def test_checkpoint_from_before_a_network_field_was_recorded_restores(net, tmp_p
         pytest.raises(ValueError, match=r"(?s)different network.*readout.neuron.tau"),
     ):
         traxon.online_learner(wider, "es_d_rtrl").restore(old)
-    extra = _rewrite_header(
+    extra = rewrite_checkpoint_header(
         path,
         lambda meta: meta["fingerprint"]["network"].update(future={"field": 1}),
         tmp_path / "future.npz",

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import traxon
+from tests.helpers import rewrite_checkpoint_header
 from traxon.connectome import Connectome, load_edges
 from traxon.core import (
     ALIF,
@@ -348,13 +349,11 @@ def test_unreadable_shd_files_name_the_file_and_the_reason(tmp_path):
 
 
 def test_learner_checkpoint_of_format_1_restores_with_a_warning(saved, tmp_path):
-    with np.load(saved["d_rtrl"]) as data:
-        entries = {k: np.array(data[k]) for k in data.files}
-    meta = json.loads(bytes(entries["__traxon_meta__"]).decode())
-    meta["format"] = 1  # as an older traxon wrote it: no checksum, no network description
-    del meta["checksum"], meta["fingerprint"]["network"]
-    entries["__traxon_meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    np.savez(tmp_path / "old.npz", **entries)
+    def as_format_1(meta):  # as an older traxon wrote it: no checksum, no network description
+        meta["format"] = 1
+        del meta["checksum"], meta["fingerprint"]["network"]
+
+    rewrite_checkpoint_header(saved["d_rtrl"], as_format_1, tmp_path / "old.npz")
     learner = traxon.online_learner(tiny_network(), "d_rtrl")
     with pytest.warns(
         traxon.TraxonWarning, match=r"older traxon that did not record \['network'\]"
