@@ -25,7 +25,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -427,7 +427,12 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None) -> Any:
+def load_checkpoint(
+    path: str | os.PathLike,
+    like: Any,
+    fingerprint: Any = None,
+    optional: Callable[[str], bool] | None = None,
+) -> Any:
     """Read a checkpoint into the structure of ``like``, checking it first.
 
     Raises ``FileNotFoundError`` if missing and :class:`CheckpointError` (a ``ValueError``)
@@ -435,7 +440,9 @@ def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None)
     written for a different network (fingerprint: the message lists what differs), or its
     leaves do not match ``like`` (paths, shapes, dtypes) -- the message names the first
     mismatching leaf. ``path`` may have any extension; ``.npz`` is tried when the path as
-    given does not exist.
+    given does not exist. ``optional``: a predicate on a leaf's key (``jax.tree_util.keystr``
+    of its path) for leaves that an older checkpoint may lack; they keep ``like``'s value
+    (with a :class:`~traxon.TraxonWarning` that names them).
 
     Example:
         >>> import jax.numpy as jnp, os, tempfile
@@ -475,9 +482,21 @@ def load_checkpoint(path: str | os.PathLike, like: Any, fingerprint: Any = None)
                 f"  {shown}{more}\nRestore into a learner built like the one that saved it.",
             )
     keys, leaves = _flatten(like)
-    if keys != meta["keys"]:
-        missing = sorted(set(keys) - set(meta["keys"]))
-        extra = sorted(set(meta["keys"]) - set(keys))
+    saved_keys = list(meta["keys"])
+    absent = [k for k in keys if k not in set(saved_keys)]
+    if absent and optional is not None and all(optional(k) for k in absent):
+        warn(
+            f"checkpoint '{path}' has no {absent[:4]}{' ...' * (len(absent) > 4)} (written by "
+            "an older traxon); they keep their initial values."
+        )
+        held = dict(zip(saved_keys, arrays, strict=True))
+        arrays = [
+            held[k] if k in held else np.asarray(v) for k, v in zip(keys, leaves, strict=True)
+        ]
+        saved_keys = keys
+    if keys != saved_keys:
+        missing = sorted(set(keys) - set(saved_keys))
+        extra = sorted(set(saved_keys) - set(keys))
         raise _fail(
             path,
             f"it does not match the expected state: missing {missing[:5]}, unexpected {extra[:5]}.",

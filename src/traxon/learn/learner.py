@@ -1033,7 +1033,10 @@ class OnlineLearner:
                 if batch_size is None:
                     batch_size = _batch_from_checkpoint(path)
                 self.init_state(batch_size)
-            self._state = load_checkpoint(path, self.state, self.fingerprint())
+            added = tuple(f".trace_state.{f}" for f in self.algorithm.optional_state)
+            self._state = load_checkpoint(
+                path, self.state, self.fingerprint(), optional=lambda k: k.startswith(added)
+            )
             return self._state
 
 

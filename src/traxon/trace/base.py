@@ -139,6 +139,9 @@ class Algorithm:
     #: True when the rule keeps one trace per weight entry and so must know which neuron
     #: each entry drives (D-RTRL); such a rule refuses weight ops that do not say.
     per_entry_traces: bool = False
+    #: Fields of the tracer's state that a checkpoint of an older traxon may lack: restored,
+    #: they start empty (e.g. ``es_d_rtrl``'s deferred-factor buffers).
+    optional_state: tuple[str, ...] = ()
     #: True when the rule buffers the steps of an update window and replays them (BPTT):
     #: it needs the window's length when it is bound.
     replays_window: bool = False

@@ -52,6 +52,13 @@ total weight; exact when either factor is constant over the readout's time scale
 * Memory: :math:`O(B \cdot (I\cdot A + N \cdot S))` for :math:`A` distinct decays.
 * Compute per step: :math:`O(B \cdot N \cdot S^2)` for the traces plus one outer product
   :math:`O(B \cdot I \cdot N)` per decay group (the same cost as the forward matmul).
+* **Deferred accumulation** (``defer``): for a dense weight the step's factors (the
+  concatenated ``pre`` and ``post`` rows) are written into a buffer of ``R`` steps, and one
+  GEMM with ``R`` times the rows adds them to the gradient every ``R`` steps (and when the
+  gradient is read). The sum is the same; a GEMM with few rows runs far below the machine's
+  peak and writes the whole ``I x N`` product each step, one with many rows does not
+  (``docs/decisions.md``). The buffer holds :math:`R \cdot K \cdot (I + N)` numbers for
+  ``K`` rows per step: linear in the neurons.
 * Exact: the e-prop case above. Otherwise an approximation whose quality is measured
   against BPTT in the tests and in ``docs/algorithms.md``.
 """
@@ -87,6 +94,9 @@ class ESDRTRLState(NamedTuple):
         E, G, acc: parameter-dimension traces, filtered traces and accumulated gradients
             (``W.shape``, summed over the batch every step) of the weights listed in
             ``exact`` (as in :func:`~traxon.trace.d_rtrl`).
+        buf: ``{weight: (pre (R K, I), post (R K, N))}`` the factors of the last steps of a
+            deferred dense weight, not yet added to ``grads`` (see ``defer``).
+        fill: ``{weight: int32}`` how many rows of that weight's buffer hold factors.
     """
 
     pre: dict[str, jax.Array]
@@ -98,6 +108,8 @@ class ESDRTRLState(NamedTuple):
     E: dict[str, tuple[jax.Array, ...]]
     G: dict[str, dict[str, jax.Array]]
     acc: dict[str, jax.Array]
+    buf: dict[str, tuple[jax.Array, jax.Array]]
+    fill: dict[str, jax.Array]
 
 
 _BILINEAR = (Bias, CSR, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse)
@@ -113,8 +125,7 @@ def _summed_outer(
     if not terms:
         return jnp.zeros_like(W), jnp.zeros((), W.dtype)
     if len(terms) == 1 or isinstance(op, _BILINEAR):
-        pre = jnp.concatenate([a for a, _ in terms], axis=0)  # one term: that term
-        post = jnp.concatenate([b for _, b in terms], axis=0)
+        pre, post = _stacked(terms)
         out = op.outer(W, pre, post)
         sq = op.outer_sq_norm(W, pre, post)
     else:
@@ -123,6 +134,40 @@ def _summed_outer(
             out = out + op.outer(W, a, b)
         sq = None
     return out, _sum_sq(out) if sq is None else sq
+
+
+def _stacked(terms: list[tuple[jax.Array, jax.Array]]) -> tuple[jax.Array, jax.Array]:
+    """The terms' factors concatenated over the batch: ``(pre, post)`` of one outer product."""
+    pre = jnp.concatenate([a for a, _ in terms], axis=0)  # one term: that term
+    return pre, jnp.concatenate([b for _, b in terms], axis=0)
+
+
+def _deferred_add(
+    op: Any,
+    W: jax.Array,
+    grad: jax.Array,
+    buf: tuple[jax.Array, jax.Array],
+    fill: jax.Array,
+    terms: list[tuple[jax.Array, jax.Array]],
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array]:
+    """Write this step's factors after the ``fill`` rows of ``buf``; when it is full, add its
+    one outer product to ``grad`` (a conditional: the other steps leave ``grad`` in place)
+    and start it again. Returns ``(grad, buf, fill)``."""
+    pre, post = _stacked(terms)
+    held_pre, held_post = buf
+    held_pre = jax.lax.dynamic_update_slice_in_dim(held_pre, pre.astype(held_pre.dtype), fill, 0)
+    held_post = jax.lax.dynamic_update_slice_in_dim(
+        held_post, post.astype(held_post.dtype), fill, 0
+    )
+    fill = fill + pre.shape[0]
+    full = fill == held_pre.shape[0]
+    grad, fill = jax.lax.cond(
+        full,
+        lambda g: (g + op.outer(W, held_pre, held_post).astype(g.dtype), jnp.zeros_like(fill)),
+        lambda g: (g, fill),
+        grad,
+    )
+    return grad, (held_pre, held_post), fill
 
 
 def _sum_sq(x: jax.Array) -> jax.Array:
@@ -155,6 +200,36 @@ def _correction(alpha: float, count: jax.Array, dtype: Any) -> jax.Array:
     return (1.0 - alpha) / (1.0 - jnp.asarray(alpha, dtype) ** n)
 
 
+#: Rows per deferred GEMM that ``defer="auto"`` aims at, and the least weight it defers.
+_DEFER_ROWS, _DEFER_MIN_SIZE = 128, 1 << 16
+
+
+def _defer_steps(defer: str | int, window: int | None, rows: int, n_in: int, n_out: int) -> int:
+    """Steps a dense weight buffers before folding them into its gradient (``1``: none).
+
+    ``rows``: the outer-product rows one step gives (batch x terms); ``window``: the
+    learner's update period, or ``None`` when unknown. ``"auto"`` takes the largest divisor
+    of the window (so that an update finds the buffer just folded) up to ``_DEFER_ROWS``
+    rows in all, and at most half the weight's smaller side.
+
+    Example:
+        >>> _defer_steps("auto", None, 16, 1024, 1024), _defer_steps("auto", 1, 16, 1024, 1024)
+        (8, 1)
+        >>> _defer_steps("auto", 100, 16, 1024, 1024), _defer_steps(4, None, 16, 100, 10)
+        (5, 4)
+    """
+    if rows < 1 or window == 1:
+        return 1
+    if defer != "auto":
+        return max(1, min(int(defer), window or int(defer)))
+    if n_in * n_out < _DEFER_MIN_SIZE:
+        return 1
+    steps = min(_DEFER_ROWS // rows, min(n_in, n_out) // (2 * rows))
+    if window is not None:
+        steps = max((d for d in range(1, min(steps, window) + 1) if window % d == 0), default=1)
+    return steps if steps >= 2 else 1
+
+
 @register("es_d_rtrl")
 class es_d_rtrl(Algorithm):
     r"""Input/output-dimension traces with linear memory (see the module docstring).
@@ -166,6 +241,12 @@ class es_d_rtrl(Algorithm):
             of the rank-one product -- e.g. the few input weights into adaptive neurons,
             where the credit of long-delay tasks lives. Memory grows by
             :math:`B \cdot |W| \cdot S` for those weights only.
+        defer: steps whose outer-product factors a dense weight buffers before one GEMM
+            adds them to the gradient (the same sum, formed with more rows per GEMM; see
+            the module docstring). ``"auto"``: about 128 rows per GEMM, never more than half
+            the weight's smaller side nor more steps than the learner's update window, and
+            ``1`` (no buffer) for a learner that updates every step, for weights under
+            65,536 entries and for Dale-signed weights. An int sets the steps (``1``: off).
 
     Example:
         >>> import traxon
@@ -174,13 +255,20 @@ class es_d_rtrl(Algorithm):
     """
 
     name = "es_d_rtrl"
+    optional_state = ("buf", "fill")
 
     def __init__(
-        self, decay: str | float = "auto", exact: tuple[str, ...] | list[str] = ()
+        self,
+        decay: str | float = "auto",
+        exact: tuple[str, ...] | list[str] = (),
+        defer: str | int = "auto",
     ) -> None:
         if isinstance(exact, str):
             exact = (exact,)
         self.exact = tuple(exact)
+        if defer != "auto" and (isinstance(defer, bool) or not isinstance(defer, int) or defer < 1):
+            raise ValueError(f"`defer` must be 'auto' or an int >= 1 (steps); got {defer!r}.")
+        self.defer = defer
         if decay != "auto":
             if isinstance(decay, bool) or not isinstance(decay, (int, float)):
                 raise TypeError(f"`decay` must be 'auto' or a float in [0, 1]; got {decay!r}.")
@@ -197,7 +285,7 @@ class es_d_rtrl(Algorithm):
                 f"`exact` names weights {unknown} that are not trainable weights of this "
                 f"network; they are {sorted(names)}."
             )
-        return _Bound(net, loss_fn, self.decay, self.exact)
+        return _Bound(net, loss_fn, self.decay, self.exact, self.defer, window)
 
 
 #: One decay group of a projection: its decay, the key of its presynaptic trace, and the
@@ -209,13 +297,21 @@ class _Bound(SignalRule[ESDRTRLState]):
     """:class:`es_d_rtrl` bound to a network and a loss: the static layout of its traces
     (decay groups, trace keys and widths) and the tracer's functions."""
 
-    grad_fields = ("grads", "acc")
     trace_fields = ("pre", "post", "pre_k", "post_k", "count", "E", "G")
 
+    grad_fields = ("grads", "acc", "buf", "fill")
+
     def __init__(
-        self, net: Network, loss_fn: LossFn, decay: str | float, exact_names: tuple[str, ...]
+        self,
+        net: Network,
+        loss_fn: LossFn,
+        decay: str | float,
+        exact_names: tuple[str, ...],
+        defer: str | int = "auto",
+        window: int | None = None,
     ) -> None:
         super().__init__(net, loss_fn)
+        self.defer, self.window = defer, window
         everything = self.projs
         self.exact = exact = tuple(p for p in everything if p.name in exact_names)
         self.projs = projs = tuple(p for p in everything if p.name not in exact_names)
@@ -247,6 +343,30 @@ class _Bound(SignalRule[ESDRTRLState]):
         # Width of every presynaptic trace: the signal's width (a slice of a population's
         # spikes is narrower than the population).
         self.sizes = {key: p.n_in for p in projs for _, key, _ in self.groups[p.name]}
+        # Outer-product terms of one step per weight, batch rows each (a spike cost, given
+        # at run time, adds terms: such steps accumulate directly).
+        self.terms = {
+            p.name: len(self.groups[p.name])
+            if p.name not in self.filtered or self.sigs.get(p.target)
+            else 0
+            for p in projs
+        }
+        # Dense weights without Dale's signs are the ones a deferred GEMM speeds up.
+        self.deferrable = tuple(
+            p
+            for p in projs
+            if isinstance(p.op, Dense) and p.op._signs(p.n_in) is None and self.terms[p.name]
+        )
+
+    def _deferred(self, batch: int) -> dict[str, int]:
+        """``{weight: steps}`` of the weights that buffer their factors at this batch size."""
+        steps = {
+            p.name: _defer_steps(
+                self.defer, self.window, batch * self.terms[p.name], p.n_in, p.n_out
+            )
+            for p in self.deferrable
+        }
+        return {k: r for k, r in steps.items() if r > 1}
 
     @staticmethod
     def _post_key(target: str, channel: str) -> str:
@@ -283,7 +403,14 @@ class _Bound(SignalRule[ESDRTRLState]):
         E, G, _ = init_param_traces(net, params, self.exact, self.exact_filtered, batch)
         acc = {p.name: jnp.zeros_like(params[p.name]) for p in self.exact}
         count = jnp.zeros((), jnp.int32)
-        return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
+        buf, fill = {}, {}
+        sizes = {p.name: (p.n_in, p.n_out) for p in self.projs}
+        for name, steps in self._deferred(batch).items():
+            rows = steps * batch * self.terms[name]
+            n_in, n_out = sizes[name]
+            buf[name] = (jnp.zeros((rows, n_in), dtype), jnp.zeros((rows, n_out), dtype))
+            fill[name] = jnp.zeros((), jnp.int32)
+        return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc, buf, fill)
 
     def _traces(self, q: Any, ts: ESDRTRLState, dtype: Any) -> tuple[dict, dict]:
         r"""The new presynaptic traces (the signal each projection read this step, decayed
@@ -344,12 +471,14 @@ class _Bound(SignalRule[ESDRTRLState]):
     ) -> tuple[Any, ESDRTRLState, StepOutput]:
         q = self.quantities(params, state, data)
         dtype = state_dtype(state)
+        batch = self.net.batch_size(state)
         count = ts.count + 1
         pre, post = self._traces(q, ts, dtype)
         corr = {k: _correction(a, count, dtype) for k, (_, _, a) in self.pre_keys.items()}
         pre_k, post_k = dict(ts.pre_k), dict(ts.post_k)
         norm = _correction(self.kappa, count, dtype)
         grads = dict(ts.grads)
+        buf, fill = dict(ts.buf), dict(ts.fill)
         grad_sq = jnp.zeros((), dtype)
         for p in self.projs:
             W = params[p.name]
@@ -366,6 +495,15 @@ class _Bound(SignalRule[ESDRTRLState]):
                 else:
                     v = _contract(q.delta[p.target], eps, which)
                     terms.append((pre[key], corr[key] * v))
+            rows = sum(a.shape[0] for a, _ in terms)
+            if p.name in buf and rows == batch * self.terms[p.name]:
+                grads[p.name], buf[p.name], fill[p.name] = _deferred_add(
+                    p.op, W, grads[p.name], buf[p.name], fill[p.name], terms
+                )
+                sq = p.op.outer_sq_norm(W, *_stacked(terms))
+                assert sq is not None  # a deferred weight is Dense without signs
+                grad_sq = grad_sq + sq.astype(dtype)
+                continue
             contrib, sq = _summed_outer(p.op, W, terms)
             grads[p.name] = grads[p.name] + contrib.astype(W.dtype)
             grad_sq = grad_sq + sq.astype(dtype)
@@ -374,8 +512,23 @@ class _Bound(SignalRule[ESDRTRLState]):
         E, G, acc = advance_param_traces(self.exact, q, params, exact, self.kappa, summed=True)
         for k in acc:
             grad_sq = grad_sq + _sum_sq(acc[k] - ts.acc[k]).astype(dtype)
-        new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc)
+        new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc, buf, fill)
         return q.new_state, new_ts, StepOutput(q.output, q.loss, grad_sq)
 
     def gradients(self, params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict:
-        return {**ts.grads, **ts.acc}
+        grads = {**ts.grads, **ts.acc}
+        ops = {p.name: p.op for p in self.projs}
+        for name, (pre, post) in ts.buf.items():
+            # The factors not yet folded: rows past `fill` are stale (or zero).
+            W, n = params[name], ts.fill[name]
+            held = (jnp.arange(pre.shape[0]) < n)[:, None]
+            grads[name] = jax.lax.cond(
+                n > 0,
+                lambda g, W=W, pre=pre, post=post, held=held, op=ops[name]: (
+                    g
+                    + op.outer(W, jnp.where(held, pre, 0), jnp.where(held, post, 0)).astype(g.dtype)
+                ),
+                lambda g: g,
+                grads[name],
+            )
+        return grads
