@@ -74,12 +74,14 @@ def _every_read(net, defer, with_costs: bool):
 
 
 def test_auto_steps_follow_the_rule():
-    # about 128 rows per GEMM, at most half the smaller side, a divisor of the window
+    # about 128 rows per GEMM, at most half the smaller side, fitted to the window
     assert _defer_steps("auto", None, 16, 1024, 1024) == 8
     assert _defer_steps("auto", None, 32, 1024, 1024) == 4
     assert _defer_steps("auto", None, 16, 4096, 100) == 3  # 3 * 16 rows <= 100 / 2
     assert _defer_steps("auto", 100, 16, 1024, 1024) == 5
-    assert _defer_steps("auto", 97, 16, 1024, 1024) == 1  # no divisor of 97 in 2..8
+    assert _defer_steps("auto", 97, 16, 1024, 1024) == 7  # 14 folds of 7 steps: 98 steps
+    assert _defer_steps("auto", 1000, 16, 1024, 1024) == 8
+    assert _defer_steps("auto", 6, 16, 1024, 1024) == 6  # one fold per update
     assert _defer_steps("auto", 1, 16, 1024, 1024) == 1  # a learner updating every step
     assert _defer_steps("auto", None, 16, 200, 200) == 1  # under 65,536 entries
     assert _defer_steps("auto", None, 256, 4096, 4096) == 1  # one step already fills a GEMM

@@ -208,9 +208,10 @@ def _defer_steps(defer: str | int, window: int | None, rows: int, n_in: int, n_o
     """Steps a dense weight buffers before folding them into its gradient (``1``: none).
 
     ``rows``: the outer-product rows one step gives (batch x terms); ``window``: the
-    learner's update period, or ``None`` when unknown. ``"auto"`` takes the largest divisor
-    of the window (so that an update finds the buffer just folded) up to ``_DEFER_ROWS``
-    rows in all, and at most half the weight's smaller side.
+    learner's update period, or ``None`` when unknown. ``"auto"`` aims at ``_DEFER_ROWS``
+    rows per fold, at most half the weight's smaller side; with a window it takes, from
+    half that many steps up to it, the count whose folds cover the window with the fewest
+    rows (an update folds what is held, full or not), and the whole window when shorter.
 
     Example:
         >>> _defer_steps("auto", None, 16, 1024, 1024), _defer_steps("auto", 1, 16, 1024, 1024)
@@ -225,8 +226,11 @@ def _defer_steps(defer: str | int, window: int | None, rows: int, n_in: int, n_o
     if n_in * n_out < _DEFER_MIN_SIZE:
         return 1
     steps = min(_DEFER_ROWS // rows, min(n_in, n_out) // (2 * rows))
-    if window is not None:
-        steps = max((d for d in range(1, min(steps, window) + 1) if window % d == 0), default=1)
+    if window is not None and steps >= 2:
+        if window <= steps:
+            return window
+        # rows folded per window: ceil(window / r) * r; the most steps among the fewest rows
+        steps = min(range((steps + 1) // 2, steps + 1), key=lambda r: (-(-window // r) * r, -r))
     return steps if steps >= 2 else 1
 
 
@@ -244,9 +248,11 @@ class es_d_rtrl(Algorithm):
         defer: steps whose outer-product factors a dense weight buffers before one GEMM
             adds them to the gradient (the same sum, formed with more rows per GEMM; see
             the module docstring). ``"auto"``: about 128 rows per GEMM, never more than half
-            the weight's smaller side nor more steps than the learner's update window, and
-            ``1`` (no buffer) for a learner that updates every step, for weights under
-            65,536 entries and for Dale-signed weights. An int sets the steps (``1``: off).
+            the weight's smaller side, fitted to the learner's update window, and ``1`` (no
+            buffer) for a learner that updates every step, for weights under 65,536 entries
+            and for Dale-signed weights. An int sets the steps (``1``: off). Under
+            ``jax.vmap`` the fold's conditional becomes a select that folds every step:
+            pass ``defer=1`` there.
 
     Example:
         >>> import traxon
