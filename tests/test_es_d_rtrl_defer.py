@@ -208,3 +208,28 @@ def test_only_optional_leaves_may_be_missing(tmp_path):
         load_checkpoint(path, like)
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(path, like, optional=lambda k: k == "['c']")
+
+
+def test_fit_per_sequence_folds_what_the_buffer_holds_at_the_end():
+    """``fit`` with one update per sequence applies what is accumulated at its end: 7 steps
+    with 3 deferred leave one step in the buffer, which the update must include."""
+    xs, ys, _ = _data(steps=14)
+    batches = [(xs[:7], ys[:7]), (xs[7:], ys[7:])]
+    params = {}
+    for defer in (1, 3):
+        learner = traxon.online_learner(
+            _network(),
+            traxon.trace.es_d_rtrl(defer=defer),
+            optax.adam(1e-2),
+            update_every="sequence",
+            sequence_length=7,
+            dtype=jnp.float64,
+        )
+        learner.init_state(B)
+        history = learner.fit(batches)
+        assert len(history) == 2
+        assert bool(learner.state.trace_state.buf) == (defer > 1)
+        params[defer] = learner.params
+    assert sorted(params[3]) == sorted(params[1])
+    for name in params[1]:
+        assert rel_error(params[3][name], params[1][name]) < 1e-12, name
