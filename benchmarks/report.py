@@ -390,7 +390,7 @@ def section_events(res: list[dict]) -> list[str]:
         [
             r["op"],
             str(r["B"]),
-            f"{100 * r['firing']:.0f}%",
+            f"{100 * r['firing']:.3g}%",
             fmt(r["all_rows_ms_per_step"]),
             fmt(r.get("max_active_auto")) if r.get("max_active_auto") else "--",
             f"**{fmt(r['ratio_auto'], 2)}**",
