@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -243,9 +244,15 @@ _NOT_OPS = (
 )
 
 
+#: Control-flow ops whose time is that of the ops they run (each timed on its own): the
+#: ``while`` of the scan, the ``cond`` of an event-driven product or of a deferred fold.
+_CONTAINER = re.compile(r"^(while|cond|conditional|call)(\.\S*)?$")
+
+
 def _op_durations(trace_dir: str, steps: int) -> dict[str, float]:
     """Microseconds per step of every XLA op in a ``jax.profiler`` trace (perfetto JSON);
-    the ``while`` op that encloses the scan body is left out (its body ops are counted)."""
+    control-flow ops (``while``, ``cond``, ``call``) are left out and the ops they run are
+    counted, so that no time is counted twice."""
     import glob
     import gzip
     import json
@@ -257,7 +264,7 @@ def _op_durations(trace_dir: str, steps: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for e in events:
         name = e.get("name", "")
-        if e.get("ph") != "X" or name.startswith(_NOT_OPS) or name.startswith("while"):
+        if e.get("ph") != "X" or name.startswith(_NOT_OPS) or _CONTAINER.match(name):
             continue
         out[name] = out.get(name, 0.0) + e.get("dur", 0.0) / steps
     return out
