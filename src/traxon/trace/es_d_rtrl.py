@@ -142,6 +142,21 @@ def _stacked(terms: list[tuple[jax.Array, jax.Array]]) -> tuple[jax.Array, jax.A
     return pre, jnp.concatenate([b for _, b in terms], axis=0)
 
 
+def _fold_held(
+    op: Any, W: jax.Array, grad: jax.Array, buf: tuple[jax.Array, jax.Array], fill: jax.Array
+) -> jax.Array:
+    """``grad`` plus the outer product of the first ``fill`` rows of ``buf`` (the rows after
+    them are stale), as a conditional that leaves ``grad`` in place when none are held."""
+    held_pre, held_post = buf
+    held = (jnp.arange(held_pre.shape[0]) < fill)[:, None]
+
+    def add(g: jax.Array) -> jax.Array:
+        pre, post = jnp.where(held, held_pre, 0), jnp.where(held, held_post, 0)
+        return g + op.outer(W, pre, post).astype(g.dtype)
+
+    return jax.lax.cond(fill > 0, add, lambda g: g, grad)
+
+
 def _deferred_add(
     op: Any,
     W: jax.Array,
@@ -152,17 +167,18 @@ def _deferred_add(
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array]:
     """Write this step's factors after the ``fill`` rows of ``buf``; when it is full, add its
     one outer product to ``grad`` (a conditional: the other steps leave ``grad`` in place)
-    and start it again. Returns ``(grad, buf, fill)``."""
+    and start it again. A step whose rows do not fit in what is left (a spike cost adds
+    terms to some steps) first folds what is held. Returns ``(grad, buf, fill)``."""
     pre, post = _stacked(terms)
-    held_pre, held_post = buf
-    held_pre = jax.lax.dynamic_update_slice_in_dim(held_pre, pre.astype(held_pre.dtype), fill, 0)
-    held_post = jax.lax.dynamic_update_slice_in_dim(
-        held_post, post.astype(held_post.dtype), fill, 0
-    )
-    fill = fill + pre.shape[0]
-    full = fill == held_pre.shape[0]
+    rows, size = pre.shape[0], buf[0].shape[0]
+    if size % rows:  # steps of this many rows may not fill it exactly
+        grad = _fold_held(op, W, grad, buf, jnp.where(fill + rows > size, fill, 0))
+        fill = jnp.where(fill + rows > size, 0, fill)
+    held_pre = jax.lax.dynamic_update_slice_in_dim(buf[0], pre.astype(buf[0].dtype), fill, 0)
+    held_post = jax.lax.dynamic_update_slice_in_dim(buf[1], post.astype(buf[1].dtype), fill, 0)
+    fill = fill + rows
     grad, fill = jax.lax.cond(
-        full,
+        fill == size,
         lambda g: (g + op.outer(W, held_pre, held_post).astype(g.dtype), jnp.zeros_like(fill)),
         lambda g: (g, fill),
         grad,
@@ -349,8 +365,8 @@ class _Bound(SignalRule[ESDRTRLState]):
         # Width of every presynaptic trace: the signal's width (a slice of a population's
         # spikes is narrower than the population).
         self.sizes = {key: p.n_in for p in projs for _, key, _ in self.groups[p.name]}
-        # Outer-product terms of one step per weight, batch rows each (a spike cost, given
-        # at run time, adds terms: such steps accumulate directly).
+        # Outer-product terms of one step per weight, batch rows each: what a buffer is sized
+        # for (a spike cost, given at run time, adds terms; see `_deferred_add`).
         self.terms = {
             p.name: len(self.groups[p.name])
             if p.name not in self.filtered or self.sigs.get(p.target)
@@ -477,7 +493,6 @@ class _Bound(SignalRule[ESDRTRLState]):
     ) -> tuple[Any, ESDRTRLState, StepOutput]:
         q = self.quantities(params, state, data)
         dtype = state_dtype(state)
-        batch = self.net.batch_size(state)
         count = ts.count + 1
         pre, post = self._traces(q, ts, dtype)
         corr = {k: _correction(a, count, dtype) for k, (_, _, a) in self.pre_keys.items()}
@@ -502,7 +517,7 @@ class _Bound(SignalRule[ESDRTRLState]):
                     v = _contract(q.delta[p.target], eps, which)
                     terms.append((pre[key], corr[key] * v))
             rows = sum(a.shape[0] for a, _ in terms)
-            if p.name in buf and rows == batch * self.terms[p.name]:
+            if p.name in buf and 0 < rows <= buf[p.name][0].shape[0]:
                 grads[p.name], buf[p.name], fill[p.name] = _deferred_add(
                     p.op, W, grads[p.name], buf[p.name], fill[p.name], terms
                 )
@@ -524,17 +539,6 @@ class _Bound(SignalRule[ESDRTRLState]):
     def gradients(self, params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict:
         grads = {**ts.grads, **ts.acc}
         ops = {p.name: p.op for p in self.projs}
-        for name, (pre, post) in ts.buf.items():
-            # The factors not yet folded: rows past `fill` are stale (or zero).
-            W, n = params[name], ts.fill[name]
-            held = (jnp.arange(pre.shape[0]) < n)[:, None]
-            grads[name] = jax.lax.cond(
-                n > 0,
-                lambda g, W=W, pre=pre, post=post, held=held, op=ops[name]: (
-                    g
-                    + op.outer(W, jnp.where(held, pre, 0), jnp.where(held, post, 0)).astype(g.dtype)
-                ),
-                lambda g: g,
-                grads[name],
-            )
+        for name, held in ts.buf.items():
+            grads[name] = _fold_held(ops[name], params[name], grads[name], held, ts.fill[name])
         return grads
