@@ -237,3 +237,35 @@ def test_fit_per_sequence_folds_what_the_buffer_holds_at_the_end():
     assert sorted(params[3]) == sorted(params[1])
     for name in params[1]:
         assert rel_error(params[3][name], params[1][name]) < 1e-12, name
+
+
+@pytest.mark.slow
+def test_deferred_tracer_composes_with_vmap():
+    """Two initialisations at once under ``jax.vmap`` (the fold's conditional becomes a
+    select): the same gradients as ``defer=1``."""
+    net = _network()
+    xs, ys, _ = _data()
+    ws = jnp.full((T, B), 1.0 / B)
+    keys = jax.random.split(jax.random.PRNGKey(5), 2)
+
+    def grads(defer):
+        tracer = get_algorithm("es_d_rtrl", defer=defer).bind(net, cross_entropy.fn)
+
+        def one(key):
+            params, state = net.init(key, B, dtype=jnp.float64)
+
+            def body(carry, inp):
+                st, ts = carry
+                x, y, w = inp
+                st, ts, _ = tracer.step(params, st, ts, {"x": x}, y, w)
+                return (st, ts), None
+
+            (_, ts), _ = jax.lax.scan(body, (state, tracer.init(params, state)), (xs, ys, ws))
+            return tracer.gradients(params, ts)
+
+        return jax.jit(jax.vmap(one))(keys)
+
+    direct, deferred = grads(1), grads(3)
+    for name in direct:
+        assert float(jnp.max(jnp.abs(direct[name]))) > 0, name
+        assert rel_error(deferred[name], direct[name]) < 1e-12, name
