@@ -483,7 +483,8 @@ def load_checkpoint(
             )
     keys, leaves = _flatten(like)
     saved_keys = list(meta["keys"])
-    absent = [k for k in keys if k not in set(saved_keys)]
+    recorded = set(saved_keys)
+    absent = [k for k in keys if k not in recorded]
     if absent and optional is not None and all(optional(k) for k in absent):
         warn(
             f"checkpoint '{path}' has no {absent[:4]}{' ...' * (len(absent) > 4)} (written by "

@@ -163,17 +163,19 @@ def _deferred_add(
     grad: jax.Array,
     buf: tuple[jax.Array, jax.Array],
     fill: jax.Array,
-    terms: list[tuple[jax.Array, jax.Array]],
+    pre: jax.Array,
+    post: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array]:
-    """Write this step's factors after the ``fill`` rows of ``buf``; when it is full, add its
-    one outer product to ``grad`` (a conditional: the other steps leave ``grad`` in place)
-    and start it again. A step whose rows do not fit in what is left (a spike cost adds
-    terms to some steps) first folds what is held. Returns ``(grad, buf, fill)``."""
-    pre, post = _stacked(terms)
+    """Write this step's factors (``pre``, ``post``: :func:`_stacked`) after the ``fill``
+    rows of ``buf``; when it is full, add its one outer product to ``grad`` (a conditional:
+    the other steps leave ``grad`` in place) and start it again. A step whose rows do not
+    fit in what is left (a spike cost adds terms to some steps) first folds what is held.
+    Returns ``(grad, buf, fill)``."""
     rows, size = pre.shape[0], buf[0].shape[0]
     if size % rows:  # steps of this many rows may not fill it exactly
-        grad = _fold_held(op, W, grad, buf, jnp.where(fill + rows > size, fill, 0))
-        fill = jnp.where(fill + rows > size, 0, fill)
+        spill = fill + rows > size
+        grad = _fold_held(op, W, grad, buf, jnp.where(spill, fill, 0))
+        fill = jnp.where(spill, 0, fill)
     held_pre = jax.lax.dynamic_update_slice_in_dim(buf[0], pre.astype(buf[0].dtype), fill, 0)
     held_post = jax.lax.dynamic_update_slice_in_dim(buf[1], post.astype(buf[1].dtype), fill, 0)
     fill = fill + rows
@@ -319,9 +321,8 @@ class _Bound(SignalRule[ESDRTRLState]):
     """:class:`es_d_rtrl` bound to a network and a loss: the static layout of its traces
     (decay groups, trace keys and widths) and the tracer's functions."""
 
-    trace_fields = ("pre", "post", "pre_k", "post_k", "count", "E", "G")
-
     grad_fields = ("grads", "acc", "buf", "fill")
+    trace_fields = ("pre", "post", "pre_k", "post_k", "count", "E", "G")
 
     def __init__(
         self,
@@ -380,16 +381,6 @@ class _Bound(SignalRule[ESDRTRLState]):
             if isinstance(p.op, Dense) and p.op._signs(p.n_in) is None and self.terms[p.name]
         )
 
-    def _deferred(self, batch: int) -> dict[str, int]:
-        """``{weight: steps}`` of the weights that buffer their factors at this batch size."""
-        steps = {
-            p.name: _defer_steps(
-                self.defer, self.window, batch * self.terms[p.name], p.n_in, p.n_out
-            )
-            for p in self.deferrable
-        }
-        return {k: r for k, r in steps.items() if r > 1}
-
     @staticmethod
     def _post_key(target: str, channel: str) -> str:
         return f"{target}/{channel}"
@@ -426,12 +417,13 @@ class _Bound(SignalRule[ESDRTRLState]):
         acc = {p.name: jnp.zeros_like(params[p.name]) for p in self.exact}
         count = jnp.zeros((), jnp.int32)
         buf, fill = {}, {}
-        sizes = {p.name: (p.n_in, p.n_out) for p in self.projs}
-        for name, steps in self._deferred(batch).items():
-            rows = steps * batch * self.terms[name]
-            n_in, n_out = sizes[name]
-            buf[name] = (jnp.zeros((rows, n_in), dtype), jnp.zeros((rows, n_out), dtype))
-            fill[name] = jnp.zeros((), jnp.int32)
+        for p in self.deferrable:  # the factor buffers of those that defer at this batch
+            rows = batch * self.terms[p.name]
+            steps = _defer_steps(self.defer, self.window, rows, p.n_in, p.n_out)
+            if steps > 1:
+                held = steps * rows
+                buf[p.name] = (jnp.zeros((held, p.n_in), dtype), jnp.zeros((held, p.n_out), dtype))
+                fill[p.name] = jnp.zeros((), jnp.int32)
         return ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc, buf, fill)
 
     def _traces(self, q: Any, ts: ESDRTRLState, dtype: Any) -> tuple[dict, dict]:
@@ -518,10 +510,11 @@ class _Bound(SignalRule[ESDRTRLState]):
                     terms.append((pre[key], corr[key] * v))
             rows = sum(a.shape[0] for a, _ in terms)
             if p.name in buf and 0 < rows <= buf[p.name][0].shape[0]:
+                stacked = _stacked(terms)
                 grads[p.name], buf[p.name], fill[p.name] = _deferred_add(
-                    p.op, W, grads[p.name], buf[p.name], fill[p.name], terms
+                    p.op, W, grads[p.name], buf[p.name], fill[p.name], *stacked
                 )
-                sq = p.op.outer_sq_norm(W, *_stacked(terms))
+                sq = p.op.outer_sq_norm(W, *stacked)
                 assert sq is not None  # a deferred weight is Dense without signs
                 grad_sq = grad_sq + sq.astype(dtype)
                 continue
