@@ -437,6 +437,52 @@ class SparseRecurrent(brainstate.nn.Module):
         return self.out(self.neu.get_spike())
 
 
+class HodgkinHuxley(brainstate.nn.Module):
+    """Hodgkin-Huxley neurons with conductance-based synapses, as in brainpy's COBA-HH
+    benchmark (Brette et al., 2007): excitatory input onto ``E = 0 mV``, inhibitory
+    recurrence onto ``E = -80 mV``, non-negative conductances in uS (weights of order one).
+    The neurons are used as brainpy.state's ``HH`` docstring uses them, ``spikes =
+    hh.update(x)``: a rising edge, ``spike(V) * (1 - spike(V_last))``, that reads the
+    membrane before and after its update. Recurrence (``recurrent=False`` leaves it out)
+    reads ``get_spike()`` at the step's start; the readout reads the step's spikes.
+    """
+
+    def __init__(self, n_in=N_IN, n_rec=8, n_out=2, recurrent=True):
+        super().__init__()
+        self.recurrent = recurrent
+        self.neu = bps.HH(n_rec)
+        self.inp = bps.AlignPostProj(
+            comm=brainstate.nn.Linear(
+                n_in,
+                n_rec,
+                w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * u.uS),
+                b_init=None,
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.COBA.desc(E=0.0 * u.mV),
+            post=self.neu,
+        )
+        if recurrent:
+            self.rec = bps.AlignPostProj(
+                comm=brainstate.nn.Linear(
+                    n_rec,
+                    n_rec,
+                    w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * u.uS),
+                    b_init=None,
+                ),
+                syn=bps.Expon.desc(n_rec, tau=10.0 * u.ms),
+                out=bps.COBA.desc(E=-80.0 * u.mV),
+                post=self.neu,
+            )
+        self.out = bps.LeakyRateReadout(n_rec, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        if self.recurrent:
+            self.rec(self.neu.get_spike())
+        self.inp(x)
+        return self.out(self.neu())
+
+
 class AlignPreProjection(brainstate.nn.Module):
     """``align_pre_projection`` as brainpy.state documents it (an Expon on the presynaptic
     side): brainpy.state 0.1 fails on it in brainstate's own loop, before traxon is involved."""

@@ -95,6 +95,11 @@ class StateLeaf:
     ``unit`` the leaf's unit (``None`` when it has none); ``in_id`` and ``out_id`` are the
     ids of its value before and after the step in the step's :class:`Graph` (``out_id`` a
     literal when the step writes a constant). ``short`` is its name within its population.
+
+    ``previous`` marks a state the module does not have: the value another leaf of its
+    population had at the start of the step (the same ``state`` and ``key``; its ``out_id``
+    is that leaf's ``in_id``), added when a signal reads the population both before and
+    after its update (a threshold crossing, :meth:`Analysis._read_previous`).
     """
 
     state: Any
@@ -105,6 +110,7 @@ class StateLeaf:
     in_id: int
     out_id: int | Lit
     short: str = ""  # its name within its population (unique there)
+    previous: bool = False
 
     @property
     def name(self) -> str:
@@ -497,12 +503,36 @@ class Analysis:
                 self.pops[op.source].signals[op.signal] = op.z_id
             elif len(from_old) == 1 and not from_new and not from_x:
                 op.source, op.delay, op.signal = from_old.pop(), 1, SignalKey(op.name, 1).label
+            elif len(from_new) == 1 and from_new == from_old and not from_x:
+                # The population before and after its update (HH's rising edge,
+                # `spike(V) * (1 - spike(V_last))`): a signal of its new state once the
+                # state also holds the values it had at the step's start.
+                op.source, op.delay, op.signal = from_new.pop(), 0, SignalKey(op.name, 0).label
+                self._read_previous(self.pops[op.source], srcs)
+                self.pops[op.source].signals[op.signal] = op.z_id
             else:
                 raise ValueError(
                     f"the presynaptic signal of weight `{op.name}` mixes several sources "
                     f"({sorted(from_new | from_old) + (['input'] if from_x else [])}); traxon "
                     "needs each weight to read one population's spikes or the input."
                 )
+
+    def _read_previous(self, pop: PopulationInfo, reads: set[int]) -> None:
+        """Add to ``pop`` a ``previous`` leaf for each of its states whose value at the
+        step's start is in ``reads`` (once per state): its new value is that start value, so
+        a signal reading the population before and after its update reads its new state."""
+        g = self.graph
+        have = {lf.out_id for lf in pop.traced + pop.aux if lf.previous}
+        for lf in [lf for lf in pop.traced + pop.aux if not lf.previous]:
+            if lf.in_id not in reads or lf.in_id in have:
+                continue
+            i = max(g.avals) + 1
+            g.avals[i] = g.avals[lf.in_id]
+            prev = dataclasses.replace(
+                lf, in_id=i, out_id=lf.in_id, short=f"{lf.local_name}@prev", previous=True
+            )
+            (pop.traced if lf in pop.traced else pop.aux).append(prev)
+            self.old_ids[i] = pop.name
 
     def _full_signal(self, op: WeightUse, width: int) -> None:
         """Move a fixed selection in front of a weight (a slice, an index, a reshape, a
@@ -539,7 +569,11 @@ class Analysis:
         for pop in self.pops.values():
             if pop.name == READOUT:
                 continue
-            leaves = {(id(lf.state), lf.key): lf.local_name for lf in pop.traced + pop.aux}
+            leaves = {
+                (id(lf.state), lf.key): lf.local_name
+                for lf in pop.traced + pop.aux
+                if not lf.previous
+            }
             for fn in fns:
                 reads = fn.reads()
                 if not reads or not reads <= set(leaves):
