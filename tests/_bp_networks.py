@@ -445,17 +445,19 @@ class HodgkinHuxley(brainstate.nn.Module):
     hh.update(x)``: a rising edge, ``spike(V) * (1 - spike(V_last))``, that reads the
     membrane before and after its update. Recurrence (``recurrent=False`` leaves it out)
     reads ``get_spike()`` at the step's start; the readout reads the step's spikes.
+    ``neuron``: ``bps.HH`` or another of its family (``MorrisLecar``, ``WangBuzsakiHH``);
+    ``gain`` scales the conductances (for a membrane of another capacitance).
     """
 
-    def __init__(self, n_in=N_IN, n_rec=8, n_out=2, recurrent=True):
+    def __init__(self, n_in=N_IN, n_rec=8, n_out=2, recurrent=True, neuron=bps.HH, gain=1.0):
         super().__init__()
         self.recurrent = recurrent
-        self.neu = bps.HH(n_rec)
+        self.neu = neuron(n_rec)
         self.inp = bps.AlignPostProj(
             comm=brainstate.nn.Linear(
                 n_in,
                 n_rec,
-                w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * u.uS),
+                w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * gain * u.uS),
                 b_init=None,
             ),
             syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
@@ -467,7 +469,7 @@ class HodgkinHuxley(brainstate.nn.Module):
                 comm=brainstate.nn.Linear(
                     n_rec,
                     n_rec,
-                    w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * u.uS),
+                    w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * gain * u.uS),
                     b_init=None,
                 ),
                 syn=bps.Expon.desc(n_rec, tau=10.0 * u.ms),
@@ -479,6 +481,44 @@ class HodgkinHuxley(brainstate.nn.Module):
     def update(self, x):
         if self.recurrent:
             self.rec(self.neu.get_spike())
+        self.inp(x)
+        return self.out(self.neu())
+
+
+class PointNeurons(brainstate.nn.Module):
+    """One of brainpy.state's point-neuron models (``neuron``, with its default parameters)
+    in the e-prop layout: input and recurrence through ``Linear`` (bias, in mS) ->
+    ``Expon`` -> ``CUBA``, the recurrence reading ``get_spike()`` at the step's start; the
+    readout reads what the neurons' update returns."""
+
+    def __init__(self, neuron, n_in=N_IN, n_rec=8, n_out=2, scale=100.0):
+        super().__init__()
+        self.neu = neuron(n_rec, spk_fun=braintools.surrogate.ReluGrad())
+
+        def linear(n_from):
+            return brainstate.nn.Linear(
+                n_from,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=scale, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            )
+
+        self.inp = bps.AlignPostProj(
+            comm=linear(n_in),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.rec = bps.AlignPostProj(
+            comm=linear(n_rec),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = bps.LeakyRateReadout(n_rec, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        self.rec(self.neu.get_spike())
         self.inp(x)
         return self.out(self.neu())
 
