@@ -489,9 +489,11 @@ class PointNeurons(brainstate.nn.Module):
     """One of brainpy.state's point-neuron models (``neuron``, with its default parameters)
     in the e-prop layout: input and recurrence through ``Linear`` (bias, in mS) ->
     ``Expon`` -> ``CUBA``, the recurrence reading ``get_spike()`` at the step's start; the
-    readout reads what the neurons' update returns."""
+    readout reads what the neurons' update returns. ``current``: the unit that turns the
+    synapse's conductance (mS) into the neuron's input (mA by default; Izhikevich's is in
+    mV/ms)."""
 
-    def __init__(self, neuron, n_in=N_IN, n_rec=8, n_out=2, scale=100.0):
+    def __init__(self, neuron, n_in=N_IN, n_rec=8, n_out=2, scale=100.0, current=u.volt):
         super().__init__()
         self.neu = neuron(n_rec, spk_fun=braintools.surrogate.ReluGrad())
 
@@ -506,13 +508,13 @@ class PointNeurons(brainstate.nn.Module):
         self.inp = bps.AlignPostProj(
             comm=linear(n_in),
             syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
-            out=bps.CUBA.desc(scale=u.volt),
+            out=bps.CUBA.desc(scale=current),
             post=self.neu,
         )
         self.rec = bps.AlignPostProj(
             comm=linear(n_rec),
             syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
-            out=bps.CUBA.desc(scale=u.volt),
+            out=bps.CUBA.desc(scale=current),
             post=self.neu,
         )
         self.out = bps.LeakyRateReadout(n_rec, n_out, tau=10.0 * u.ms)

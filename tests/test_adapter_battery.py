@@ -426,12 +426,28 @@ def test_a_signal_read_before_and_after_the_update_carries_the_previous_values()
 
 # brainpy.state's point-neuron models beyond the battery's (integrate-and-fire, exponential,
 # quadratic, adaptive, generalised) and the Hodgkin-Huxley family's other members.
-POINT_MODELS = ("IF", "ExpIF", "AdExIF", "QuaIF", "AdQuaIF", "Gif")
+POINT_MODELS = (
+    "IF",
+    "ExpIF",
+    "AdExIF",
+    "QuaIF",
+    "AdQuaIF",
+    "Gif",
+    "Izhikevich",
+    "IzhikevichRef",
+    "AdExIFRef",
+    "GifRef",
+)
 HH_FAMILY = ("MorrisLecar", "WangBuzsakiHH")
 # Drives other than the default: MorrisLecar's membrane has 20x HH's capacitance; ExpIF's
 # exponential runs away within one 0.1 ms step at the default drive (brainstate's own
-# gradient is then NaN).
-MODEL_OPTIONS = {"MorrisLecar": {"gain": 20.0}, "ExpIF": {"scale": 10.0}}
+# gradient is then NaN); Izhikevich's input is in mV/ms.
+MODEL_OPTIONS = {
+    "MorrisLecar": {"gain": 20.0},
+    "ExpIF": {"scale": 10.0},
+    "Izhikevich": {"current": u.mV / (u.ms * u.mS)},
+    "IzhikevichRef": {"current": u.mV / (u.ms * u.mS)},
+}
 
 
 @pytest.mark.slow
@@ -477,3 +493,28 @@ def test_brainpy_state_neuron_models_attach_and_bptt_equals_brainstate(model):
         assert rel_error(grad, ref) < 1e-6, (model, weight, rel_error(grad, ref))
     assert {r["algorithm"] for r in table.rows} == set(ONLINE)
     assert all(np.isfinite(r["cosine"]) for r in table.rows), (model, table.rows)
+
+
+def test_time_is_the_step_count_times_dt_without_drift():
+    """The environment's ``t`` is ``i * dt`` at every step, as brainstate's loops set it
+    (``environ.context(i=i, t=i * dt)``), not a running sum of dt that drifts (in float32,
+    10,000 sums of 0.1 ms miss 1 s by about 1e-4 s): a refractory period ends at the step
+    the module's own loop ends it."""
+    from traxon.adapters.brainstate import ENV
+
+    with brainstate.environ.context(dt=0.1 * u.ms):
+        learner = traxon.online_learner(two_layer_sequential(), "es_d_rtrl", optax.sgd(0.1))
+    net = learner.net
+    params = net.init_params()
+    state = net.init_state(2)
+    xs = jnp.zeros((10_000, 2, N_IN))
+
+    def body(st, x):
+        st, _ = net.forward(params, st, {"x": x})
+        return st, st[ENV]["t"][0]
+
+    _, ts = jax.jit(lambda s: jax.lax.scan(body, s, xs))(state)
+    steps = jnp.arange(1, 10_001, dtype=jnp.int32).astype(ts.dtype)
+    np.testing.assert_array_equal(np.asarray(ts), np.asarray(steps * 0.1))
+    drifting = np.cumsum(np.full(10_000, 0.1, np.float32), dtype=np.float32)
+    assert np.abs(drifting[-1] - 1000.0) > 1e-3  # what a running sum gives instead

@@ -182,7 +182,8 @@ class Analysis:
         self.batch = batch
         self.n_in = net.n_in
         x = jnp.zeros((batch, net.n_in), jnp.float32)
-        i0, t0 = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+        # t in the default float type: float64 under x64, as brainstate's `i * dt` is.
+        i0, t0 = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.result_type(float))
 
         import brainunit as u
 

@@ -388,7 +388,11 @@ class AdaptedNetwork(Network):
                 old = state[GLOBAL][lf.local_name]
                 glob[lf.local_name] = jnp.broadcast_to(v, old.shape).astype(old.dtype)
             new_state[GLOBAL] = glob
-        new_state[ENV] = {"i": state[ENV]["i"] + 1, "t": state[ENV]["t"] + self.dt}
+        # t = i dt, as brainstate's loops set it (`environ.context(i=i, t=i * dt)`), not a
+        # running sum of dt: a refractory period (`t - last_spike_time < tau_ref`) ends at
+        # the step the module's own loop ends it, and t does not drift over long runs.
+        i = state[ENV]["i"] + 1
+        new_state[ENV] = {"i": i, "t": i.astype(state[ENV]["t"].dtype) * self.dt}
         us: dict[str, dict[str, jax.Array]] = {p: {} for p in a.pops}
         zs: dict[str, jax.Array] = {}
         batch = xs.shape[0]
