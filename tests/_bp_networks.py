@@ -224,7 +224,7 @@ class AlignPre(brainstate.nn.Module):
     """AlignPre in its working form: an Expon trace per presynaptic neuron, then a
     CurrentProj (what ``align_pre_projection`` composes; see docs/brainstate.md)."""
 
-    def __init__(self, n_in=N_IN, n_pre=8, n_post=6):
+    def __init__(self, n_in=N_IN, n_pre=8, n_post=6, scale=20.0):
         super().__init__()
         self.pre = bps.LIF(
             n_pre,
@@ -258,7 +258,7 @@ class AlignPre(brainstate.nn.Module):
             comm=brainstate.nn.Linear(
                 n_pre,
                 n_post,
-                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                w_init=braintools.init.KaimingNormal(scale=scale, unit=u.mS),
                 b_init=None,
             ),
             out=bps.CUBA(scale=u.volt),
@@ -270,6 +270,27 @@ class AlignPre(brainstate.nn.Module):
         self.inp(x)
         spikes = self.pre()
         self.a2b(self.trace(spikes))
+        self.post()
+        return self.out(self.post.get_spike())
+
+
+class ShortTermPlasticity(AlignPre):
+    """AlignPre with short-term plasticity between the presynaptic spikes and their trace,
+    with the parameters of brainpy.state's ``STD`` and ``STP`` docstrings: ``kind="STD"``
+    (depression) or ``"STP"`` (facilitation and depression; it releases a tenth of what
+    depression alone does at first, so its weights are five times larger)."""
+
+    def __init__(self, kind="STD", n_in=N_IN, n_pre=8, n_post=6):
+        super().__init__(n_in, n_pre, n_post, scale=20.0 if kind == "STD" else 100.0)
+        if kind == "STD":
+            self.stp = bps.STD(n_pre, tau=200.0 * u.ms, U=0.07)
+        else:
+            self.stp = bps.STP(n_pre, U=0.1, tau_f=1500.0 * u.ms, tau_d=200.0 * u.ms)
+
+    def update(self, x):
+        self.inp(x)
+        spikes = self.pre()
+        self.a2b(self.trace(self.stp(spikes)))
         self.post()
         return self.out(self.post.get_spike())
 

@@ -38,6 +38,7 @@ from tests._bp_networks import (
     FixedNumRecurrent,
     HodgkinHuxley,
     PointNeurons,
+    ShortTermPlasticity,
     SparseRecurrent,
     SurrogateTutorial,
     TwoLayer,
@@ -67,6 +68,8 @@ NETWORKS = {
     "fixed_num_conn": (FixedNumRecurrent, UNITLESS),
     "sparse_linear": (SparseRecurrent, UNITLESS),
     "hodgkin_huxley": (HodgkinHuxley, UNITLESS),
+    "short_term_depression": (lambda: ShortTermPlasticity("STD"), UNITLESS),
+    "short_term_facilitation": (lambda: ShortTermPlasticity("STP"), UNITLESS),
 }
 # Time steps other than 1 ms: exponential Euler on Hodgkin-Huxley's channels needs a
 # fraction of a millisecond (at 1 ms its membrane runs away to about +1 V); and sequences
@@ -150,7 +153,10 @@ CHEAP = {"two_layer_sequential"}
 SPARSE = {"cuba_ei_event_fixed_prob", "fixed_num_conn", "sparse_linear"}
 
 
-def networks(cheap=frozenset(NETWORKS) - {"align_pre"} - SPARSE):
+ALIGN_PRE = {"align_pre", "short_term_depression", "short_term_facilitation"}
+
+
+def networks(cheap=frozenset(NETWORKS) - ALIGN_PRE - SPARSE):
     return [
         pytest.param(n, marks=() if n in cheap else pytest.mark.slow, id=n)
         for n in sorted(NETWORKS)
@@ -248,14 +254,28 @@ def test_evaluate_and_fit_at_another_batch_size(attached):
         assert learner.state.net_state is not None
 
 
-# Steps of the learning check other than 300 (Hodgkin-Huxley's 0.1 ms steps: 100 ms; its
-# first 30 steps, before any neuron fires, give the constant predictor's loss, log 2).
-STEPS = {"hodgkin_huxley": 1000}
+# Steps of the learning check other than 300: where 300 steps of es_d_rtrl, d_rtrl and
+# BPTT alike end no better than the constant predictor (AlignPre and short-term depression
+# start far above it; the two-layer network ends at 0.90-0.92 of it), and Hodgkin-Huxley's
+# 0.1 ms steps (100 ms).
+STEPS = {
+    "align_pre": 1000,
+    "hodgkin_huxley": 1000,
+    "short_term_depression": 1000,
+    "two_layer": 1000,
+    "two_layer_sequential": 1000,
+}
+# Networks that do not learn the task: short-term facilitation (U = 0.1) stays at the
+# constant predictor under BPTT too, at every drive tried (scales 100-1,000, 1,000 steps).
+NOT_LEARNING = {"short_term_facilitation"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_a_few_hundred_steps_lower_the_loss(name):
+@pytest.mark.parametrize("name", sorted(set(NETWORKS) - NOT_LEARNING))
+def test_training_beats_the_constant_predictor(name):
+    """es_d_rtrl, updating every 10 steps, lowers the loss of a two-class rate task by a
+    tenth and ends a tenth below the constant predictor's (log 2: equal logits), on the
+    30 steps before each step's update (online, so each sample is unseen)."""
     _, learner, unit = attach(name, "es_d_rtrl", optax.adam(1e-2), update_every=10)
     rng = np.random.default_rng(0)
     label = rng.integers(0, 2, 8)
@@ -266,6 +286,7 @@ def test_a_few_hundred_steps_lower_the_loss(name):
         losses.append(learner.step(x * unit, label)["loss"])
     first, last = np.mean(losses[:30]), np.mean(losses[-30:])
     assert last < first * 0.9, (name, first, last)
+    assert last < 0.9 * np.log(2.0), (name, last)
 
 
 @pytest.mark.xfail(
