@@ -164,6 +164,40 @@ class TwoLayer(brainstate.nn.Module):
         return self.out(self.lif2(self.l2(self.lif1(self.l1(x)))))
 
 
+class NoisyTwoLayer(TwoLayer):
+    """The two-layer network with background noise on its first layer's membranes, drawn
+    from brainstate's global random state each step: a ``PoissonInput`` of 200 sources at
+    50 Hz, 0.1 mV each, as brainpy.state's ``PoissonInput`` docstring adds it (the target
+    given as ``prefetch('V')``; the docstring's plain state fails in brainpy.state)."""
+
+    def __init__(self, n_in=N_IN, n_hid=10, n_out=2):
+        super().__init__(n_in, n_hid, n_out)
+        self.noise = bps.PoissonInput(
+            self.lif1.prefetch("V"),
+            indices=None,
+            num_input=200,
+            freq=50 * u.Hz,
+            weight=0.1 * u.mV,
+        )
+
+    def update(self, x):
+        self.noise()
+        return super().update(x)
+
+
+class EncodedTwoLayer(TwoLayer):
+    """The two-layer network given rates (Hz) and encoding them as spikes itself, with
+    brainpy.state's ``PoissonEncoder`` (not supported: a weight then reads a transformed
+    input)."""
+
+    def __init__(self, n_in=N_IN, n_hid=10, n_out=2):
+        super().__init__(n_in, n_hid, n_out)
+        self.enc = bps.PoissonEncoder(n_in)
+
+    def update(self, rates):
+        return super().update(self.enc(rates * u.Hz))
+
+
 def two_layer_sequential(n_in=N_IN, n_hid=10, n_out=2):
     """The same network as a ``brainstate.nn.Sequential``."""
     return brainstate.nn.Sequential(

@@ -33,10 +33,12 @@ from tests._bp_networks import (
     CobaEI,
     CubaEI,
     Currents,
+    EncodedTwoLayer,
     EpropALIF,
     EpropConcatenated,
     FixedNumRecurrent,
     HodgkinHuxley,
+    NoisyTwoLayer,
     PointNeurons,
     ShortTermPlasticity,
     SparseRecurrent,
@@ -539,3 +541,69 @@ def test_time_is_the_step_count_times_dt_without_drift():
     np.testing.assert_array_equal(np.asarray(ts), np.asarray(steps * 0.1))
     drifting = np.cumsum(np.full(10_000, 0.1, np.float32), dtype=np.float32)
     assert np.abs(drifting[-1] - 1000.0) > 1e-3  # what a running sum gives instead
+
+
+def test_noise_from_the_global_random_state_is_carried_and_drawn_from_the_key():
+    """A step that draws from brainstate's global random state (a ``PoissonInput``) attaches:
+    the random state is carried in the network state, and from the same start traxon's
+    bptt equals brainstate's own gradient (float64). Each sequence's noise comes from the
+    learner's key: the same key gives the same gradient, another key another one."""
+    from traxon.adapters.brainstate import GLOBAL
+
+    with (
+        float64(),
+        brainstate.environ.context(dt=1.0 * u.ms, precision=64),
+        jax.numpy_rank_promotion("allow"),
+    ):
+        brainstate.random.seed(0)
+        module = NoisyTwoLayer()
+        learner = traxon.online_learner(
+            module,
+            "bptt",
+            optax.adam(1e-3),
+            update_every="sequence",
+            sequence_length=T,
+            dtype=jnp.float64,
+        )
+        net = learner.net
+        assert net.draws_initial_state  # the step draws: every sequence gets a key
+        xs, ts, ws = data()
+        learner.init_state(B)
+        params = learner.params
+
+        def gradient(state):
+            return bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)[0]
+
+        state = net.init_state(B, jnp.float64)
+        ours = gradient(state)
+        brainstate.random.DEFAULT.value = state[GLOBAL]["random"][0]
+        reference = brainstate_reference(module, xs, ts, ws, UNITLESS, _start_values(net, state))
+        keyed = [net.init_state(B, jnp.float64, key=jax.random.PRNGKey(k)) for k in (1, 1, 2)]
+        g1, g1_again, g2 = (gradient(s) for s in keyed)
+    assert len(ours) == len(reference) == 5
+    for weight, grad in ours.items():
+        ref = _match(reference, weight)
+        assert np.abs(ref).max() > 0, weight
+        assert rel_error(grad, ref) < 1e-6, (weight, rel_error(grad, ref))
+    for weight in ours:
+        np.testing.assert_array_equal(g1[weight], g1_again[weight])
+    assert any(rel_error(g1[w], g2[w]) > 1e-3 for w in ours)
+
+
+def test_a_transformed_input_is_refused_with_its_remedy():
+    """A weight on an input transformed inside the module (a ``PoissonEncoder``) is refused,
+    and the advice holds: the same module without the encoder, given the encoder's spikes,
+    attaches and learns."""
+    import brainpy.state as bps
+
+    brainstate.random.seed(0)
+    with pytest.raises(ValueError, match=r"reads a transformed input.*PoissonEncoder outside"):
+        traxon.online_learner(EncodedTwoLayer(), "es_d_rtrl", optax.sgd(0.1))
+    encoder = bps.PoissonEncoder(N_IN)
+    learner = traxon.online_learner(TwoLayer(), "es_d_rtrl", optax.sgd(0.1))
+    rates = np.where(np.arange(N_IN) < N_IN // 2, 300.0, 20.0) * np.ones((B, N_IN))
+    labels = np.zeros(B, np.int32)
+    for _ in range(5):
+        spikes = encoder(rates * u.Hz)  # outside the module: the data the learner gets
+        metrics = learner.step(spikes, labels)
+    assert np.isfinite(metrics["loss"]) and metrics["updated"]

@@ -207,6 +207,10 @@ class Analysis:
         leaves: list[StateLeaf] = []
         cursor = 3
         for s, v in zip(states, values, strict=True):
+            if id(s) not in net.paths and isinstance(s, bs.random.RandomState):
+                # brainstate's global random state (noise, Poisson inputs): carried in the
+                # network state like the module's own states.
+                net.adopt_random_state(s)
             if id(s) not in net.paths:
                 raise ValueError(
                     f"the step uses a {type(s).__name__} that belongs to no submodule of the "
@@ -381,8 +385,14 @@ class Analysis:
         new state reads, weights' outputs held fixed); the rest are global states."""
         g = self.graph
         u_raw = {op.raw_id for op in self.ops.values()}
-        leaf_of_in = {lf.in_id: lf for lf in self.dynamic}
-        parent = {lf.in_id: lf.in_id for lf in self.dynamic}
+        # A random state belongs to no population: its draws are inputs of the transitions
+        # that read them (`_externals`), like a weight's output; it is a global state.
+        random = [
+            lf for lf in self.dynamic if isinstance(lf.state, brainstate().random.RandomState)
+        ]
+        grouped = [lf for lf in self.dynamic if lf not in random]
+        leaf_of_in = {lf.in_id: lf for lf in grouped}
+        parent = {lf.in_id: lf.in_id for lf in grouped}
 
         def find(i: int) -> int:
             while parent[i] != i:
@@ -390,15 +400,15 @@ class Analysis:
                 i = parent[i]
             return i
 
-        for lf in self.dynamic:
+        for lf in grouped:
             if not isinstance(lf.out_id, int):
                 continue
             for d in g.ancestors([lf.out_id], stop=u_raw) & set(leaf_of_in):
                 parent[find(d)] = find(lf.in_id)
         groups: dict[int, list[StateLeaf]] = {}
-        for lf in self.dynamic:
+        for lf in grouped:
             groups.setdefault(find(lf.in_id), []).append(lf)
-        outs = {lf.out_id: lf for lf in self.dynamic if isinstance(lf.out_id, int)}
+        outs = {lf.out_id: lf for lf in grouped if isinstance(lf.out_id, int)}
         y_src = g.ancestors([self.y_id], stop=set(outs)) & set(outs)
         y_roots = {find(outs[o].in_id) for o in y_src}
         if len(y_roots) != 1:
@@ -409,7 +419,7 @@ class Analysis:
             )
         readout_root = y_roots.pop()
         pops: dict[str, PopulationInfo] = {}
-        glob: list[StateLeaf] = []
+        glob: list[StateLeaf] = list(random)
         self.root_name: dict[int, str] = {}
         for root, members in sorted(groups.items()):
             traced = [lf for lf in members if lf.kind == "hidden"]
@@ -496,7 +506,9 @@ class Analysis:
                 if op.z_id != self.x_id:
                     raise ValueError(
                         f"weight `{op.name}` reads a transformed input; traxon needs weights "
-                        "on the input to read it as it is."
+                        "on the input to read it as it is. Transform the data before giving "
+                        "it to the learner (for example, encode rates as spikes with "
+                        "PoissonEncoder outside the module)."
                     )
                 op.source, op.signal, op.delay = "x", "x", 0
             elif len(from_new) == 1 and not from_old and not from_x:

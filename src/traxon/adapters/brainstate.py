@@ -52,6 +52,7 @@ from traxon.adapters._build import build
 from traxon.adapters._keys import ENV, GLOBAL, InputKey
 from traxon.adapters._states import (
     DrawnReset,
+    as_key_like,
     batch_of,
     initial_values,
     shortest_paths,
@@ -159,7 +160,14 @@ class AdaptedNetwork(Network):
         self.draws_initial_state = draw_initial_state and self._reset(self.attach_batch).draws
         self._analyses: dict[int, Analysis] = {}
         self._decays: dict[str, dict[str, float]] = {}
+        #: brainstate random states the step reads that belong to no submodule (the
+        #: global one, drawn by noise and Poisson inputs), by id.
+        self.random_states: dict[int, Any] = {}
         a = self.analysis(self.attach_batch)
+        # A step that draws noise starts every sequence from a new key too.
+        self.draws_initial_state = self.draws_initial_state or (
+            draw_initial_state and any(_is_random(lf.state) for lf in a.globals)
+        )
         self.weights = ModuleWeights(module, a.params, self.paths)
         self._build_from(a)
 
@@ -287,8 +295,20 @@ class AdaptedNetwork(Network):
         if a.globals:
             glob = {}
             batched = {id(lf.state) for lf in self.batched_leaves(a)}
-            for lf in a.globals:
+            for n, lf in enumerate(a.globals):
                 index = leaf_keys(lf.state.value).index(lf.key)
+                own_key = self.draws_initial_state and _is_random(lf.state)
+                if (
+                    own_key
+                    and key is not None
+                    and (drawn is None or (id(lf.state), index) not in drawn)
+                ):
+                    # A random state the reset does not draw from: its own key.
+                    v = as_key_like(
+                        jax.random.fold_in(key, 1 << 20 | n), self.start[id(lf.state)][index]
+                    )
+                    glob[lf.local_name] = jnp.broadcast_to(v, (batch_size, *jnp.shape(v)))
+                    continue
                 if drawn is not None and (id(lf.state), index) in drawn:
                     v = drawn[(id(lf.state), index)]
                     if id(lf.state) not in batched:
@@ -557,6 +577,17 @@ class AdaptedNetwork(Network):
         """Weights whose module value is not the one :meth:`write_back` last wrote."""
         return self.weights.changed()
 
+    def adopt_random_state(self, state: Any) -> None:
+        """Carry ``state``, a brainstate random state the step reads that belongs to no
+        submodule (``brainstate.random``'s global one), in the network state: its start
+        value is its value now, or one drawn from the key of :meth:`init_state`."""
+        name = (
+            "random" if "random" not in self.paths.values() else f"random#{len(self.random_states)}"
+        )
+        self.paths[id(state)] = name
+        self.random_states[id(state)] = state
+        self.start[id(state)] = [jnp.asarray(v) for v in leaves(state.value)]
+
     def check_attached(self) -> None:
         """Raise if the module's weights were replaced since they were attached."""
         self.weights.check()
@@ -604,3 +635,8 @@ def adapt(
         >>> net = traxon.adapters.adapt(my_module, input_size=40)    # doctest: +SKIP
     """
     return AdaptedNetwork(module, input_size, call, input_unit, draw_initial_state)
+
+
+def _is_random(state: Any) -> bool:
+    """Whether ``state`` is a brainstate random state."""
+    return isinstance(state, brainstate().random.RandomState)
