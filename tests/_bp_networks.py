@@ -609,6 +609,21 @@ class AlignPreProjection(brainstate.nn.Module):
         return self.out(self.post.get_spike())
 
 
+class CellNetwork(brainstate.nn.Module):
+    """One of brainstate.nn's recurrent cells (``ValinaRNNCell``, ``GRUCell``,
+    ``LSTMCell``, ``URLSTMCell``), as braintrace's examples use them, read by a leaky
+    readout (not supported: their weights read ``concatenate([x, h])`` or feed several
+    gates at once)."""
+
+    def __init__(self, cell, n_in=N_IN, n_rec=10, n_out=2):
+        super().__init__()
+        self.cell = getattr(brainstate.nn, cell)(n_in, n_rec)
+        self.out = bps.LeakyRateReadout(n_rec, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        return self.out(self.cell(x))
+
+
 class EpropConcatenated(brainstate.nn.Module):
     """e-prop written with one Linear on ``concatenate([x, spk])`` (not supported)."""
 

@@ -30,6 +30,7 @@ from tests._bp_networks import (
     N_IN,
     AlignPre,
     AlignPreProjection,
+    CellNetwork,
     CobaEI,
     CubaEI,
     Currents,
@@ -411,6 +412,17 @@ def test_unsupported_constructs_raise_the_documented_errors():
     net = traxon.adapters.adapt(Currents(), call=lambda m, x: m.update(x * u.nA))
     with pytest.raises(ValueError, match="the input is a Quantity in nA, but the module was"):
         net.as_inputs(np.ones((2, N_IN)) * u.nA)
+    # brainstate.nn's recurrent cells (docs/brainstate.md, "Not supported"), by algorithm
+    # name too: bptt goes through the same contract.
+    cells = {
+        "ValinaRNNCell": r"mixes several sources \(\['cell', 'input'\]\)",
+        "GRUCell": "has 20 values per sample but feeds population `cell` of 10 neurons",
+        "LSTMCell": "has 40 values per sample but feeds population `cell` of 10 neurons",
+        "URLSTMCell": r"weight `cell.bias` is used by several operations \(add and sub\)",
+    }
+    for cell, message in cells.items():
+        with pytest.raises(ValueError, match=message):
+            traxon.online_learner(CellNetwork(cell), "bptt", optax.sgd(0.1))
 
 
 def test_a_signal_read_before_and_after_the_update_carries_the_previous_values():
