@@ -24,7 +24,13 @@ from traxon.adapters import _sparse, _spikes
 from traxon.adapters._graph import Graph, Lit, Node, flatten
 from traxon.adapters._keys import SignalKey
 from traxon.adapters._states import BatchedStates, Slot
-from traxon.adapters._values import brainstate, is_quantity, state_kind, unit_of
+from traxon.adapters._values import (
+    brainstate,
+    is_quantity,
+    is_random_state,
+    state_kind,
+    unit_of,
+)
 from traxon.core.network import ONE, READOUT
 
 if TYPE_CHECKING:
@@ -207,7 +213,7 @@ class Analysis:
         leaves: list[StateLeaf] = []
         cursor = 3
         for s, v in zip(states, values, strict=True):
-            if id(s) not in net.paths and isinstance(s, bs.random.RandomState):
+            if id(s) not in net.paths and is_random_state(s):
                 # brainstate's global random state (noise, Poisson inputs): carried in the
                 # network state like the module's own states.
                 net.adopt_random_state(s)
@@ -387,9 +393,7 @@ class Analysis:
         u_raw = {op.raw_id for op in self.ops.values()}
         # A random state belongs to no population: its draws are inputs of the transitions
         # that read them (`_externals`), like a weight's output; it is a global state.
-        random = [
-            lf for lf in self.dynamic if isinstance(lf.state, brainstate().random.RandomState)
-        ]
+        random = [lf for lf in self.dynamic if is_random_state(lf.state)]
         grouped = [lf for lf in self.dynamic if lf not in random]
         leaf_of_in = {lf.in_id: lf for lf in grouped}
         parent = {lf.in_id: lf.in_id for lf in grouped}

@@ -16,7 +16,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from traxon.adapters._values import brainstate, is_quantity, leaves, mantissa, unit_of
+from traxon.adapters._values import (
+    brainstate,
+    is_quantity,
+    is_random_state,
+    leaves,
+    mantissa,
+    unit_of,
+)
 
 __all__ = [
     "BatchedStates",
@@ -223,16 +230,15 @@ class DrawnReset:
             reattach(before, slots)  # a reset that makes new State objects: not drawn
             self.states, inputs = [], []
         self.inputs = inputs
-        self.draws = any(isinstance(s, bs.random.RandomState) for s in self.states)
+        self.draws = any(is_random_state(s) for s in self.states)
 
     def __call__(self, key: jax.Array) -> dict[tuple[int, int], jax.Array]:
         """The values the module's reset sets when its random states start from ``key``."""
         import jax.extend.core as jex
 
-        bs = brainstate()
         args: list[Any] = []
         for n, (s, values) in enumerate(zip(self.states, self.inputs, strict=True)):
-            if isinstance(s, bs.random.RandomState):
+            if is_random_state(s):
                 values = [as_key_like(jax.random.fold_in(key, n), values[0])]
             args.extend(values)
         outs = jex.jaxpr_as_fun(self.closed)(*args)

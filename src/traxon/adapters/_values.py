@@ -111,3 +111,13 @@ def state_kind(state: Any) -> StateKind:
     if isinstance(state, bs.HiddenState):
         return "hidden"
     return "aux"
+
+
+def is_random_state(state: Any) -> bool:
+    """Whether ``state`` is a brainstate random state (the module's own or the global one).
+
+    Example:
+        >>> is_random_state(brainstate().random.DEFAULT)
+        True
+    """
+    return isinstance(state, brainstate().random.RandomState)

@@ -60,6 +60,7 @@ from traxon.adapters._states import (
 from traxon.adapters._values import (
     brainstate,
     is_quantity,
+    is_random_state,
     leaf_keys,
     leaves,
     mantissa,
@@ -166,7 +167,7 @@ class AdaptedNetwork(Network):
         a = self.analysis(self.attach_batch)
         # A step that draws noise starts every sequence from a new key too.
         self.draws_initial_state = self.draws_initial_state or (
-            draw_initial_state and any(_is_random(lf.state) for lf in a.globals)
+            draw_initial_state and any(is_random_state(lf.state) for lf in a.globals)
         )
         self.weights = ModuleWeights(module, a.params, self.paths)
         self._build_from(a)
@@ -297,11 +298,12 @@ class AdaptedNetwork(Network):
             batched = {id(lf.state) for lf in self.batched_leaves(a)}
             for n, lf in enumerate(a.globals):
                 index = leaf_keys(lf.state.value).index(lf.key)
-                own_key = self.draws_initial_state and _is_random(lf.state)
+                # `drawn` is given when this start is drawn from `key`.
                 if (
-                    own_key
-                    and key is not None
-                    and (drawn is None or (id(lf.state), index) not in drawn)
+                    key is not None
+                    and drawn is not None
+                    and is_random_state(lf.state)
+                    and (id(lf.state), index) not in drawn
                 ):
                     # A random state the reset does not draw from: its own key.
                     v = as_key_like(
@@ -635,8 +637,3 @@ def adapt(
         >>> net = traxon.adapters.adapt(my_module, input_size=40)    # doctest: +SKIP
     """
     return AdaptedNetwork(module, input_size, call, input_unit, draw_initial_state)
-
-
-def _is_random(state: Any) -> bool:
-    """Whether ``state`` is a brainstate random state."""
-    return isinstance(state, brainstate().random.RandomState)
