@@ -508,29 +508,23 @@ class HodgkinHuxley(brainstate.nn.Module):
         super().__init__()
         self.recurrent = recurrent
         self.neu = neuron(n_rec)
-        self.inp = bps.AlignPostProj(
-            comm=brainstate.nn.Linear(
-                n_in,
-                n_rec,
-                w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * gain * u.uS),
-                b_init=None,
-            ),
-            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
-            out=bps.COBA.desc(E=0.0 * u.mV),
-            post=self.neu,
-        )
-        if recurrent:
-            self.rec = bps.AlignPostProj(
+
+        def coba(n_from, tau, E):
+            return bps.AlignPostProj(
                 comm=brainstate.nn.Linear(
-                    n_rec,
+                    n_from,
                     n_rec,
                     w_init=braintools.init.Uniform(0.0 * u.uS, 10.0 * gain * u.uS),
                     b_init=None,
                 ),
-                syn=bps.Expon.desc(n_rec, tau=10.0 * u.ms),
-                out=bps.COBA.desc(E=-80.0 * u.mV),
+                syn=bps.Expon.desc(n_rec, tau=tau),
+                out=bps.COBA.desc(E=E),
                 post=self.neu,
             )
+
+        self.inp = coba(n_in, 5.0 * u.ms, 0.0 * u.mV)
+        if recurrent:
+            self.rec = coba(n_rec, 10.0 * u.ms, -80.0 * u.mV)
         self.out = bps.LeakyRateReadout(n_rec, n_out, tau=10.0 * u.ms)
 
     def update(self, x):

@@ -148,6 +148,29 @@ def _start_values(net, state):
     return out
 
 
+def bptt_and_reference(module, learner, xs, ts, ws, unit):
+    """traxon's bptt gradient of ``learner``'s adapted network and brainstate's own gradient
+    of ``module`` (float64), both from the network's initial state; brainstate's global
+    random state starts where the network's does when its step draws noise."""
+    from traxon.adapters.brainstate import GLOBAL
+
+    net, params = learner.net, learner.params
+    state = net.init_state(B, jnp.float64)
+    ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
+    if "random" in state.get(GLOBAL, {}):
+        brainstate.random.DEFAULT.value = state[GLOBAL]["random"][0]
+    return ours, brainstate_reference(module, xs, ts, ws, unit, _start_values(net, state))
+
+
+def assert_equals_reference(grads, reference, tol, *where):
+    """Every gradient in ``grads`` equals its weight's in ``reference`` to relative error
+    ``tol``, and that reference is not zero (so the check can tell a wrong gradient)."""
+    for weight, grad in grads.items():
+        ref = _match(reference, weight)
+        assert np.abs(ref).max() > 0, (*where, weight)
+        assert rel_error(grad, ref) < tol, (*where, weight, rel_error(grad, ref))
+
+
 # The whole battery runs under `-m slow`; the default run keeps it cheap: every network's
 # exactness check but AlignPre's (also checked in test_adapter.py) and the sparse ones'
 # (each sparse construct is also checked by tests/test_adapter_sparse.py), and the online
@@ -209,17 +232,10 @@ def attached(request):
 def test_bptt_equals_brainstate_grad_on_every_weight(attached):
     name, module, learner, unit, (xs, ts, ws) = attached
     with float64(), brainstate.environ.context(dt=dt_of(name), precision=64):
-        net = learner.net
-        params = learner.params
-        state = net.init_state(B, jnp.float64)
-        ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
-        reference = brainstate_reference(module, xs, ts, ws, unit, _start_values(net, state))
+        ours, reference = bptt_and_reference(module, learner, xs, ts, ws, unit)
     assert set(ours) == {k for k in reference if not k.endswith("conn_weight")} | set(ours)
     assert len(ours) == len(reference), (sorted(ours), sorted(reference))
-    for weight, grad in ours.items():
-        ref = _match(reference, weight)
-        assert np.abs(ref).max() > 0, (name, weight)  # the test can tell a wrong gradient
-        assert rel_error(grad, ref) < 1e-6, (name, weight, rel_error(grad, ref))
+    assert_equals_reference(ours, reference, 1e-6, name)
 
 
 @pytest.mark.parametrize("attached", networks(CHEAP), indirect=True)
@@ -457,10 +473,7 @@ def test_a_signal_read_before_and_after_the_update_carries_the_previous_values()
         reference = brainstate_reference(module, xs, ts, ws, UNITLESS, _start_values(net, state))
         grads = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
     assert set(grads) == {"inp.comm.weight['weight']", "out.weight"}
-    for weight, grad in grads.items():
-        ref = _match(reference, weight)
-        assert np.abs(ref).max() > 0, weight
-        assert rel_error(grad, ref) < 1e-8, (weight, rel_error(grad, ref))
+    assert_equals_reference(grads, reference, 1e-8)
 
 
 # brainpy.state's point-neuron models beyond the battery's (integrate-and-fire, exponential,
@@ -520,16 +533,10 @@ def test_brainpy_state_neuron_models_attach_and_bptt_equals_brainstate(model):
         )
         xs, ts, ws = data(steps)
         learner.init_state(B)
-        net, params = learner.net, learner.params
-        state = net.init_state(B, jnp.float64)
-        ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
-        reference = brainstate_reference(module, xs, ts, ws, UNITLESS, _start_values(net, state))
+        ours, reference = bptt_and_reference(module, learner, xs, ts, ws, UNITLESS)
         table = compare(learner, xs, ts, algorithms=list(ONLINE))
     assert len(ours) == len(reference), (model, sorted(ours), sorted(reference))
-    for weight, grad in ours.items():
-        ref = _match(reference, weight)
-        assert np.abs(ref).max() > 0, (model, weight)
-        assert rel_error(grad, ref) < 1e-6, (model, weight, rel_error(grad, ref))
+    assert_equals_reference(ours, reference, 1e-6, model)
     assert {r["algorithm"] for r in table.rows} == set(ONLINE)
     assert all(np.isfinite(r["cosine"]) for r in table.rows), (model, table.rows)
 
@@ -564,8 +571,6 @@ def test_noise_from_the_global_random_state_is_carried_and_drawn_from_the_key():
     the random state is carried in the network state, and from the same start traxon's
     bptt equals brainstate's own gradient (float64). Each sequence's noise comes from the
     learner's key: the same key gives the same gradient, another key another one."""
-    from traxon.adapters.brainstate import GLOBAL
-
     with (
         float64(),
         brainstate.environ.context(dt=1.0 * u.ms, precision=64),
@@ -586,21 +591,15 @@ def test_noise_from_the_global_random_state_is_carried_and_drawn_from_the_key():
         xs, ts, ws = data()
         learner.init_state(B)
         params = learner.params
+        ours, reference = bptt_and_reference(module, learner, xs, ts, ws, UNITLESS)
 
         def gradient(state):
             return bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)[0]
 
-        state = net.init_state(B, jnp.float64)
-        ours = gradient(state)
-        brainstate.random.DEFAULT.value = state[GLOBAL]["random"][0]
-        reference = brainstate_reference(module, xs, ts, ws, UNITLESS, _start_values(net, state))
         keyed = [net.init_state(B, jnp.float64, key=jax.random.PRNGKey(k)) for k in (1, 1, 2)]
         g1, g1_again, g2 = (gradient(s) for s in keyed)
     assert len(ours) == len(reference) == 5
-    for weight, grad in ours.items():
-        ref = _match(reference, weight)
-        assert np.abs(ref).max() > 0, weight
-        assert rel_error(grad, ref) < 1e-6, (weight, rel_error(grad, ref))
+    assert_equals_reference(ours, reference, 1e-6)
     for weight in ours:
         np.testing.assert_array_equal(g1[weight], g1_again[weight])
     assert any(rel_error(g1[w], g2[w]) > 1e-3 for w in ours)
