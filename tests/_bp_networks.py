@@ -604,10 +604,9 @@ class AlignPreProjection(brainstate.nn.Module):
 
 
 class CellNetwork(brainstate.nn.Module):
-    """One of brainstate.nn's recurrent cells (``ValinaRNNCell``, ``GRUCell``,
-    ``LSTMCell``, ``URLSTMCell``), as braintrace's examples use them, read by a leaky
-    readout (not supported: their weights read ``concatenate([x, h])`` or feed several
-    gates at once)."""
+    """One of brainstate.nn's recurrent cells (``ValinaRNNCell``, ``LSTMCell``: their one
+    weight on ``concatenate([x, h])``, feeding four gates in the LSTM, is split into blocks;
+    ``GRUCell``, ``MGUCell``, ``URLSTMCell``: not supported), read by a leaky readout."""
 
     def __init__(self, cell, n_in=N_IN, n_rec=10, n_out=2):
         super().__init__()
@@ -619,7 +618,8 @@ class CellNetwork(brainstate.nn.Module):
 
 
 class EpropConcatenated(brainstate.nn.Module):
-    """e-prop written with one Linear on ``concatenate([x, spk])`` (not supported)."""
+    """e-prop written with one Linear on ``concatenate([x, spk])`` (an input block and a
+    recurrent block; its input size is not declared by any layer: ``input_size=``)."""
 
     def __init__(self, n_in=N_IN, n_rec=8):
         super().__init__()

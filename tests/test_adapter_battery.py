@@ -73,7 +73,13 @@ NETWORKS = {
     "hodgkin_huxley": (HodgkinHuxley, UNITLESS),
     "short_term_depression": (lambda: ShortTermPlasticity("STD"), UNITLESS),
     "short_term_facilitation": (lambda: ShortTermPlasticity("STP"), UNITLESS),
+    "valina_rnn": (lambda: CellNetwork("ValinaRNNCell"), UNITLESS),
+    "lstm": (lambda: CellNetwork("LSTMCell"), UNITLESS),
+    "eprop_concatenated": (EpropConcatenated, UNITLESS),
 }
+# Networks whose input size the adapter cannot tell from their layers (one Linear on
+# `concatenate([x, spikes])` declares n_in + n_rec inputs).
+INPUT_SIZE = {"eprop_concatenated": N_IN}
 # Time steps other than 1 ms: exponential Euler on Hodgkin-Huxley's channels needs a
 # fraction of a millisecond (at 1 ms its membrane runs away to about +1 V); and sequences
 # other than T steps for the gradient checks (at 0.1 ms, 25 steps end before the first
@@ -157,6 +163,7 @@ def bptt_and_reference(module, learner, xs, ts, ws, unit):
     net, params = learner.net, learner.params
     state = net.init_state(B, jnp.float64)
     ours, _ = bptt_gradient(net, cross_entropy.fn, params, state, {"x": xs}, ts, ws)
+    ours = net.as_module_weights(ours)  # a weight split into blocks, whole again
     if "random" in state.get(GLOBAL, {}):
         brainstate.random.DEFAULT.value = state[GLOBAL]["random"][0]
     return ours, brainstate_reference(module, xs, ts, ws, unit, _start_values(net, state))
@@ -197,6 +204,8 @@ def attach(name, algorithm, optimizer, **options):
     input_unit = unit if isinstance(unit, u.Unit) else None
     with brainstate.environ.context(dt=dt_of(name)):
         module = make()
+        if name in INPUT_SIZE:
+            options = {"input_size": INPUT_SIZE[name], **options}
         learner = traxon.online_learner(
             module, algorithm, optimizer, input_unit=input_unit, **options
         )
@@ -425,19 +434,22 @@ def test_unsupported_constructs_raise_the_documented_errors():
     # docs/brainstate.md, "Not supported": each message as the page quotes it.
     with pytest.raises(ValueError, match="could not tell how many input channels"):
         traxon.adapters.adapt(EpropConcatenated())
-    with pytest.raises(ValueError, match=r"mixes several sources \(\['neu', 'input'\]\)"):
-        traxon.adapters.adapt(EpropConcatenated(), input_size=N_IN)
     with pytest.raises(ValueError, match=r"an input with units\? pass input_unit="):
         traxon.adapters.adapt(Currents())
     net = traxon.adapters.adapt(Currents(), call=lambda m, x: m.update(x * u.nA))
     with pytest.raises(ValueError, match="the input is a Quantity in nA, but the module was"):
         net.as_inputs(np.ones((2, N_IN)) * u.nA)
-    # brainstate.nn's recurrent cells (docs/brainstate.md, "Not supported"), by algorithm
-    # name too: bptt goes through the same contract.
+    # brainstate.nn's recurrent cells that do not attach (docs/brainstate.md, "Not
+    # supported"), with bptt too: it goes through the same contract. ValinaRNNCell and
+    # LSTMCell, which the message advises, are battery networks.
+    reset_before = (
+        r"weight `cell.Wh.weight\['weight'\]\[6:16, 0:10\]` depends on the output of "
+        r"\[\"cell.{}.weight\['bias'\]\", \"cell.{}.weight\['weight'\]\"\] within the same "
+        r"step .* use LSTMCell or ValinaRNNCell"
+    )
     cells = {
-        "ValinaRNNCell": r"mixes several sources \(\['cell', 'input'\]\)",
-        "GRUCell": "has 20 values per sample but feeds population `cell` of 10 neurons",
-        "LSTMCell": "has 40 values per sample but feeds population `cell` of 10 neurons",
+        "GRUCell": reset_before.format("Wrz", "Wrz"),
+        "MGUCell": reset_before.format("Wf", "Wf"),
         "URLSTMCell": r"weight `cell.bias` is used by several operations \(add and sub\)",
     }
     for cell, message in cells.items():
@@ -474,6 +486,47 @@ def test_a_signal_read_before_and_after_the_update_carries_the_previous_values()
         grads = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
     assert set(grads) == {"inp.comm.weight['weight']", "out.weight"}
     assert_equals_reference(grads, reference, 1e-8)
+
+
+def test_a_weight_on_concatenated_signals_feeding_gates_is_split_into_blocks():
+    """brainstate.nn's LSTMCell applies one Linear to ``concatenate([x, h])`` and splits it
+    into four gates: the adapter traces it as eight matmul blocks (input and recurrent
+    rows, by gate) and four bias blocks, the cell's h and c as one population. With the
+    recurrent rows zero, nothing couples the cell's units and d_rtrl is exact: it equals
+    brainstate's own gradient of the whole weight to 1e-8 in float64. An update writes the
+    blocks back into the module's weight."""
+    from tests.helpers import run_tracer
+
+    with float64(), brainstate.environ.context(dt=1.0 * u.ms, precision=64):
+        brainstate.random.seed(0)
+        module = CellNetwork("LSTMCell")
+        W = module.cell.W.weight
+        W.value = {**W.value, "weight": W.value["weight"].at[N_IN:].set(0.0)}
+        learner = traxon.online_learner(module, "d_rtrl", optax.sgd(0.1), dtype=jnp.float64)
+        net = learner.net
+        assert net.populations["cell"].traced == ("h", "c")
+        rows, gates = ((0, N_IN), (N_IN, N_IN + 10)), [(10 * j, 10 * j + 10) for j in range(4)]
+        name = "cell.W.weight"
+        assert set(net.weight_shapes) == {
+            f"{name}['weight'][{r0}:{r1}, {c0}:{c1}]" for r0, r1 in rows for c0, c1 in gates
+        } | {f"{name}['bias'][{c0}:{c1}]" for c0, c1 in gates} | {"out.weight"}
+        xs, ts, ws = data(T)
+        learner.init_state(B)
+        params = learner.params
+        state = net.init_state(B, jnp.float64)
+        reference = brainstate_reference(module, xs, ts, ws, UNITLESS, _start_values(net, state))
+        grads = run_tracer("d_rtrl", net, params, state, {"x": xs}, ts, ws)
+        whole = net.as_module_weights(grads)
+        for _ in range(2):  # h starts at zero: the recurrent rows move from the second
+            learner.step(np.ones((B, N_IN)), np.zeros(B, np.int32))
+        written = np.asarray(module.cell.W.weight.value["weight"])
+        trained = np.asarray(net.as_module_weights(learner.params)[f"{name}['weight']"])
+    assert set(whole) == {f"{name}['weight']", f"{name}['bias']", "out.weight"}
+    # the recurrent rows' gradient too: zero weights, not a zero gradient
+    assert np.abs(whole[f"{name}['weight']"][N_IN:]).max() > 0
+    assert_equals_reference(whole, reference, 1e-8)
+    np.testing.assert_array_equal(written, trained)
+    assert not np.allclose(written[N_IN:], 0.0)  # the recurrent rows were updated
 
 
 # brainpy.state's point-neuron models beyond the battery's (integrate-and-fire, exponential,

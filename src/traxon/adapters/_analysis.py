@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from traxon.adapters import _sparse, _spikes
+from traxon.adapters import _blocks, _sparse, _spikes
+from traxon.adapters._blocks import Block
 from traxon.adapters._graph import Graph, Lit, Node, flatten
 from traxon.adapters._keys import SignalKey
 from traxon.adapters._states import BatchedStates, Slot
@@ -102,6 +103,9 @@ class StateLeaf:
     ids of its value before and after the step in the step's :class:`Graph` (``out_id`` a
     literal when the step writes a constant). ``short`` is its name within its population.
 
+    ``block`` marks a weight the module does not have: the rows and columns of the leaf's
+    value one matmul of a split weight applies (:mod:`~traxon.adapters._blocks`).
+
     ``previous`` marks a state the module does not have: the value another leaf of its
     population had at the start of the step (the same ``state`` and ``key``; its ``out_id``
     is that leaf's ``in_id``), added when a signal reads the population both before and
@@ -117,11 +121,13 @@ class StateLeaf:
     out_id: int | Lit
     short: str = ""  # its name within its population (unique there)
     previous: bool = False
+    block: Block | None = None
 
     @property
     def name(self) -> str:
-        """The leaf's full name: its state's path and its key (a weight's name)."""
-        return self.path + self.key
+        """The leaf's full name: its state's path and its key (a weight's name), and the
+        rows and columns of the leaf's value it holds when it is a block of it."""
+        return self.path + self.key + (self.block.label if self.block is not None else "")
 
     @property
     def local_name(self) -> str:
@@ -208,7 +214,6 @@ class Analysis:
             with bs.environ.context(**net.environment):
                 spike_fns = _spikes.spike_functions(net.module)
         nodes, inputs, outputs, consts, avals = flatten(closed, opaque=_sparse.opaque_call)
-        g = self.graph = Graph(nodes, inputs, outputs, consts, avals)
         self.x_id, self.i_id, self.t_id = (int(a) for a in inputs[:3])  # type: ignore[arg-type]
         leaves: list[StateLeaf] = []
         cursor = 3
@@ -246,14 +251,25 @@ class Analysis:
         for leaf, out in zip(leaves, outputs[n_y:], strict=True):
             leaf.out_id = out
         self.leaves = leaves
-        self.params = {lf.name: lf for lf in leaves if lf.kind == "param"}
+        params = [lf for lf in leaves if lf.kind == "param"]
         self.dynamic = [lf for lf in leaves if lf.kind != "param"]
-        for lf in self.params.values():
+        for lf in params:
             if lf.out_id != lf.in_id:
                 raise ValueError(
                     f"weight `{lf.name}` is written by the module's step; traxon trains "
                     "weights that the step only reads."
                 )
+        # A weight on a concatenation of signals, or feeding several gates, becomes one
+        # weight per block (brainstate.nn's recurrent cells).
+        nodes, blocks = _blocks.split(nodes, avals, [lf.in_id for lf in params])
+        self.params = {}
+        for lf in params:
+            for i, block in blocks.get(lf.in_id, [(lf.in_id, None)]):
+                part = (
+                    lf if block is None else dataclasses.replace(lf, in_id=i, out_id=i, block=block)
+                )
+                self.params[part.name] = part
+        g = self.graph = Graph(nodes, inputs, outputs, consts, avals)
         roots = [self.x_id, self.i_id, self.t_id] + [lf.in_id for lf in self.dynamic]
         self.data = g.descendants(roots)
         self.ops = self._weight_ops(net.sparse_connectivity())
@@ -500,6 +516,23 @@ class Analysis:
                 continue
             assert op.z_id is not None
             srcs = g.ancestors([op.z_id], stop=set(new_ids) | set(old_ids) | {self.x_id})
+            # the module's weights (not their blocks) whose output the signal reads
+            gates = sorted(
+                {
+                    self.params[o.name].path + self.params[o.name].key
+                    for o in self.ops.values()
+                    if o.raw_id in srcs
+                }
+            )
+            if gates:
+                raise ValueError(
+                    f"the presynaptic signal of weight `{op.name}` depends on the output of "
+                    f"{gates} within the same step (a gate applied before the weight, as "
+                    "GRUCell's and MGUCell's `Wh(concatenate([x, r * h]))`); traxon needs each "
+                    "weight to read one population's state or the input, with any algorithm. "
+                    "Apply the gate after the weight (traxon.core.GRU: `r * (h @ W_hh)`), or "
+                    "use LSTMCell or ValinaRNNCell."
+                )
             from_new = {new_ids[i] for i in srcs if i in new_ids}
             from_old = {old_ids[i] for i in srcs if i in old_ids}
             from_x = self.x_id in srcs

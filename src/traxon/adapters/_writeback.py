@@ -43,28 +43,55 @@ class ModuleWeights:
         self.written: dict[str, Any] = {}
 
     def read(self, dtype: Any = None) -> dict[str, jax.Array]:
-        """The module's current weights (mantissas, in ``dtype`` when given), by name."""
+        """The module's current weights (mantissas, in ``dtype`` when given), by name (a
+        split weight by block)."""
         out = {}
         for name, lf in self.params.items():
             value = leaves(lf.state.value)
             leaf = dict(zip(leaf_keys(lf.state.value), value, strict=True))[lf.key]
             arr = jnp.asarray(mantissa(leaf))
+            if lf.block is not None:  # one block of a split weight (adapters/_blocks.py)
+                arr = arr[lf.block.index]
             out[name] = jnp.array(arr, dtype=dtype if dtype is not None else arr.dtype)  # not weak
+        return out
+
+    def whole(self, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """``values`` keyed by weight name (the weights, or their gradients) with the
+        blocks of a split weight assembled into the module's weight, keyed by its name.
+
+        ``AdaptedNetwork.as_module_weights`` is this method."""
+        out: dict[str, jax.Array] = {}
+        for name, lf in self.params.items():
+            whole = lf.path + lf.key
+            if lf.block is None:
+                out[whole] = values[name]
+                continue
+            if whole not in out:
+                leaf = dict(zip(leaf_keys(lf.state.value), leaves(lf.state.value), strict=True))
+                shape = jnp.shape(mantissa(leaf[lf.key]))
+                out[whole] = jnp.zeros(shape, jnp.asarray(values[name]).dtype)
+            out[whole] = out[whole].at[lf.block.index].set(values[name])
         return out
 
     def write(self, params: Mapping[str, jax.Array]) -> None:
         """Write weights (mantissas, by name) into the module's ``ParamState`` objects, each
-        in its leaf's dtype and unit."""
+        in its leaf's dtype and unit (a split weight assembled from its blocks)."""
         self.check()
         by_state: dict[int, dict[str, Any]] = {}
         for name, lf in self.params.items():
-            by_state.setdefault(id(lf.state), {})[lf.key] = params[name]
+            by_state.setdefault(id(lf.state), {}).setdefault(lf.key, []).append(
+                (lf.block, params[name])
+            )
         for sid, items in by_state.items():
             state = self.states[sid]
             new = []
             for key, old in zip(leaf_keys(state.value), leaves(state.value), strict=True):
                 if key in items:
-                    value = jnp.asarray(items[key]).astype(jnp.asarray(mantissa(old)).dtype)
+                    dtype = jnp.asarray(mantissa(old)).dtype
+                    value = jnp.asarray(mantissa(old), dtype)
+                    for block, part in items[key]:  # a split weight: its blocks in place
+                        part = jnp.asarray(part).astype(dtype)
+                        value = part if block is None else value.at[block.index].set(part)
                     unit = unit_of(old)
                     new.append(value * unit if unit is not None else value)
                 else:

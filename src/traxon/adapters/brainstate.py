@@ -575,6 +575,20 @@ class AdaptedNetwork(Network):
         """Write weights into the module's ``ParamState`` objects, units restored."""
         self.weights.write(params)
 
+    def as_module_weights(self, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """``values`` keyed by the network's weights (its parameters, or their gradients)
+        keyed by the module's: a weight the adapter split into blocks (one ``Linear`` on
+        ``concatenate([x, h])``, or feeding several gates, as in ``LSTMCell``) assembled
+        from them. Blocks are named after the module's weight and their rows and columns
+        (``"cell.W.weight['weight'][6:16, 10:20]"``).
+
+        Example:
+            >>> whole = learner.net.as_module_weights(learner.params)  # doctest: +SKIP
+            >>> whole["cell.W.weight['weight']"].shape                 # doctest: +SKIP
+            (16, 40)
+        """
+        return self.weights.whole(values)
+
     def changed_params(self) -> list[str]:
         """Weights whose module value is not the one :meth:`write_back` last wrote."""
         return self.weights.changed()
