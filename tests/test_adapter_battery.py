@@ -457,6 +457,39 @@ def test_unsupported_constructs_raise_the_documented_errors():
             traxon.online_learner(CellNetwork(cell), "bptt", optax.sgd(0.1))
 
 
+@pytest.mark.parametrize(
+    "make", [TwoLayer, lambda: CellNetwork("LSTMCell")], ids=["two_layer", "lstm"]
+)
+def test_a_restored_run_is_what_the_module_and_the_next_step_start_from(make, tmp_path):
+    """A checkpoint restored into a learner on a fresh module (other initial weights) is
+    written into the module, and the next step continues the saved run: it was overwritten
+    by the fresh module's weights, the learner taking them for weights the user assigned.
+    Weights given to ``init_state`` are written into the module too."""
+    x, y = np.ones((4, N_IN), np.float32), np.array([0, 1, 0, 1])
+    brainstate.random.seed(0)
+    saved = traxon.online_learner(make(), "es_d_rtrl", optax.adam(1e-2))
+    for _ in range(3):
+        saved.step(x, y)
+    path = saved.save(tmp_path / "run")
+    brainstate.random.seed(1)
+    module = make()
+    resumed = traxon.online_learner(module, "es_d_rtrl", optax.adam(1e-2))
+    resumed.restore(path)
+    whole = resumed.net.as_module_weights(resumed.params)
+    values = {n: s.value for n, s in module.states(brainstate.ParamState).items()}
+    for (path, key), value in mantissas_by_leaf(values).items():
+        weight = ".".join(str(p) for p in path) + key
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(whole[weight]), weight)
+    saved.step(x, y)
+    resumed.step(x, y)
+    for name, value in saved.params.items():
+        np.testing.assert_allclose(resumed.params[name], value, rtol=1e-6, err_msg=name)
+    given = {k: v + 1.0 for k, v in saved.params.items()}
+    resumed.init_state(4, params=given)
+    resumed.step(np.zeros_like(x), y)
+    assert np.abs(np.asarray(resumed.params["out.weight"]) - given["out.weight"]).max() < 0.1
+
+
 def test_a_signal_read_before_and_after_the_update_carries_the_previous_values():
     """brainpy.state's HH spikes on a rising edge, ``spike(V) * (1 - spike(V_last))``: the
     readout's signal reads the membrane before and after its update. The population then

@@ -772,7 +772,14 @@ class OnlineLearner:
     @state.setter
     def state(self, value: LearnerState) -> None:
         with self._lock:
-            self._state = value
+            self._adopt(value)
+
+    def _adopt(self, state: LearnerState) -> None:
+        """Make ``state`` the learner's, its weights written into an adapted module (so
+        that they, not the module's older values, are what the next step starts from)."""
+        self._state = state
+        if self._mirror is not None:
+            self._mirror.write_back(state.params)
 
     @property
     def params(self) -> dict[str, jax.Array]:
@@ -790,7 +797,7 @@ class OnlineLearner:
         self.check_memory(batch_size)
         state = self.init(params=params, key=key, batch_size=batch_size)
         with self._lock:
-            self._state = state
+            self._adopt(state)
         return state
 
     @staticmethod
@@ -886,9 +893,7 @@ class OnlineLearner:
                 "larger eps for adam), or pass on_nonfinite='skip' to skip such updates and "
                 "count them."
             )
-        self._state = new
-        if self._mirror is not None:
-            self._mirror.write_back(new.params)
+        self._adopt(new)
 
     def step(self, x: Any, y: Any, mask: Any = None) -> dict[str, float]:
         """Learn from one step of data; returns this step's metrics as floats.
@@ -1034,10 +1039,12 @@ class OnlineLearner:
                     batch_size = _batch_from_checkpoint(path)
                 self.init_state(batch_size)
             added = tuple(f".trace_state.{f}" for f in self.algorithm.optional_state)
-            self._state = load_checkpoint(
-                path, self.state, self.fingerprint(), optional=lambda k: k.startswith(added)
+            self._adopt(
+                load_checkpoint(
+                    path, self.state, self.fingerprint(), optional=lambda k: k.startswith(added)
+                )
             )
-            return self._state
+            return self.state
 
 
 # The methods of `OnlineLearner.jit` whose results say whether an update was not finite.
