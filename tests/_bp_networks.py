@@ -617,6 +617,45 @@ class CellNetwork(brainstate.nn.Module):
         return self.out(self.cell(x))
 
 
+class CellLinearReadout(brainstate.nn.Module):
+    """A recurrent cell read by a ``Linear`` at every step, as brainstate's sequence
+    models write it (``self.out(self.rnn(x))``): the output is no state of its own."""
+
+    def __init__(self, cell="LSTMCell", n_in=N_IN, n_rec=10, n_out=2):
+        super().__init__()
+        self.rnn = getattr(brainstate.nn, cell)(n_in, n_rec)
+        self.out = brainstate.nn.Linear(n_rec, n_out)
+
+    def update(self, x):
+        return self.out(self.rnn(x))
+
+
+class SpikingLinearReadout(TwoLayer):
+    """The two-layer network with its leaky readout replaced by a ``Linear`` of the last
+    layer's spikes (logits at every step, the output no state of its own)."""
+
+    def __init__(self, n_in=N_IN, n_hid=10, n_out=2):
+        super().__init__(n_in, n_hid, n_out)
+        self.out = brainstate.nn.Linear(n_hid, n_out)
+
+
+class LinearReadoutLIF(brainstate.nn.Module):
+    """``Linear`` -> ``LIF`` -> ``Linear``: one population read by a ``Linear``."""
+
+    def __init__(self, n_in=N_IN, n_hid=10, n_out=2):
+        super().__init__()
+        self.l1 = brainstate.nn.Linear(
+            n_in, n_hid, w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA), b_init=None
+        )
+        self.lif = bps.LIF(
+            n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.out = brainstate.nn.Linear(n_hid, n_out)
+
+    def update(self, x):
+        return self.out(self.lif(self.l1(x)))
+
+
 class EpropConcatenated(brainstate.nn.Module):
     """e-prop written with one Linear on ``concatenate([x, spk])`` (an input block and a
     recurrent block; its input size is not declared by any layer: ``input_size=``)."""

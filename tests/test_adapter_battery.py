@@ -30,6 +30,7 @@ from tests._bp_networks import (
     N_IN,
     AlignPre,
     AlignPreProjection,
+    CellLinearReadout,
     CellNetwork,
     CobaEI,
     CubaEI,
@@ -39,10 +40,12 @@ from tests._bp_networks import (
     EpropConcatenated,
     FixedNumRecurrent,
     HodgkinHuxley,
+    LinearReadoutLIF,
     NoisyTwoLayer,
     PointNeurons,
     ShortTermPlasticity,
     SparseRecurrent,
+    SpikingLinearReadout,
     SurrogateTutorial,
     TwoLayer,
     brainstate,
@@ -76,6 +79,8 @@ NETWORKS = {
     "valina_rnn": (lambda: CellNetwork("ValinaRNNCell"), UNITLESS),
     "lstm": (lambda: CellNetwork("LSTMCell"), UNITLESS),
     "eprop_concatenated": (EpropConcatenated, UNITLESS),
+    "lstm_linear_readout": (CellLinearReadout, UNITLESS),
+    "spiking_linear_readout": (SpikingLinearReadout, UNITLESS),
 }
 # Networks whose input size the adapter cannot tell from their layers (one Linear on
 # `concatenate([x, spikes])` declares n_in + n_rec inputs).
@@ -455,6 +460,29 @@ def test_unsupported_constructs_raise_the_documented_errors():
     for cell, message in cells.items():
         with pytest.raises(ValueError, match=message):
             traxon.online_learner(CellNetwork(cell), "bptt", optax.sgd(0.1))
+
+
+def test_a_linear_readout_is_an_instantaneous_readout():
+    """A module that returns a ``Linear`` of its last layer (no readout state) gets a
+    readout population whose state is the output and keeps nothing of its last value
+    (decay 0, traxon's ``Readout`` with ``kappa=0``). With one hidden population d_rtrl is
+    exact: it equals brainstate's own gradient to 1e-8 in float64."""
+    from tests.helpers import run_tracer
+
+    with float64(), brainstate.environ.context(dt=1.0 * u.ms, precision=64):
+        brainstate.random.seed(0)
+        module = LinearReadoutLIF()
+        learner = traxon.online_learner(module, "d_rtrl", optax.sgd(0.1), dtype=jnp.float64)
+        net = learner.net
+        assert net.populations["readout"].traced == ("output",)
+        assert net.measured_decays("readout") == {"output": 0.0}
+        xs, ts, ws = data(T)
+        learner.init_state(B)
+        state = net.init_state(B, jnp.float64)
+        reference = brainstate_reference(module, xs, ts, ws, UNITLESS, _start_values(net, state))
+        grads = run_tracer("d_rtrl", net, learner.params, state, {"x": xs}, ts, ws)
+    assert set(grads) == {"l1.weight['weight']", "out.weight['weight']", "out.weight['bias']"}
+    assert_equals_reference(grads, reference, 1e-8)
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,11 @@ _SELECT = _LAYOUT | {
 }
 
 
+#: The name of the state that stands for a module's output when it has none of its own
+#: (:meth:`Analysis._stateless_output`).
+OUTPUT = "output"
+
+
 def selected(info: WeightUse, z: jax.Array) -> jax.Array:
     """What weight use ``info`` applies its weight to, given its source's full signal ``z``
     (``z`` itself unless a fixed selection stands in front of the weight)."""
@@ -273,6 +278,7 @@ class Analysis:
         roots = [self.x_id, self.i_id, self.t_id] + [lf.in_id for lf in self.dynamic]
         self.data = g.descendants(roots)
         self.ops = self._weight_ops(net.sparse_connectivity())
+        self._stateless_output(net)
         self.pops, self.globals = self._populations(net)
         self._sources()
         self._externals()
@@ -398,6 +404,21 @@ class Analysis:
         return WeightUse(
             name, node, leaf, kind, u_id, raw, layout, z_id, transform, elementwise, fixed
         )
+
+    def _stateless_output(self, net: AdaptedNetwork) -> None:
+        """Give the module's output a state when it is a weight's output of this step (a
+        ``Linear`` readout of the last layer's hidden state or spikes): it becomes the
+        readout population, whose state is the output and which keeps nothing of its
+        previous value (traxon's instantaneous ``Readout``, decay 0)."""
+        g = self.graph
+        outs = {lf.out_id for lf in self.dynamic if isinstance(lf.out_id, int)}
+        u_raw = {op.raw_id for op in self.ops.values()}
+        if self.y_id in outs or not g.ancestors([self.y_id], stop=outs | u_raw) & u_raw:
+            return
+        state = net.output_state(g.shape(self.y_id)[1:], g.dtype(self.y_id))
+        i = max(g.avals) + 1  # its value at the step's start: read by nothing
+        g.avals[i] = g.avals[self.y_id]
+        self.dynamic.append(StateLeaf(state, OUTPUT, "", "hidden", None, i, self.y_id))
 
     # ------------------------------------------------------------------------------
     def _populations(
