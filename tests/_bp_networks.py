@@ -656,6 +656,75 @@ class LinearReadoutLIF(brainstate.nn.Module):
         return self.out(self.lif(self.l1(x)))
 
 
+class HybridEncoder(brainstate.nn.Module):
+    """An ANN encoder (``Sequential(Linear, ReLU)``) in front of a spiking layer: the
+    encoder's output is a weight's input computed from a weight's output alone."""
+
+    def __init__(self, n_in=N_IN, n_enc=16, n_hid=8, n_out=2):
+        super().__init__()
+        self.enc = brainstate.nn.Sequential(brainstate.nn.Linear(n_in, n_enc), brainstate.nn.ReLU())
+        self.l1 = brainstate.nn.Linear(
+            n_enc,
+            n_hid,
+            w_init=braintools.init.KaimingNormal(scale=40.0, unit=u.mA),
+            b_init=braintools.init.ZeroInit(unit=u.mA),
+        )
+        self.lif = bps.LIF(
+            n_hid, tau=5.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.out = bps.LeakyRateReadout(n_hid, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        return self.out(self.lif(self.l1(self.enc(x))))
+
+
+class BraintraceRSNN(brainstate.nn.Module):
+    """The recurrent LIF network as braintrace's examples write it, with braintrace's own
+    layers: ``AlignPostProj(comm=braintrace.nn.Linear(n_in + n_rec, n_rec), Expon, CUBA)`` on
+    ``concatenate([x, spikes])`` and a ``braintrace.nn.LeakyRateReadout``."""
+
+    def __init__(self, n_in=N_IN, n_rec=8, n_out=2):
+        import braintrace
+
+        super().__init__()
+        self.neu = bps.LIF(
+            n_rec, tau=10.0 * u.ms, V_th=1.0 * u.mV, spk_fun=braintools.surrogate.ReluGrad()
+        )
+        self.syn = bps.AlignPostProj(
+            comm=braintrace.nn.Linear(
+                n_in + n_rec,
+                n_rec,
+                w_init=braintools.init.KaimingNormal(scale=20.0, unit=u.mS),
+                b_init=braintools.init.ZeroInit(unit=u.mS),
+            ),
+            syn=bps.Expon.desc(n_rec, tau=5.0 * u.ms),
+            out=bps.CUBA.desc(scale=u.volt),
+            post=self.neu,
+        )
+        self.out = braintrace.nn.LeakyRateReadout(n_rec, n_out, tau=10.0 * u.ms)
+
+    def update(self, x):
+        self.syn(jnp.concatenate([x, self.neu.get_spike()], axis=-1))
+        self.neu()
+        return self.out(self.neu.get_spike())
+
+
+class BraintraceCell(brainstate.nn.Module):
+    """braintrace's quickstart network (``self.out(self.rnn(x))`` with braintrace's
+    layers), with an ``LSTMCell``: braintrace's ``GRUCell`` gates the state before its
+    weight, which traxon refuses."""
+
+    def __init__(self, cell="LSTMCell", n_in=N_IN, n_rec=8, n_out=2):
+        import braintrace
+
+        super().__init__()
+        self.rnn = getattr(braintrace.nn, cell)(n_in, n_rec)
+        self.out = braintrace.nn.Linear(n_rec, n_out)
+
+    def update(self, x):
+        return self.out(self.rnn(x))
+
+
 class EpropConcatenated(brainstate.nn.Module):
     """e-prop written with one Linear on ``concatenate([x, spk])`` (an input block and a
     recurrent block; its input size is not declared by any layer: ``input_size=``)."""

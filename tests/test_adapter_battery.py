@@ -30,6 +30,8 @@ from tests._bp_networks import (
     N_IN,
     AlignPre,
     AlignPreProjection,
+    BraintraceCell,
+    BraintraceRSNN,
     CellLinearReadout,
     CellNetwork,
     CobaEI,
@@ -40,6 +42,7 @@ from tests._bp_networks import (
     EpropConcatenated,
     FixedNumRecurrent,
     HodgkinHuxley,
+    HybridEncoder,
     LinearReadoutLIF,
     NoisyTwoLayer,
     PointNeurons,
@@ -81,10 +84,14 @@ NETWORKS = {
     "eprop_concatenated": (EpropConcatenated, UNITLESS),
     "lstm_linear_readout": (CellLinearReadout, UNITLESS),
     "spiking_linear_readout": (SpikingLinearReadout, UNITLESS),
+    "hybrid_encoder": (HybridEncoder, UNITLESS),
+    # built with braintrace's layers (its own primitives), as braintrace's examples do
+    "braintrace_rsnn": (BraintraceRSNN, UNITLESS),
+    "braintrace_lstm": (BraintraceCell, UNITLESS),
 }
 # Networks whose input size the adapter cannot tell from their layers (one Linear on
 # `concatenate([x, spikes])` declares n_in + n_rec inputs).
-INPUT_SIZE = {"eprop_concatenated": N_IN}
+INPUT_SIZE = {"eprop_concatenated": N_IN, "braintrace_rsnn": N_IN}
 # Time steps other than 1 ms: exponential Euler on Hodgkin-Huxley's channels needs a
 # fraction of a millisecond (at 1 ms its membrane runs away to about +1 V); and sequences
 # other than T steps for the gradient checks (at 0.1 ms, 25 steps end before the first
@@ -460,6 +467,9 @@ def test_unsupported_constructs_raise_the_documented_errors():
     for cell, message in cells.items():
         with pytest.raises(ValueError, match=message):
             traxon.online_learner(CellNetwork(cell), "bptt", optax.sgd(0.1))
+    # braintrace's GRUCell (its quickstart's), the same refusal: gates in separate Linears
+    with pytest.raises(ValueError, match=r"`rnn.Wh.weight\['weight'\]\[6:14, 0:8\]` depends "):
+        traxon.online_learner(BraintraceCell("GRUCell"), "bptt", optax.sgd(0.1))
 
 
 def test_a_linear_readout_is_an_instantaneous_readout():

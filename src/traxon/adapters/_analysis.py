@@ -24,6 +24,7 @@ from traxon.adapters import _blocks, _sparse, _spikes
 from traxon.adapters._blocks import Block
 from traxon.adapters._graph import Graph, Lit, Node, flatten
 from traxon.adapters._keys import SignalKey
+from traxon.adapters._peers import expand_peer_primitive
 from traxon.adapters._states import BatchedStates, Slot
 from traxon.adapters._values import (
     brainstate,
@@ -83,7 +84,7 @@ _SELECT = _LAYOUT | {
 
 
 #: The name of the state that stands for a module's output when it has none of its own
-#: (:meth:`Analysis._stateless_output`).
+#: (:meth:`Analysis._stateless_values`).
 OUTPUT = "output"
 
 
@@ -218,7 +219,9 @@ class Analysis:
             values = [s.value for s in states]
             with bs.environ.context(**net.environment):
                 spike_fns = _spikes.spike_functions(net.module)
-        nodes, inputs, outputs, consts, avals = flatten(closed, opaque=_sparse.opaque_call)
+        nodes, inputs, outputs, consts, avals = flatten(
+            closed, opaque=_sparse.opaque_call, expand=expand_peer_primitive
+        )
         self.x_id, self.i_id, self.t_id = (int(a) for a in inputs[:3])  # type: ignore[arg-type]
         leaves: list[StateLeaf] = []
         cursor = 3
@@ -278,7 +281,7 @@ class Analysis:
         roots = [self.x_id, self.i_id, self.t_id] + [lf.in_id for lf in self.dynamic]
         self.data = g.descendants(roots)
         self.ops = self._weight_ops(net.sparse_connectivity())
-        self._stateless_output(net)
+        self._stateless_values(net)
         self.pops, self.globals = self._populations(net)
         self._sources()
         self._externals()
@@ -405,20 +408,42 @@ class Analysis:
             name, node, leaf, kind, u_id, raw, layout, z_id, transform, elementwise, fixed
         )
 
-    def _stateless_output(self, net: AdaptedNetwork) -> None:
-        """Give the module's output a state when it is a weight's output of this step (a
-        ``Linear`` readout of the last layer's hidden state or spikes): it becomes the
-        readout population, whose state is the output and which keeps nothing of its
-        previous value (traxon's instantaneous ``Readout``, decay 0)."""
+    def _stateless_values(self, net: AdaptedNetwork) -> None:
+        """Give a state to the values of this step that are weights' outputs with no state
+        in between, so that each becomes a population with no memory (decay 0):
+
+        * the module's output when it reads a weight's output (a ``Linear`` readout of the
+          last layer's hidden state or spikes): the readout population, whose state is the
+          output (traxon's instantaneous ``Readout``);
+        * a weight's presynaptic signal computed from other weights' outputs alone (a
+          ``Linear`` and an activation in front of the next weight, as MinimalRNNCell's
+          ``tanh(phi(x))``): a population whose state is that signal, sent within the step.
+
+        A signal that mixes a weight's output with a state (GRUCell's ``r * h``) gets none
+        (``_gated_signals`` refuses it)."""
         g = self.graph
         outs = {lf.out_id for lf in self.dynamic if isinstance(lf.out_id, int)}
+        ins = {lf.in_id for lf in self.dynamic}
         u_raw = {op.raw_id for op in self.ops.values()}
-        if self.y_id in outs or not g.ancestors([self.y_id], stop=outs | u_raw) & u_raw:
-            return
-        state = net.output_state(g.shape(self.y_id)[1:], g.dtype(self.y_id))
-        i = max(g.avals) + 1  # its value at the step's start: read by nothing
-        g.avals[i] = g.avals[self.y_id]
-        self.dynamic.append(StateLeaf(state, OUTPUT, "", "hidden", None, i, self.y_id))
+        values: dict[int, str] = {}
+        if self.y_id not in outs and g.ancestors([self.y_id], stop=outs | u_raw) & u_raw:
+            values[self.y_id] = OUTPUT
+        for op in self.ops.values():
+            if op.z_id is None or op.z_id in values:
+                continue
+            reads = g.ancestors([op.z_id], stop=outs | ins | u_raw | {self.x_id})
+            # read through weights only (else a population reads another's state unweighted)
+            only = not g.descendants([op.z_id], stop=u_raw) & outs
+            if only and reads & u_raw and not reads & (outs | ins | {self.x_id}):
+                read = sorted(
+                    self.params[o.name].path for o in self.ops.values() if o.raw_id in reads
+                )
+                values[op.z_id] = read[0].rsplit(".", 1)[0] + "." + OUTPUT
+        for out, path in values.items():
+            state = net.value_state(path, g.shape(out)[1:], g.dtype(out))
+            i = max(g.avals) + 1  # its value at the step's start: read by nothing
+            g.avals[i] = g.avals[out]
+            self.dynamic.append(StateLeaf(state, path, "", "hidden", None, i, out))
 
     # ------------------------------------------------------------------------------
     def _populations(
@@ -514,6 +539,7 @@ class Analysis:
                     new_ids[lf.out_id] = pop.name
         self.new_ids, self.old_ids = new_ids, old_ids
         u_raw = {op.raw_id for op in self.ops.values()}
+        self._gated_signals(set(new_ids) | set(old_ids))
         for op in self.ops.values():
             consumers = g.descendants([op.raw_id], stop=u_raw - {op.raw_id})
             targets = {new_ids[o] for o in consumers if o in new_ids}
@@ -537,23 +563,6 @@ class Analysis:
                 continue
             assert op.z_id is not None
             srcs = g.ancestors([op.z_id], stop=set(new_ids) | set(old_ids) | {self.x_id})
-            # the module's weights (not their blocks) whose output the signal reads
-            gates = sorted(
-                {
-                    self.params[o.name].path + self.params[o.name].key
-                    for o in self.ops.values()
-                    if o.raw_id in srcs
-                }
-            )
-            if gates:
-                raise ValueError(
-                    f"the presynaptic signal of weight `{op.name}` depends on the output of "
-                    f"{gates} within the same step (a gate applied before the weight, as "
-                    "GRUCell's and MGUCell's `Wh(concatenate([x, r * h]))`); traxon needs each "
-                    "weight to read one population's state or the input, with any algorithm. "
-                    "Apply the gate after the weight (traxon.core.GRU: `r * (h @ W_hh)`), or "
-                    "use LSTMCell or ValinaRNNCell."
-                )
             from_new = {new_ids[i] for i in srcs if i in new_ids}
             from_old = {old_ids[i] for i in srcs if i in old_ids}
             from_x = self.x_id in srcs
@@ -586,6 +595,34 @@ class Analysis:
                     f"the presynaptic signal of weight `{op.name}` mixes several sources "
                     f"({sorted(from_new | from_old) + (['input'] if from_x else [])}); traxon "
                     "needs each weight to read one population's spikes or the input."
+                )
+
+    def _gated_signals(self, states: set[int]) -> None:
+        """Raise for a weight whose presynaptic signal reads another weight's output of
+        the same step without a state in between (GRUCell's reset gate, `Wh(concatenate(
+        [x, r * h]))`), naming the weights: checked before anything else about the weights,
+        whose other errors would not say why (the gate's weight "feeds no population")."""
+        g = self.graph
+        for op in self.ops.values():
+            if op.z_id is None:
+                continue
+            srcs = g.ancestors([op.z_id], stop=states | {self.x_id})
+            # the module's weights (not their blocks) whose output the signal reads
+            gates = sorted(
+                {
+                    self.params[o.name].path + self.params[o.name].key
+                    for o in self.ops.values()
+                    if o.raw_id in srcs
+                }
+            )
+            if gates:
+                raise ValueError(
+                    f"the presynaptic signal of weight `{op.name}` depends on the output of "
+                    f"{gates} within the same step (a gate applied before the weight, as "
+                    "GRUCell's and MGUCell's `Wh(concatenate([x, r * h]))`); traxon needs each "
+                    "weight to read one population's state or the input, with any algorithm. "
+                    "Apply the gate after the weight (traxon.core.GRU: `r * (h @ W_hh)`), or "
+                    "use LSTMCell or ValinaRNNCell."
                 )
 
     def _read_previous(self, pop: PopulationInfo, reads: set[int]) -> None:

@@ -77,10 +77,13 @@ def _body(params: Mapping[str, Any]) -> Any:
 
 
 def flatten(
-    closed: Any, opaque: Callable[[Any], bool] | None = None
+    closed: Any,
+    opaque: Callable[[Any], bool] | None = None,
+    expand: Callable[[Any], Any] | None = None,
 ) -> tuple[list[Node], list[int | Lit], list[int | Lit], dict[int, Any], dict[int, Any]]:
     """Inline a ``ClosedJaxpr`` into nodes (a call equation for which ``opaque(eqn)`` is true
-    stays one node).
+    stays one node; an equation for which ``expand(eqn)`` gives a ``ClosedJaxpr`` of the
+    same inputs and outputs is replaced by that jaxpr's equations).
 
     Returns:
         ``(nodes, inputs, outputs, consts, avals)``: the nodes in execution order, the atoms
@@ -114,6 +117,13 @@ def flatten(
         for eqn in jaxpr.eqns:
             args = [read(a) for a in eqn.invars]
             body = _body(eqn.params)
+            if body is None and expand is not None:
+                body = expand(eqn)
+                if body is not None:
+                    outs = walk(body.jaxpr, body.consts, args)
+                    for var, atom in zip(eqn.outvars, outs, strict=True):
+                        env[var] = atom
+                    continue
             if (
                 eqn.primitive.name in _INLINE
                 and body is not None

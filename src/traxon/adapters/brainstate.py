@@ -47,7 +47,7 @@ import numpy as np
 
 from traxon._checks import check_positive_int
 from traxon.adapters import _prepare, _sparse
-from traxon.adapters._analysis import OUTPUT, Analysis, StateLeaf
+from traxon.adapters._analysis import Analysis, StateLeaf
 from traxon.adapters._build import build
 from traxon.adapters._keys import ENV, GLOBAL, InputKey
 from traxon.adapters._states import (
@@ -160,7 +160,7 @@ class AdaptedNetwork(Network):
         #: passes one key per sequence.
         self.draws_initial_state = draw_initial_state and self._reset(self.attach_batch).draws
         self._analyses: dict[int, Analysis] = {}
-        self._output: Any = None
+        self._values: dict[str, Any] = {}
         self._decays: dict[str, dict[str, float]] = {}
         #: brainstate random states the step reads that belong to no submodule (the
         #: global one, drawn by noise and Poisson inputs), by id.
@@ -594,17 +594,20 @@ class AdaptedNetwork(Network):
         """Weights whose module value is not the one :meth:`write_back` last wrote."""
         return self.weights.changed()
 
-    def output_state(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """The state that stands for the module's output when the output is a weight's
-        output of the step, not a state (:meth:`Analysis._stateless_output`): made once,
-        zero at the start of every sequence (the output keeps nothing of it)."""
-        if self._output is None:
+    def value_state(self, path: str, shape: tuple[int, ...], dtype: Any) -> Any:
+        """The state that stands for a value of the step that is no state of the module (the
+        module's output when it is a weight's output, or a weight's input computed from
+        other weights' outputs; :meth:`Analysis._stateless_values`), by its path: made once,
+        zero at the start of every sequence (nothing reads its previous value)."""
+        if path not in self._values:
             import brainstate
 
-            self._output = brainstate.HiddenState(jnp.zeros((self.attach_batch, *shape), dtype))
-            self.paths[id(self._output)] = OUTPUT
-            self.start[id(self._output)] = [self._output.value]
-        return self._output
+            zeros = jnp.zeros((self.attach_batch, *shape), dtype)
+            state = brainstate.HiddenState(zeros)
+            self.paths[id(state)] = path
+            self.start[id(state)] = [zeros]
+            self._values[path] = state
+        return self._values[path]
 
     def adopt_random_state(self, state: Any) -> None:
         """Carry ``state``, a brainstate random state the step reads that belongs to no
