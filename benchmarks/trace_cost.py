@@ -38,6 +38,10 @@ Rows (``algorithm`` / ``variant``):
   whole, so no step keeps one out) -- an optimiser update after every step;
 * ``es_d_rtrl`` / ``learner_sgd_decay0.95``: the same learner with one decay
   ``exp(-dt / tau_m)``, like the peer's ``pp_prop`` below;
+* ``es_d_rtrl`` / ``learner_sgd_peer_model``: ``learner_sgd`` on the braintrace peer's own
+  model object (its ``braintrace.nn`` layers, one ``Linear`` on ``concatenate([x,
+  spikes])``), attached unmodified with ``online_learner(model, ..., input_size=)``: what
+  a braintrace user's network costs under traxon;
 * ``sgd_floor`` / ``forward_outer_update``: the least any rule with a dense weight update
   every step can cost -- the forward step plus, per weight, one batch-summed outer product
   (of the signal the weight read and its output) applied as an SGD update; no traces, no
@@ -102,6 +106,7 @@ PEER_OF = {
     ("es_d_rtrl", "tracer_decay0.95"): ("peer_pp_prop", "etrace_grad"),
     ("es_d_rtrl", "learner_sgd"): ("peer_pp_prop", "sgd_every_step"),
     ("es_d_rtrl", "learner_sgd_decay0.95"): ("peer_pp_prop", "sgd_every_step"),
+    ("es_d_rtrl", "learner_sgd_peer_model"): ("peer_pp_prop", "sgd_every_step"),
     ("d_rtrl", "tracer"): ("peer_d_rtrl", "etrace_grad"),
 }
 
@@ -199,6 +204,25 @@ def build_learner(pb: Problem, T: int, decay: float | None = None) -> bench.Buil
     ls = learner.init(params=pb.params, batch_size=pb.B)
     xs, ys, _ = pb.data(T)
     # What fit() runs with the default on_nonfinite="raise" (the peer has no guard either).
+    run = learner.jit("run", guard=False)
+    return bench.jax_compiled(run, learner.connectivity, ls, xs, ys)
+
+
+def build_learner_on_peer_model(pb: Problem, T: int) -> bench.Built:
+    """``build_learner`` on the braintrace peer's own model object (``_peer_model``: its
+    ``braintrace.nn`` layers, one ``Linear`` on ``concatenate([x, spikes])``), attached
+    with ``online_learner(model, ...)`` unmodified: what a braintrace user's network costs
+    under traxon."""
+    import optax
+
+    import traxon
+
+    model = _peer_model(pb)
+    learner = traxon.online_learner(
+        model, "es_d_rtrl", optax.sgd(LR), loss="cross_entropy", update_every=1, input_size=N_IN
+    )
+    ls = learner.init(batch_size=pb.B)
+    xs, ys, _ = pb.data(T)
     run = learner.jit("run", guard=False)
     return bench.jax_compiled(run, learner.connectivity, ls, xs, ys)
 
@@ -378,6 +402,15 @@ def groups(quick: bool, smoke: bool = False) -> dict[str, list[Row]]:
         Row("peer_pp_prop", "etrace_grad", "braintrace", peer_build("pp_prop")),
     ]
     es.append(Row("peer_pp_prop", "sgd_every_step", "braintrace", build_peer_sgd, optional=True))
+    es.append(
+        Row(
+            "es_d_rtrl",
+            "learner_sgd_peer_model",
+            "traxon",
+            build_learner_on_peer_model,
+            optional=True,
+        )
+    )
     if smoke:  # the decay variants run the same code as the rows above
         es = [r for r in es if not r.variant.endswith("decay0.95")]
     return {
