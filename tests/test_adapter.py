@@ -434,3 +434,59 @@ def test_importing_traxon_does_not_need_brainpy():
 
     code = "import traxon, sys; traxon.adapters.adapt; assert 'brainpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _MaskedTwoInputs(brainstate.nn.Module):
+    """A LIF fed by a masked ``Linear`` (its weight times a fixed mask: an element-wise
+    transform), a plain one, and a readout of the E cells only (a selection in front)."""
+
+    def __init__(self, n=6):
+        super().__init__()
+        mask = (np.arange(N_IN * n).reshape(N_IN, n) % 3 != 0).astype(np.float32)
+        self.masked = brainstate.nn.Linear(N_IN, n, w_mask=mask, b_init=None)
+        self.plain = brainstate.nn.Linear(N_IN, n, b_init=None)
+        self.neu = bps.LIF(n, tau=5 * u.ms, V_th=1 * u.mV, spk_fun=braintools.surrogate.ReluGrad())
+        self.out = bps.LeakyRateReadout(n // 2, 2, tau=10 * u.ms)
+
+    def update(self, x):
+        self.neu((self.masked(x) + self.plain(x)) * u.mA)
+        return self.out(self.neu.get_spike()[:, : self.out.in_size[-1]])
+
+
+def test_an_adapted_matmuls_outer_product_is_its_vjp_for_any_number_of_rows():
+    """An adapted matmul forms its outer product as ``slope(W) * preᵀ post`` (one GEMM,
+    any number of stacked rows, the norm from the Gram matrices when the weight is read as
+    it is), which es_d_rtrl stacks and defers like a native Dense; it equals the
+    vector-Jacobian product of the module's own equation, and an op with a selection in
+    front keeps that product."""
+    from traxon.core.ops import WeightOp
+
+    net = adapt(_MaskedTwoInputs())
+    ops = {p.name: p.op for p in net.projections}
+    masked, plain, out = (
+        ops["masked.weight['weight']"],
+        ops["plain.weight['weight']"],
+        ops["out.weight"],
+    )
+    assert (masked.stacks_rows(), masked.plain_matmul(N_IN)) == (True, False)
+    assert (plain.stacks_rows(), plain.plain_matmul(N_IN)) == (True, True)
+    assert (out.stacks_rows(), out.plain_matmul(3)) == (False, False)
+    params = net.init_params()
+    rng = np.random.default_rng(0)
+    for op, name in ((masked, "masked.weight['weight']"), (plain, "plain.weight['weight']")):
+        W = params[name]
+        terms = [
+            (jnp.asarray(rng.normal(size=(1, N_IN))), jnp.asarray(rng.normal(size=(1, 6))))
+            for _ in range(3)
+        ]
+        vjp = sum(WeightOp.outer(op, W, a, b) for a, b in terms)  # the equation's own VJP
+        stacked = op.outer(
+            W, jnp.concatenate([a for a, _ in terms]), jnp.concatenate([b for _, b in terms])
+        )
+        np.testing.assert_allclose(stacked, vjp, rtol=1e-5, atol=1e-6)
+        assert np.abs(np.asarray(vjp)).max() > 0
+    pre = jnp.concatenate([a for a, _ in terms])
+    post = jnp.concatenate([b for _, b in terms])
+    norm = plain.outer_sq_norm(params["plain.weight['weight']"], pre, post)
+    np.testing.assert_allclose(norm, np.sum(np.asarray(vjp) ** 2), rtol=1e-5)
+    assert masked.outer_sq_norm(params["masked.weight['weight']"], pre, post) is None

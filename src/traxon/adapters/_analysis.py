@@ -172,6 +172,8 @@ class WeightUse:
     source: str = ""
     signal: str = ""
     delay: int = 0
+    # The equation reads the weight leaf itself (no transform between them).
+    identity: bool = False
 
 
 @dataclasses.dataclass
@@ -405,7 +407,18 @@ class Analysis:
                 fixed = _sparse.read(g, node, pin, data_in, name, module, known)
                 _sparse.install(node, fixed)
         return WeightUse(
-            name, node, leaf, kind, u_id, raw, layout, z_id, transform, elementwise, fixed
+            name,
+            node,
+            leaf,
+            kind,
+            u_id,
+            raw,
+            layout,
+            z_id,
+            transform,
+            elementwise,
+            fixed,
+            identity=pin == leaf,
         )
 
     def _stateless_values(self, net: AdaptedNetwork) -> None:

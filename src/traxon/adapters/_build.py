@@ -23,7 +23,7 @@ from traxon.adapters._analysis import Analysis, PopulationInfo, WeightUse, selec
 from traxon.adapters._keys import InputKey
 from traxon.core.network import ONE, READOUT, PopulationPlan, ProjectionPlan
 from traxon.core.neurons import Neuron
-from traxon.core.ops import WeightOp, _Frozen
+from traxon.core.ops import WeightOp, _Frozen, _gram_sq_norm
 
 if TYPE_CHECKING:
     from traxon.adapters.brainstate import AdaptedNetwork
@@ -60,6 +60,12 @@ class AdaptedOp(WeightOp):
     name: str = static(default="")
     kind: str = static(default="")
     param_traces: bool = static(default=True)
+    # A matmul `z W'` of the signal itself (no selection in front, its output the
+    # weight's input as it is) with `W'` an element-wise function of the weight: its outer
+    # product is `W'`'s slope times `zᵀ post`, for any number of rows (`stacks_rows`);
+    # `plain` when `W'` is the weight itself (`plain_matmul`).
+    stack: bool = static(default=False)
+    plain: bool = static(default=False)
 
     def index_arrays(self) -> tuple[_Frozen, ...]:
         """The connectivity of a sparse weight (its kernel's index arrays, shared by the
@@ -88,9 +94,26 @@ class AdaptedOp(WeightOp):
         return jnp.broadcast_to(u, (z.shape[0], u.shape[-1]))  # a bias may be (1, N)
 
     def outer(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
-        """The gradient in ``W`` of ``post . apply(W, pre)`` (the op's vector-Jacobian product)."""
+        """The gradient in ``W`` of ``post . apply(W, pre)`` (the op's vector-Jacobian
+        product); for a matmul, ``preᵀ post`` times the slope of the weight's transform,
+        whatever the number of rows (the tracers stack several pairs' rows)."""
+        if self.stack:
+            g = pre.astype(W.dtype).T @ post.astype(W.dtype)
+            if self.plain:
+                return g
+            return self._slope(self.net.analysis(self.net.attach_batch).ops[self.name], W) * g
         _, vjp = jax.vjp(lambda w: self.apply(w, pre.astype(W.dtype)), W)
         return vjp(post.astype(W.dtype))[0]
+
+    def outer_sq_norm(self, W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array | None:
+        """``||preᵀ post||²`` from the rows' Gram matrices for a plain matmul, else ``None``."""
+        return _gram_sq_norm(W, pre, post) if self.plain else None
+
+    def stacks_rows(self) -> bool:
+        return self.stack
+
+    def plain_matmul(self, n_in: int) -> bool:
+        return self.plain
 
     def _slope(self, info: WeightUse, W: jax.Array) -> jax.Array:
         """The derivative of what the equation reads with respect to the weight leaf (its
@@ -218,6 +241,8 @@ def build(net: AdaptedNetwork, a: Analysis) -> Contract:
                 net=net,
                 name=op.name,
                 kind=op.kind,
+                stack=_stacks(op),
+                plain=_stacks(op) and op.identity,
                 param_traces=(op.elementwise and op.kind in ("dense", "elementwise", "bias"))
                 or (
                     op.kind == "fixed" and op.fixed is not None and a.graph.shape(op.param_id) != ()
@@ -247,6 +272,12 @@ def build(net: AdaptedNetwork, a: Analysis) -> Contract:
     if READOUT not in populations:
         raise ValueError("no readout population was found in the module.")
     return Contract(populations, projections, weight_shapes)
+
+
+def _stacks(op: WeightUse) -> bool:
+    """Whether weight use ``op`` is a matmul ``z W'`` of its signal as it is, whose output
+    is the weight's input as it is, and ``W'`` an element-wise function of the weight."""
+    return op.kind == "dense" and op.elementwise and op.select is None and op.u_id == op.raw_id
 
 
 def is_elementwise(a: Analysis, pop: PopulationInfo) -> bool:

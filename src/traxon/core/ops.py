@@ -62,6 +62,15 @@ __all__ = [
 ]
 
 
+def _gram_sq_norm(W: jax.Array, pre: jax.Array, post: jax.Array) -> jax.Array:
+    """``||preᵀ post||²_F = Σ (pre preᵀ) ⊙ (post postᵀ)`` in ``W``'s dtype, from the two
+    Gram matrices of the rows (no pass over an ``n_in x n_out`` matrix)."""
+    a, b = pre.astype(W.dtype), post.astype(W.dtype)
+    # A Frobenius product of two positive semi-definite matrices is >= 0; rounding may
+    # not be (NaN and Inf pass through `maximum`).
+    return jnp.maximum(jnp.sum((a @ a.T) * (b @ b.T)), 0.0)
+
+
 class WeightOp(Module):
     """Base class of weight operations (see the module docstring for the interface)."""
 
@@ -90,6 +99,19 @@ class WeightOp(Module):
         the squares of the outer product it formed). A learner updating every step reads
         its gradient norm from here instead of making one more pass over every weight."""
         return None
+
+    def stacks_rows(self) -> bool:
+        """Whether ``outer(W, pre, post)`` sums one term per row of ``pre``/``post``, for
+        any number of rows: then several pairs' outer products are one outer product of
+        their rows stacked (one GEMM for a dense weight). The built-in ops do; an op that
+        does not say so gets one outer product per pair."""
+        return False
+
+    def plain_matmul(self, n_in: int) -> bool:
+        """Whether ``outer(W, pre, post)`` is exactly ``preᵀ post`` (a dense weight applied
+        as it is, ``u = z W``): the tracers may then defer it as low-rank factors and take
+        its norm from :meth:`outer_sq_norm`."""
+        return False
 
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
         """Raise if this op cannot connect ``n_in`` to ``n_out`` neurons."""
@@ -284,6 +306,9 @@ class Dense(WeightOp):
         s = self.sign[0] if len(self.sign) == 1 else np.asarray(self.sign)
         return _sign_of(s, n_in, where)
 
+    def plain_matmul(self, n_in: int) -> bool:
+        return self._signs(n_in) is None
+
     def check_sizes(self, n_in: int, n_out: int, where: str) -> None:
         self._signs(n_in, where)
 
@@ -366,10 +391,7 @@ class Dense(WeightOp):
         """
         if self._signs(W.shape[0]) is not None:
             return None
-        a, b = pre.astype(W.dtype), post.astype(W.dtype)
-        # A Frobenius product of two positive semi-definite matrices is >= 0; rounding may
-        # not be (NaN and Inf pass through `maximum`).
-        return jnp.maximum(jnp.sum((a @ a.T) * (b @ b.T)), 0.0)
+        return _gram_sq_norm(W, pre, post)
 
 
 class ElementWise(WeightOp):

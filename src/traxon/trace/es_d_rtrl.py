@@ -124,7 +124,7 @@ def _summed_outer(
     from the factors where the op can (``op.outer_sq_norm``), else from the sum."""
     if not terms:
         return jnp.zeros_like(W), jnp.zeros((), W.dtype)
-    if len(terms) == 1 or isinstance(op, _BILINEAR):
+    if len(terms) == 1 or isinstance(op, _BILINEAR) or op.stacks_rows():
         pre, post = _stacked(terms)
         out = op.outer(W, pre, post)
         sq = op.outer_sq_norm(W, pre, post)
@@ -374,11 +374,10 @@ class _Bound(SignalRule[ESDRTRLState]):
             else 0
             for p in projs
         }
-        # Dense weights without Dale's signs are the ones a deferred GEMM speeds up.
+        # Dense weights without Dale's signs (and an adapted module's plain matmuls) are
+        # the ones a deferred GEMM speeds up.
         self.deferrable = tuple(
-            p
-            for p in projs
-            if isinstance(p.op, Dense) and p.op._signs(p.n_in) is None and self.terms[p.name]
+            p for p in projs if p.op.plain_matmul(p.n_in) and self.terms[p.name]
         )
 
     @staticmethod
@@ -515,7 +514,7 @@ class _Bound(SignalRule[ESDRTRLState]):
                     p.op, W, grads[p.name], buf[p.name], fill[p.name], *stacked
                 )
                 sq = p.op.outer_sq_norm(W, *stacked)
-                assert sq is not None  # a deferred weight is Dense without signs
+                assert sq is not None  # a deferred weight is a plain matmul
                 grad_sq = grad_sq + sq.astype(dtype)
                 continue
             contrib, sq = _summed_outer(p.op, W, terms)
