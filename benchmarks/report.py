@@ -619,6 +619,13 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
                 f"the learner with one decay group {fmt(lrn1['ratio_vs_forward'])}x forward, "
                 f"{fmt(lrn1.get('ratio_vs_peer'))}x the peer's"
             )
+        lrnp = _timed(sel, algorithm="es_d_rtrl", variant="learner_sgd_peer_model")
+        if lrnp:
+            parts.append(
+                "the learner on the peer's own model object (braintrace.nn layers, attached "
+                f"unmodified) {fmt(lrnp['ratio_vs_forward'])}x forward, "
+                f"{fmt(lrnp.get('ratio_vs_peer'))}x the peer's learner on it"
+            )
         if dr and dr.get("per_step_ms"):
             parts.append(
                 f"d_rtrl {fmt(dr['ratio_vs_forward'])}x forward, "
