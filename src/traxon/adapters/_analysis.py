@@ -451,7 +451,10 @@ class Analysis:
                 read = sorted(
                     self.params[o.name].path for o in self.ops.values() if o.raw_id in reads
                 )
-                values[op.z_id] = read[0].rsplit(".", 1)[0] + "." + OUTPUT
+                path = base = read[0].rsplit(".", 1)[0] + "." + OUTPUT
+                while path in values.values():  # two values read from one module's weights
+                    path = f"{base}#{len(values)}"
+                values[op.z_id] = path
         for out, path in values.items():
             state = net.value_state(path, g.shape(out)[1:], g.dtype(out))
             i = max(g.avals) + 1  # its value at the step's start: read by nothing
