@@ -630,6 +630,18 @@ class CellLinearReadout(brainstate.nn.Module):
         return self.out(self.rnn(x))
 
 
+class CellDropoutReadout(CellLinearReadout):
+    """``self.out(self.drop(self.rnn(x)))``: dropout between the cell and its readout, as
+    brainstate's sequence models add it for training (``environ.context(fit=True)``)."""
+
+    def __init__(self, cell="LSTMCell", n_in=N_IN, n_rec=10, n_out=2):
+        super().__init__(cell, n_in, n_rec, n_out)
+        self.drop = brainstate.nn.Dropout(0.9)
+
+    def update(self, x):
+        return self.out(self.drop(self.rnn(x)))
+
+
 class SpikingLinearReadout(TwoLayer):
     """The two-layer network with its leaky readout replaced by a ``Linear`` of the last
     layer's spikes (logits at every step, the output no state of its own)."""

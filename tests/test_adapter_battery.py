@@ -32,6 +32,7 @@ from tests._bp_networks import (
     AlignPreProjection,
     BraintraceCell,
     BraintraceRSNN,
+    CellDropoutReadout,
     CellLinearReadout,
     CellNetwork,
     CobaEI,
@@ -467,6 +468,15 @@ def test_unsupported_constructs_raise_the_documented_errors():
     for cell, message in cells.items():
         with pytest.raises(ValueError, match=message):
             traxon.online_learner(CellNetwork(cell), "bptt", optax.sgd(0.1))
+    # dropout in front of a weight (its mask a draw of the step); without it the network
+    # is the battery's lstm_linear_readout
+    with (
+        brainstate.environ.context(fit=True),
+        pytest.raises(
+            ValueError, match=r"`out.weight\['weight'\]` reads \['random'\], a state of no"
+        ),
+    ):
+        traxon.online_learner(CellDropoutReadout(), "bptt", optax.sgd(0.1))
     # braintrace's GRUCell (its quickstart's), the same refusal: gates in separate Linears
     with pytest.raises(ValueError, match=r"`rnn.Wh.weight\['weight'\]\[6:14, 0:8\]` depends "):
         traxon.online_learner(BraintraceCell("GRUCell"), "bptt", optax.sgd(0.1))

@@ -579,6 +579,15 @@ class Analysis:
                 continue
             assert op.z_id is not None
             srcs = g.ancestors([op.z_id], stop=set(new_ids) | set(old_ids) | {self.x_id})
+            drawn = sorted(lf.name for lf in self.globals if lf.in_id in srcs)
+            if drawn and self.x_id not in srcs:  # with the input: a transformed input, below
+                raise ValueError(
+                    f"the presynaptic signal of weight `{op.name}` reads {drawn}, a state of no "
+                    "population (a random draw of this step, as brainstate.nn.Dropout's mask "
+                    "in front of the weight); traxon needs each weight to read one "
+                    "population's state or the input, with any algorithm. Leave the dropout "
+                    "out of the module, or apply it to the data before the learner."
+                )
             from_new = {new_ids[i] for i in srcs if i in new_ids}
             from_old = {old_ids[i] for i in srcs if i in old_ids}
             from_x = self.x_id in srcs
