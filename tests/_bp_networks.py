@@ -737,6 +737,33 @@ class BraintraceCell(brainstate.nn.Module):
         return self.out(self.rnn(x))
 
 
+class HandWrittenLSTM(brainstate.nn.Module):
+    """An LSTM cell written by hand, as a user writes one: one ``Linear`` on
+    ``concatenate([x, h])``, its gates taken by slicing (``g[:, :n]``, ...), read by a
+    ``Linear``."""
+
+    def __init__(self, n_in=N_IN, n=8, n_out=2):
+        super().__init__()
+        self.n = n
+        self.W = brainstate.nn.Linear(n_in + n, 4 * n)
+        self.h = brainstate.HiddenState(jnp.zeros((1, n)))
+        self.c = brainstate.HiddenState(jnp.zeros((1, n)))
+        self.out = brainstate.nn.Linear(n, n_out)
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.h.value = jnp.zeros((batch_size, self.n))
+        self.c.value = jnp.zeros((batch_size, self.n))
+
+    def update(self, x):
+        n = self.n
+        g = self.W(jnp.concatenate([x, self.h.value], axis=-1))
+        i, f, o, c_in = g[:, :n], g[:, n : 2 * n], g[:, 2 * n : 3 * n], g[:, 3 * n :]
+        c = jax.nn.sigmoid(f) * self.c.value + jax.nn.sigmoid(i) * jnp.tanh(c_in)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        self.c.value, self.h.value = c, h
+        return self.out(h)
+
+
 class EpropConcatenated(brainstate.nn.Module):
     """e-prop written with one Linear on ``concatenate([x, spk])`` (an input block and a
     recurrent block; its input size is not declared by any layer: ``input_size=``)."""

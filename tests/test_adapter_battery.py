@@ -42,6 +42,7 @@ from tests._bp_networks import (
     EpropALIF,
     EpropConcatenated,
     FixedNumRecurrent,
+    HandWrittenLSTM,
     HodgkinHuxley,
     HybridEncoder,
     LinearReadoutLIF,
@@ -89,10 +90,11 @@ NETWORKS = {
     # built with braintrace's layers (its own primitives), as braintrace's examples do
     "braintrace_rsnn": (BraintraceRSNN, UNITLESS),
     "braintrace_lstm": (BraintraceCell, UNITLESS),
+    "hand_written_lstm": (HandWrittenLSTM, UNITLESS),
 }
 # Networks whose input size the adapter cannot tell from their layers (one Linear on
 # `concatenate([x, spikes])` declares n_in + n_rec inputs).
-INPUT_SIZE = {"eprop_concatenated": N_IN, "braintrace_rsnn": N_IN}
+INPUT_SIZE = {"eprop_concatenated": N_IN, "braintrace_rsnn": N_IN, "hand_written_lstm": N_IN}
 # Time steps other than 1 ms: exponential Euler on Hodgkin-Huxley's channels needs a
 # fraction of a millisecond (at 1 ms its membrane runs away to about +1 V); and sequences
 # other than T steps for the gradient checks (at 0.1 ms, 25 steps end before the first

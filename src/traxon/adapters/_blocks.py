@@ -26,6 +26,7 @@ The sum is the module's own, computed in another order.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -191,6 +192,9 @@ def _gates(out: int, users: dict[int, list[Node]], avals: dict[int, Any]) -> lis
     i = out
     for _ in range(8):
         after = users.get(i, ())
+        sliced = _slices(after, width)
+        if sliced is not None:  # gates taken by slicing (`gates[:, :n]`, `gates[:, n:2 * n]`)
+            return sliced
         if len(after) != 1:
             break
         node = after[0]
@@ -202,6 +206,25 @@ def _gates(out: int, users: dict[int, list[Node]], avals: dict[int, Any]) -> lis
             break
         i = node.outs[0]
     return [width]
+
+
+def _slices(after: Sequence[Node], width: int) -> list[int] | None:
+    """The widths of the feature ranges ``after`` (every use of a ``(batch, width)`` value)
+    take, when they are two or more slices of whole rows that tile the features; else
+    ``None``."""
+    if len(after) < 2 or any(n.name != "slice" or n.params.get("strides") for n in after):
+        return None
+    ranges = set()
+    for n in after:
+        start, limit = n.params["start_indices"], n.params["limit_indices"]
+        if start[0] != 0 or len(start) != 2:
+            return None
+        ranges.add((int(start[1]), int(limit[1])))
+    edges = sorted(ranges)
+    tiled = edges[0][0] == 0 and edges[-1][1] == width
+    if not tiled or any(a[1] != b[0] for a, b in itertools.pairwise(edges)):
+        return None
+    return [b - a for a, b in edges]
 
 
 def _splice(
