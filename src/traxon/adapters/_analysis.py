@@ -428,9 +428,12 @@ class Analysis:
         * the module's output when it reads a weight's output (a ``Linear`` readout of the
           last layer's hidden state or spikes): the readout population, whose state is the
           output (traxon's instantaneous ``Readout``);
-        * a weight's presynaptic signal computed from other weights' outputs alone (a
-          ``Linear`` and an activation in front of the next weight, as MinimalRNNCell's
-          ``tanh(phi(x))``): a population whose state is that signal, sent within the step.
+        * a weight's presynaptic signal computed from other weights' outputs alone (an ANN
+          encoder's ``relu(Linear(x))`` in front of a spiking layer's weight): a population
+          whose state is that signal, sent within the step, named after the module of the
+          weight it reads (``enc.layers.0``, state ``output``). Not when the value is also
+          read by a state's update without a weight (braintrace's MinimalRNNCell reads
+          ``phi(x)`` in its update too): ``_gated_signals`` refuses that.
 
         A signal that mixes a weight's output with a state (GRUCell's ``r * h``) gets none
         (``_gated_signals`` refuses it)."""
