@@ -433,10 +433,10 @@ class Analysis:
           whose state is that signal, sent within the step, named after the module of the
           weight it reads (``enc.layers.0``, state ``output``). Not when the value is also
           read by a state's update without a weight (braintrace's MinimalRNNCell reads
-          ``phi(x)`` in its update too): ``_gated_signals`` refuses that.
+          ``phi(x)`` in its update too): ``_signal_reads`` refuses that.
 
         A signal that mixes a weight's output with a state (GRUCell's ``r * h``) gets none
-        (``_gated_signals`` refuses it)."""
+        (``_signal_reads`` refuses it)."""
         g = self.graph
         outs = {lf.out_id for lf in self.dynamic if isinstance(lf.out_id, int)}
         ins = {lf.in_id for lf in self.dynamic}
@@ -558,7 +558,7 @@ class Analysis:
                     new_ids[lf.out_id] = pop.name
         self.new_ids, self.old_ids = new_ids, old_ids
         u_raw = {op.raw_id for op in self.ops.values()}
-        self._gated_signals(set(new_ids) | set(old_ids))
+        reads = self._signal_reads(set(new_ids) | set(old_ids))
         for op in self.ops.values():
             consumers = g.descendants([op.raw_id], stop=u_raw - {op.raw_id})
             targets = {new_ids[o] for o in consumers if o in new_ids}
@@ -580,8 +580,8 @@ class Analysis:
             if op.kind == "bias":
                 op.source, op.signal, op.delay = ONE, "x", 0
                 continue
-            assert op.z_id is not None
-            srcs = g.ancestors([op.z_id], stop=set(new_ids) | set(old_ids) | {self.x_id})
+            assert op.z_id is not None  # every weight but a bias reads a signal
+            srcs = reads[op.name]
             drawn = sorted(lf.name for lf in self.globals if lf.in_id in srcs)
             if drawn and self.x_id not in srcs:  # with the input: a transformed input, below
                 raise ValueError(
@@ -625,16 +625,20 @@ class Analysis:
                     "needs each weight to read one population's spikes or the input."
                 )
 
-    def _gated_signals(self, states: set[int]) -> None:
-        """Raise for a weight whose presynaptic signal reads another weight's output of
-        the same step without a state in between (GRUCell's reset gate, `Wh(concatenate(
-        [x, r * h]))`), naming the weights: checked before anything else about the weights,
-        whose other errors would not say why (the gate's weight "feeds no population")."""
+    def _signal_reads(self, states: set[int]) -> dict[str, set[int]]:
+        """What each weight's presynaptic signal reads, up to the input and the values of
+        ``states`` (by weight name; weights without a signal, biases, are left out).
+
+        Raises for a weight whose signal reads another weight's output of the same step
+        without a state in between (GRUCell's reset gate, `Wh(concatenate([x, r * h]))`),
+        naming the weights: checked before anything else about the weights, whose other
+        errors would not say why (the gate's weight "feeds no population")."""
         g = self.graph
+        reads: dict[str, set[int]] = {}
         for op in self.ops.values():
             if op.z_id is None:
                 continue
-            srcs = g.ancestors([op.z_id], stop=states | {self.x_id})
+            srcs = reads[op.name] = g.ancestors([op.z_id], stop=states | {self.x_id})
             # the module's weights (not their blocks) whose output the signal reads
             gates = sorted(
                 {
@@ -652,6 +656,7 @@ class Analysis:
                     "Apply the gate after the weight (traxon.core.GRU: `r * (h @ W_hh)`), or "
                     "use LSTMCell or ValinaRNNCell."
                 )
+        return reads
 
     def _read_previous(self, pop: PopulationInfo, reads: set[int]) -> None:
         """Add to ``pop`` a ``previous`` leaf for each of its states whose value at the

@@ -227,19 +227,23 @@ def _slices(after: Sequence[Node], width: int) -> list[int] | None:
     return [b - a for a, b in edges]
 
 
+def _spans(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` ranges of the given sizes, from 0.
+
+    Example:
+        >>> _spans([6, 10])
+        [(0, 6), (6, 16)]
+    """
+    stops = list(itertools.accumulate(sizes))
+    return [(stop - size, stop) for size, stop in zip(sizes, stops, strict=True)]
+
+
 def _splice(
     s: _Site, avals: dict[int, Any], new_id: Callable[[Any], int]
 ) -> tuple[list[Node], dict[int, list[tuple[int, Block]]]]:
     """The nodes computing ``s.out`` block by block, and the new leaves (the blocks)."""
-    rows, r = [], 0
-    for p in s.parts:
-        n = int(avals[p].shape[1])
-        rows.append((r, r + n))
-        r += n
-    cols, c = [], 0
-    for w in s.widths:
-        cols.append((c, c + w))
-        c += w
+    rows = _spans([int(avals[p].shape[1]) for p in s.parts])
+    cols = _spans(s.widths)
     w_aval = avals[s.weight]
     blocks: dict[int, list[tuple[int, Block]]] = {s.weight: []}
     w_ids = []

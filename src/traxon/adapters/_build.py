@@ -101,7 +101,7 @@ class AdaptedOp(WeightOp):
             g = pre.astype(W.dtype).T @ post.astype(W.dtype)
             if self.plain:
                 return g
-            return self._slope(self.net.analysis(self.net.attach_batch).ops[self.name], W) * g
+            return self._slope(self._info(self.net.attach_batch), W) * g
         _, vjp = jax.vjp(lambda w: self.apply(w, pre.astype(W.dtype)), W)
         return vjp(post.astype(W.dtype))[0]
 

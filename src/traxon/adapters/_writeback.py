@@ -47,9 +47,7 @@ class ModuleWeights:
         split weight by block)."""
         out = {}
         for name, lf in self.params.items():
-            value = leaves(lf.state.value)
-            leaf = dict(zip(leaf_keys(lf.state.value), value, strict=True))[lf.key]
-            arr = jnp.asarray(mantissa(leaf))
+            arr = _module_value(lf)
             if lf.block is not None:  # one block of a split weight (adapters/_blocks.py)
                 arr = arr[lf.block.index]
             out[name] = jnp.array(arr, dtype=dtype if dtype is not None else arr.dtype)  # not weak
@@ -66,9 +64,8 @@ class ModuleWeights:
             if lf.block is None:
                 out[whole] = values[name]
                 continue
-            if whole not in out:
-                leaf = dict(zip(leaf_keys(lf.state.value), leaves(lf.state.value), strict=True))
-                shape = jnp.shape(mantissa(leaf[lf.key]))
+            if whole not in out:  # the blocks tile the weight: every entry is set below
+                shape = jnp.shape(_module_value(lf))
                 out[whole] = jnp.zeros(shape, jnp.asarray(values[name]).dtype)
             out[whole] = out[whole].at[lf.block.index].set(values[name])
         return out
@@ -77,21 +74,16 @@ class ModuleWeights:
         """Write weights (mantissas, by name) into the module's ``ParamState`` objects, each
         in its leaf's dtype and unit (a split weight assembled from its blocks)."""
         self.check()
+        whole = self.whole(params)
         by_state: dict[int, dict[str, Any]] = {}
-        for name, lf in self.params.items():
-            by_state.setdefault(id(lf.state), {}).setdefault(lf.key, []).append(
-                (lf.block, params[name])
-            )
+        for lf in self.params.values():
+            by_state.setdefault(id(lf.state), {})[lf.key] = whole[lf.path + lf.key]
         for sid, items in by_state.items():
             state = self.states[sid]
             new = []
             for key, old in zip(leaf_keys(state.value), leaves(state.value), strict=True):
                 if key in items:
-                    dtype = jnp.asarray(mantissa(old)).dtype
-                    value = jnp.asarray(mantissa(old), dtype)
-                    for block, part in items[key]:  # a split weight: its blocks in place
-                        part = jnp.asarray(part).astype(dtype)
-                        value = part if block is None else value.at[block.index].set(part)
+                    value = jnp.asarray(items[key]).astype(jnp.asarray(mantissa(old)).dtype)
                     unit = unit_of(old)
                     new.append(value * unit if unit is not None else value)
                 else:
@@ -117,3 +109,9 @@ class ModuleWeights:
                     f"weight `{lf.name}` is no longer part of the module (it was replaced or "
                     "re-initialised after attaching); adapt the module again."
                 )
+
+
+def _module_value(lf: StateLeaf) -> jax.Array:
+    """The mantissa of the module's value of weight leaf ``lf`` (the whole leaf)."""
+    value = dict(zip(leaf_keys(lf.state.value), leaves(lf.state.value), strict=True))[lf.key]
+    return jnp.asarray(mantissa(value))
