@@ -227,6 +227,16 @@ def attach(name, algorithm, optimizer, **options):
     return module, learner, unit
 
 
+def exact_bptt(steps):
+    """A float64 BPTT learner's options: one update per whole sequence of ``steps``."""
+    return {
+        "optimizer": optax.adam(1e-3),
+        "update_every": "sequence",
+        "sequence_length": steps,
+        "dtype": jnp.float64,
+    }
+
+
 @pytest.fixture(scope="module")
 def attached(request):
     """A network built as written, attached to a float64 BPTT learner (module-scoped)."""
@@ -239,14 +249,7 @@ def attached(request):
         jax.numpy_rank_promotion("allow"),
     ):
         steps = STEPS_OF.get(request.param, T)
-        module, learner, unit = attach(
-            request.param,
-            "bptt",
-            optax.adam(1e-3),
-            update_every="sequence",
-            sequence_length=steps,
-            dtype=jnp.float64,
-        )
+        module, learner, unit = attach(request.param, "bptt", **exact_bptt(steps))
         xs, ts, ws = data(steps)
         learner.init_state(B)
         yield request.param, module, learner, unit, (xs, ts, ws)
@@ -659,14 +662,7 @@ def test_brainpy_state_neuron_models_attach_and_bptt_equals_brainstate(model):
             module = HodgkinHuxley(neuron=neuron, **options)
         else:
             module = PointNeurons(neuron, **options)
-        learner = traxon.online_learner(
-            module,
-            "bptt",
-            optax.adam(1e-3),
-            update_every="sequence",
-            sequence_length=steps,
-            dtype=jnp.float64,
-        )
+        learner = traxon.online_learner(module, "bptt", **exact_bptt(steps))
         xs, ts, ws = data(steps)
         learner.init_state(B)
         ours, reference = bptt_and_reference(module, learner, xs, ts, ws, UNITLESS)
