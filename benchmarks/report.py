@@ -608,6 +608,13 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
                 f"forward ({fmt(over)}x the tracer step, {fmt(lrn.get('ratio_vs_peer'))}x "
                 "braintrace pp_prop with an SGD update every step)"
             )
+        lrno = _timed(sel, algorithm="es_d_rtrl", variant="learner_optax_sgd")
+        if lrno:
+            parts.append(
+                "the same learner with optax.sgd (every weight written every step) "
+                f"{fmt(lrno['ratio_vs_forward'])}x forward, "
+                f"{fmt(lrno.get('ratio_vs_peer'))}x the peer's"
+            )
         floor = _timed(sel, algorithm="sgd_floor", variant="forward_outer_update")
         if floor:
             parts.append(

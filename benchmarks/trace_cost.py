@@ -32,10 +32,15 @@ Rows (``algorithm`` / ``variant``):
   every step (``tracer.gradients`` is a view of the accumulator);
 * ``es_d_rtrl`` / ``tracer_decay0.95``: the same with one decay ``exp(-dt / tau_m)``, the
   decay the peer ``pp_prop`` is given;
-* ``es_d_rtrl`` / ``learner_sgd``: ``traxon.online_learner(net, "es_d_rtrl", optax.sgd,
-  update_every=1)``'s run as ``fit`` runs it (``learner.jit("run", guard=False)``: with
-  the default ``on_nonfinite="raise"`` a call with a non-finite update is discarded
-  whole, so no step keeps one out) -- an optimiser update after every step;
+* ``es_d_rtrl`` / ``learner_sgd``: ``traxon.online_learner(net, "es_d_rtrl",
+  traxon.learn.sgd(LR), update_every=1)``'s run as ``fit`` runs it
+  (``learner.jit("run", guard=False)``: with the default ``on_nonfinite="raise"`` a call
+  with a non-finite update is discarded whole, so no step keeps one out) -- an SGD update
+  after every step, the peer's ``sgd_every_step``. With ``traxon.learn.sgd`` the learner
+  holds a dense weight's updates as factors for a few steps where the weight has at least
+  2**21 entries (``es_d_rtrl(defer="auto")``; here ``h->h`` from N = 2048);
+* ``es_d_rtrl`` / ``learner_optax_sgd``: the same learner with ``optax.sgd(LR)``, which
+  the learner cannot tell is linear: every weight written every step;
 * ``es_d_rtrl`` / ``learner_sgd_decay0.95``: the same learner with one decay
   ``exp(-dt / tau_m)``, like the peer's ``pp_prop`` below;
 * ``es_d_rtrl`` / ``learner_sgd_peer_model``: ``learner_sgd`` on the braintrace peer's own
@@ -107,6 +112,7 @@ PEER_OF = {
     ("es_d_rtrl", "learner_sgd"): ("peer_pp_prop", "sgd_every_step"),
     ("es_d_rtrl", "learner_sgd_decay0.95"): ("peer_pp_prop", "sgd_every_step"),
     ("es_d_rtrl", "learner_sgd_peer_model"): ("peer_pp_prop", "sgd_every_step"),
+    ("es_d_rtrl", "learner_optax_sgd"): ("peer_pp_prop", "sgd_every_step"),
     ("d_rtrl", "tracer"): ("peer_d_rtrl", "etrace_grad"),
 }
 
@@ -192,15 +198,16 @@ def build_bptt_direct(pb: Problem, T: int) -> bench.Built:
     return bench.jax_compiled(run, *args)
 
 
-def build_learner(pb: Problem, T: int, decay: float | None = None) -> bench.Built:
+def build_learner(
+    pb: Problem, T: int, decay: float | None = None, optimizer: str = "traxon"
+) -> bench.Built:
     import optax
 
     import traxon
 
     algorithm = traxon.trace.es_d_rtrl() if decay is None else traxon.trace.es_d_rtrl(decay=decay)
-    learner = traxon.online_learner(
-        pb.net, algorithm, optax.sgd(LR), loss="cross_entropy", update_every=1
-    )
+    opt = traxon.learn.sgd(LR) if optimizer == "traxon" else optax.sgd(LR)
+    learner = traxon.online_learner(pb.net, algorithm, opt, loss="cross_entropy", update_every=1)
     ls = learner.init(params=pb.params, batch_size=pb.B)
     xs, ys, _ = pb.data(T)
     # What fit() runs with the default on_nonfinite="raise" (the peer has no guard either).
@@ -213,13 +220,17 @@ def build_learner_on_peer_model(pb: Problem, T: int) -> bench.Built:
     ``braintrace.nn`` layers, one ``Linear`` on ``concatenate([x, spikes])``), attached
     with ``online_learner(model, ...)`` unmodified: what a braintrace user's network costs
     under traxon."""
-    import optax
 
     import traxon
 
     model = _peer_model(pb)
     learner = traxon.online_learner(
-        model, "es_d_rtrl", optax.sgd(LR), loss="cross_entropy", update_every=1, input_size=N_IN
+        model,
+        "es_d_rtrl",
+        traxon.learn.sgd(LR),
+        loss="cross_entropy",
+        update_every=1,
+        input_size=N_IN,
     )
     ls = learner.init(batch_size=pb.B)
     xs, ys, _ = pb.data(T)
@@ -392,6 +403,13 @@ def groups(quick: bool, smoke: bool = False) -> dict[str, list[Row]]:
         Row("es_d_rtrl", "tracer", "traxon", tracer_build("es_d_rtrl")),
         Row("es_d_rtrl", "tracer_decay0.95", "traxon", tracer_build("es_d_rtrl", decay=PEER_DECAY)),
         Row("es_d_rtrl", "learner_sgd", "traxon", build_learner),
+        Row(
+            "es_d_rtrl",
+            "learner_optax_sgd",
+            "traxon",
+            lambda pb, T: build_learner(pb, T, optimizer="optax"),
+            optional=True,
+        ),
         Row("sgd_floor", "forward_outer_update", "traxon", build_floor),
         Row(
             "es_d_rtrl",

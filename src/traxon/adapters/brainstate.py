@@ -80,6 +80,9 @@ class AdaptedNetwork(Network):
     plus the environment's ``i``/``t`` and brainstate's random state.
     """
 
+    # The module evaluates its own matmuls: a weight is always given whole.
+    takes_deferred_weights = False
+
     def __init__(
         self,
         module: Any,

@@ -36,6 +36,7 @@ from traxon._checks import (
     to_float,
 )
 from traxon._module import Module, static
+from traxon.core._deferred import DeferredWeight
 from traxon.core.neurons import LeakyIntegrator, Neuron
 from traxon.core.ops import (
     Bias,
@@ -398,6 +399,10 @@ class Network:
         >>> y.shape
         (4, 2)
     """
+
+    #: Whether :meth:`forward` takes a plain matmul's weight as a
+    #: :class:`~traxon.core._deferred.DeferredWeight` (updates held as factors).
+    takes_deferred_weights: bool = True
 
     def __init__(
         self,
@@ -916,7 +921,11 @@ class Network:
                 z = (prev if proj.delay else now)[proj.source][proj.signal]
                 z = z.astype(dtype)
                 zs[proj.name] = z
-                contrib = proj.op.apply(params[proj.name], z)
+                w = params[proj.name]
+                if isinstance(w, DeferredWeight):  # updates held as factors (learner.run)
+                    contrib = w.apply(proj.op, z)
+                else:
+                    contrib = proj.op.apply(w, z)
                 if proj.name in sever:
                     contrib = jax.lax.stop_gradient(contrib)
                 u[proj.channel] = u[proj.channel] + contrib

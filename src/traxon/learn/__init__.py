@@ -3,9 +3,11 @@
 from traxon.learn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from traxon.learn.learner import LearnerState, OnlineLearner, online_learner
 from traxon.learn.losses import LOSSES, Loss, cross_entropy, get_loss, mse
+from traxon.learn.optimizers import SGD, sgd
 
 __all__ = [
     "LOSSES",
+    "SGD",
     "CheckpointError",
     "LearnerState",
     "Loss",
@@ -16,4 +18,5 @@ __all__ = [
     "mse",
     "online_learner",
     "save_checkpoint",
+    "sgd",
 ]

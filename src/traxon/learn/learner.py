@@ -42,15 +42,20 @@ import numpy as np
 import optax
 
 from traxon._checks import check_finite, first_nonfinite, is_concrete
+from traxon.core._deferred import DeferredWeight
 from traxon.core.network import READOUT, Network
 from traxon.core.ops import bind_indices
 from traxon.learn.checkpoint import load_checkpoint, save_checkpoint
 from traxon.learn.losses import Loss, get_loss
+from traxon.learn.optimizers import SGD
 from traxon.trace.base import Algorithm, get_algorithm
 
 __all__ = ["LearnerState", "OnlineLearner", "online_learner"]
 
 MEMORY_LIMIT_ENV = "TRAXON_MEMORY_LIMIT"
+#: The key under which `_update` asks a linear optimiser for its scale (not a weight name:
+#: weights are named by projections, which never start with a space).
+_UNIT = " unit"
 
 
 @runtime_checkable
@@ -521,13 +526,20 @@ class OnlineLearner:
         return mask / mask.shape[0] if self.batch_reduction == "mean" else mask
 
     def _update(
-        self, ls: LearnerState, reset: bool = True, grad_sq: jax.Array | None = None
-    ) -> tuple[LearnerState, jax.Array, jax.Array]:
+        self,
+        ls: LearnerState,
+        reset: bool = True,
+        grad_sq: jax.Array | None = None,
+        factors: Mapping[str, tuple[jax.Array, jax.Array]] | None = None,
+    ) -> tuple[LearnerState, jax.Array, jax.Array, dict[str, tuple[jax.Array, jax.Array]]]:
         """Apply the accumulated gradient. ``grad_sq``: its squared norm when the tracer gave
         it (this step's gradient alone, from the factors of its outer products), which
-        spares a pass over every weight; else the norm is summed over the gradient."""
+        spares a pass over every weight; else the norm is summed over the gradient.
+        ``factors``: the gradients of the weights held as factors (``_run_deferred``), as
+        ``(pre, post)``; their updates are returned as factors, ``(-η pre, post)``, with
+        zero rows when the update is skipped."""
         grads = self.tracer.gradients(ls.params, ls.trace_state)
-        dtype = next(iter(grads.values())).dtype
+        dtype = next(iter(ls.params.values())).dtype
         n = jnp.maximum(ls.window, 1).astype(dtype) if self.time_reduction == "mean" else None
         if n is not None:
             grads = {k: g / n for k, g in grads.items()}
@@ -537,14 +549,28 @@ class OnlineLearner:
             norm = jnp.sqrt(grad_sq.astype(dtype))
             norm = norm if n is None else norm / n
         trainable = self._trainable(ls.params)
-        updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
+        held = dict(factors or {})
+        if held:
+            # A linear optimiser (`traxon.learn.sgd`): its update of a gradient of ones is the
+            # scale -η_t every factored weight's update takes, and its state advances as
+            # for any gradient.
+            trainable = {k: w for k, w in trainable.items() if k not in held}
+            grads = {**grads, _UNIT: jnp.ones((), dtype)}
+            updates, opt_state = self.optimizer.update(
+                grads, ls.opt_state, {**trainable, _UNIT: jnp.zeros((), dtype)}
+            )
+            updates = dict(updates)
+            scale = updates.pop(_UNIT) if n is None else updates.pop(_UNIT) / n
+        else:
+            updates, opt_state = self.optimizer.update(grads, ls.opt_state, trainable)
+            scale = jnp.zeros((), dtype)
         new_trainable = optax.apply_updates(trainable, updates)
         # An update is committed only when the loss, the gradient, the new weights and the
         # new optimiser state are all finite (one fused reduction over the new values).
         # Unguarded, only the loss and the gradient's norm are checked per step; the weights
         # and optimiser state are checked once per call instead, at its end
         # (`_report_state`): a non-finite one cannot leave the call unreported.
-        checked = (norm, new_trainable, opt_state) if self._guard else norm
+        checked = (norm, new_trainable, opt_state, scale) if self._guard else norm
         finite = _all_finite_fused(checked) & ~ls.window_nonfinite
         if self._guard:
             # One choice between whole buffers (a conditional), not an element-wise select
@@ -553,6 +579,12 @@ class OnlineLearner:
             new_trainable, opt_state = jax.lax.cond(
                 finite, lambda: (new_trainable, opt_state), lambda: (trainable, ls.opt_state)
             )
+        scaled = {k: ((scale * a).astype(a.dtype), b) for k, (a, b) in held.items()}
+        if self._guard:  # a skipped update adds zero rows (a factor may be NaN: select)
+            scaled = {
+                k: (jnp.where(finite, a, 0.0), jnp.where(finite, b, 0.0))
+                for k, (a, b) in scaled.items()
+            }
         params = {**ls.params, **new_trainable}
         ls = ls._replace(
             params=params,
@@ -563,16 +595,32 @@ class OnlineLearner:
             updates=ls.updates + finite.astype(jnp.int32),
             skipped=ls.skipped + (~finite).astype(jnp.int32),
         )
-        return ls, norm, ~finite
+        return ls, norm, ~finite, scaled
 
-    def _no_update(self, ls: LearnerState) -> tuple[LearnerState, jax.Array, jax.Array]:
+    def _no_update(
+        self, ls: LearnerState
+    ) -> tuple[LearnerState, jax.Array, jax.Array, dict[str, tuple[jax.Array, jax.Array]]]:
         dtype = next(iter(ls.params.values())).dtype
-        return ls, jnp.zeros((), dtype), jnp.zeros((), bool)
+        return ls, jnp.zeros((), dtype), jnp.zeros((), bool), {}
 
     def step_fn(
         self, ls: LearnerState, x: Any, y: Any, mask: Any = None
     ) -> tuple[LearnerState, dict[str, Any]]:
         """One learning step (pure; see the module docstring). ``mask``: ``(B,)`` or ``None``."""
+        ls, metrics, _ = self._step(ls, x, y, mask)
+        return ls, metrics
+
+    def _step(
+        self,
+        ls: LearnerState,
+        x: Any,
+        y: Any,
+        mask: Any = None,
+        pending: Mapping[str, tuple[jax.Array, jax.Array]] | None = None,
+    ) -> tuple[LearnerState, dict[str, Any], dict[str, tuple[jax.Array, jax.Array]]]:
+        """:meth:`step_fn`. ``pending``: ``{weight: (pre, post)}`` updates not yet written
+        into those weights (``_run_deferred``); their gradients come back as factors and
+        their updates are returned, ``(-η pre, post)``, instead of applied."""
         xs = self.net.as_inputs(x, batch=self.net.batch_size(ls.net_state))
         batch = next(iter(xs.values())).shape[0]
         if mask is None:
@@ -597,8 +645,11 @@ class OnlineLearner:
             # Start each step from zero gradients: the zeros are constants of this step, so
             # the accumulator costs nothing, and no reset pass is needed after the update.
             trace_state = self.tracer.reset_gradients(trace_state)
+        params: dict[str, Any] = dict(ls.params)
+        for k, (pre, post) in (pending or {}).items():
+            params[k] = DeferredWeight(ls.params[k], pre, post)
         net_state, trace_state, out = self.tracer.step(
-            ls.params, ls.net_state, trace_state, xs, y, weights, spike_cost=costs
+            params, ls.net_state, trace_state, xs, y, weights, spike_cost=costs
         )
         signals = self.net.signals(net_state)
         rates = {
@@ -618,16 +669,19 @@ class OnlineLearner:
             due = jnp.ones((), bool)
             # The trace state started this step from zero: the step's gradient is all there
             # is, and the tracer may know its norm from the factors (StepOutput.grad_sq).
-            ls, norm, bad = self._update(ls, reset=False, grad_sq=out.grad_sq)
+            factors = out.factors if pending else None
+            ls, norm, bad, updates = self._update(
+                ls, reset=False, grad_sq=out.grad_sq, factors=factors
+            )
         elif isinstance(self.update_every, int):
             due = ls.window >= self.update_every
-            ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
+            ls, norm, bad, updates = jax.lax.cond(due, self._update, self._no_update, ls)
         else:
             due = jnp.zeros((), bool)
-            ls, norm, bad = self._no_update(ls)
+            ls, norm, bad, updates = self._no_update(ls)
         metrics = self._metrics(ls, out.output, out.loss, y, mask)
         metrics.update(grad_norm=norm, updated=due, nonfinite=bad | ~loss_ok)
-        return ls, metrics
+        return ls, metrics, updates
 
     def _metrics(
         self, ls: LearnerState, output: jax.Array, loss: jax.Array, y: Any, mask: jax.Array
@@ -653,11 +707,100 @@ class OnlineLearner:
             masks = jnp.ones((T, batch))
         self._check_label_dtype(ys)
 
+        inputs = (xs, jnp.asarray(ys), jnp.asarray(masks))
+        steps = self._update_steps(batch)
+        if steps and T:
+            return self._run_deferred(ls, inputs, steps)
+
         def body(carry: LearnerState, inp: Any) -> tuple[LearnerState, dict[str, Any]]:
             x, y, m = inp
             return self.step_fn(carry, x, y, m)
 
-        return jax.lax.scan(body, ls, (xs, jnp.asarray(ys), jnp.asarray(masks)))
+        return jax.lax.scan(body, ls, inputs)
+
+    def _update_steps(self, batch: int) -> dict[str, int]:
+        """``{weight: steps}``: the weights whose updates :meth:`run` holds as factors, and
+        for how many steps (see ``traxon.core._deferred``). Only with an update every step
+        by a linear optimiser (:func:`traxon.learn.sgd`), a rule that returns factors
+        (``es_d_rtrl``) and a network that takes them."""
+        if (
+            self.update_every != 1
+            or not isinstance(self.optimizer, SGD)
+            or self.tracer.update_steps is None
+            or not self.net.takes_deferred_weights
+        ):
+            return {}
+        return self.tracer.update_steps(batch)
+
+    def _run_deferred(
+        self, ls: LearnerState, inputs: Any, steps: Mapping[str, int]
+    ) -> tuple[LearnerState, dict[str, Any]]:
+        """:meth:`run` with the updates of the weights in ``steps`` held as factors: chunks
+        of ``R`` steps (the fewest any weight asks for), each a ``lax.scan`` with those
+        weights fixed and their updates written into buffers of ``R`` steps of rows, then
+        written into the weights with one GEMM each. The same weights at the end as step by
+        step, to rounding; the state returned holds whole weights."""
+        names = tuple(steps)
+        R = min(steps.values())
+        T = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+        # The rule keeps no gradient accumulator for these weights while they are factored.
+        kept = {k: ls.trace_state.grads[k] for k in names}
+        grads = {k: g for k, g in ls.trace_state.grads.items() if k not in names}
+        ls = ls._replace(trace_state=ls.trace_state._replace(grads=grads))
+        dtype = next(iter(ls.params.values())).dtype
+
+        def empty(rows: Mapping[str, int]) -> dict[str, tuple[jax.Array, jax.Array]]:
+            shapes = {k: ls.params[k].shape for k in names}
+            return {
+                k: (jnp.zeros((rows[k], n_in), dtype), jnp.zeros((rows[k], n_out), dtype))
+                for k, (n_in, n_out) in shapes.items()
+            }
+
+        # K[k]: the rows of one step's update of weight k (batch x decay groups, and a term
+        # more per group where a spike cost is given): read from the step's shapes.
+        x0, y0, m0 = jax.tree_util.tree_map(lambda a: a[0], inputs)
+        none = empty(dict.fromkeys(names, 0))
+        out = jax.eval_shape(lambda s: self._step(s, x0, y0, m0, pending=none)[2], ls)
+        K = {k: out[k][0].shape[0] for k in names}
+
+        def chunk(ls: LearnerState, part: Any) -> tuple[LearnerState, dict[str, Any]]:
+            r = jax.tree_util.tree_leaves(part)[0].shape[0]
+
+            def body(carry: Any, inp: Any) -> tuple[Any, dict[str, Any]]:
+                ls, pend = carry
+                (x, y, m), j = inp
+                ls, metrics, new = self._step(ls, x, y, m, pending=pend)
+                row = {k: j * K[k] for k in names}
+                pend = {
+                    k: (
+                        jax.lax.dynamic_update_slice_in_dim(pend[k][0], a.astype(dtype), row[k], 0),
+                        jax.lax.dynamic_update_slice_in_dim(pend[k][1], b.astype(dtype), row[k], 0),
+                    )
+                    for k, (a, b) in new.items()
+                }
+                return (ls, pend), metrics
+
+            pend = empty({k: r * K[k] for k in names})
+            (ls, pend), metrics = jax.lax.scan(body, (ls, pend), (part, jnp.arange(r)))
+            folded = {k: DeferredWeight(ls.params[k], *pend[k]).value() for k in names}
+            return ls._replace(params={**ls.params, **folded}), metrics
+
+        full = T // R
+        parts = []
+        if full:
+            head = jax.tree_util.tree_map(
+                lambda a: a[: full * R].reshape(full, R, *a.shape[1:]), inputs
+            )
+            ls, metrics = jax.lax.scan(chunk, ls, head)
+            parts.append(
+                jax.tree_util.tree_map(lambda a: a.reshape(full * R, *a.shape[2:]), metrics)
+            )
+        if T % R:
+            ls, metrics = chunk(ls, jax.tree_util.tree_map(lambda a: a[full * R :], inputs))
+            parts.append(metrics)
+        metrics = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
+        trace_state = ls.trace_state._replace(grads={**ls.trace_state.grads, **kept})
+        return ls._replace(trace_state=trace_state), metrics
 
     def end_sequence(self, ls: LearnerState) -> LearnerState:
         """Apply the accumulated gradient (if any), then reset neuron state and traces."""
@@ -667,7 +810,7 @@ class OnlineLearner:
         """:meth:`end_sequence`, also returning the update's gradient norm, whether it ran and
         whether it was skipped as not finite."""
         due = ls.window > 0
-        ls, norm, bad = jax.lax.cond(due, self._update, self._no_update, ls)
+        ls, norm, bad, _ = jax.lax.cond(due, self._update, self._no_update, ls)
         batch = self.net.batch_size(ls.net_state)
         dtype = next(iter(ls.params.values())).dtype
         fresh, key = self._start_state(batch, dtype, ls.key)

@@ -64,11 +64,16 @@ class StepOutput(NamedTuple):
     the rule has it cheaply (from the factors of its outer products; ``es_d_rtrl``), else
     ``None``. A learner that starts each step from zero gradients reads its gradient norm
     here; unused, it costs nothing under ``jit``.
+
+    ``factors``: ``{weight: (pre, post)}`` for the weights given to ``step`` as a
+    :class:`~traxon.core._deferred.DeferredWeight` (see :attr:`Tracer.update_steps`): this
+    step's gradient of each is ``preᵀ post``, returned instead of added to the trace state.
     """
 
     output: jax.Array
     loss: jax.Array
     grad_sq: jax.Array | None = None
+    factors: dict[str, tuple[jax.Array, jax.Array]] | None = None
 
 
 Params = Mapping[str, jax.Array]
@@ -127,6 +132,12 @@ class Tracer(NamedTuple):
     gradients: GradientsFn
     reset_gradients: ResetGradientsFn
     reset_traces: ResetTracesFn
+    #: ``update_steps(batch) -> {weight: steps}`` (or ``None``): the weights whose per-step
+    #: gradient the rule can return as factors (``StepOutput.factors``) when ``step`` is
+    #: given them as ``DeferredWeight``, and how many steps of factors a learner updating
+    #: every step with plain SGD should hold before writing them into the weight. For those
+    #: weights ``step`` accepts a trace state whose ``grads`` lacks them.
+    update_steps: Callable[[int], dict[str, int]] | None = None
 
 
 class Algorithm:
@@ -364,10 +375,20 @@ class BoundRule(Generic[TS]):
         """The tracer's ``reset_traces`` (:class:`ResetTracesFn`)."""
         return zeroed(ts, self.trace_fields)
 
+    def update_steps(self, batch: int) -> dict[str, int]:
+        """The tracer's ``update_steps`` (:attr:`Tracer.update_steps`); none by default."""
+        return {}
+
     def tracer(self, name: str) -> Tracer:
         """The bound methods as a :class:`Tracer` named ``name``."""
         return Tracer(
-            name, self.init, self.step, self.gradients, self.reset_gradients, self.reset_traces
+            name,
+            self.init,
+            self.step,
+            self.gradients,
+            self.reset_gradients,
+            self.reset_traces,
+            self.update_steps,
         )
 
 

@@ -72,6 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from traxon.core._deferred import DeferredWeight
 from traxon.core.network import READOUT, Network, state_dtype
 from traxon.core.ops import CSR, Bias, Dense, ElementWise, FixedInDegree, FixedOutDegree, Sparse
 from traxon.trace._param_traces import advance_param_traces, init_param_traces
@@ -220,6 +221,30 @@ def _correction(alpha: float, count: jax.Array, dtype: Any) -> jax.Array:
 
 #: Rows per deferred GEMM that ``defer="auto"`` aims at, and the least weight it defers.
 _DEFER_ROWS, _DEFER_MIN_SIZE = 128, 1 << 16
+#: The least weight whose updates ``defer="auto"`` holds as factors when the learner
+#: updates every step with plain SGD: 8 MB of float32, about where the weight leaves the
+#: CPU's cache (measured: slower at N = 1024, faster from N = 2048; docs/decisions.md).
+_DEFER_UPDATE_MIN_SIZE = 1 << 21
+
+
+def _update_steps(defer: str | int, rows: int, n_in: int, n_out: int) -> int:
+    """Steps of updates a dense weight holds as factors when the learner updates every step
+    with plain SGD (``1``: none). ``"auto"``: as :func:`_defer_steps` without a window, for
+    weights of at least ``_DEFER_UPDATE_MIN_SIZE`` entries; an int: that many.
+
+    Example:
+        >>> _update_steps("auto", 16, 1024, 1024), _update_steps("auto", 16, 2048, 2048)
+        (1, 8)
+        >>> _update_steps(4, 16, 100, 10)
+        4
+    """
+    if rows < 1:
+        return 1
+    if defer != "auto":
+        return max(1, int(defer))
+    if n_in * n_out < _DEFER_UPDATE_MIN_SIZE:
+        return 1
+    return _defer_steps("auto", None, rows, n_in, n_out)
 
 
 def _defer_steps(defer: str | int, window: int | None, rows: int, n_in: int, n_out: int) -> int:
@@ -270,7 +295,11 @@ class es_d_rtrl(Algorithm):
             buffer) for a learner that updates every step, for weights under 65,536 entries
             and for Dale-signed weights. An int sets the steps (``1``: off). Under
             ``jax.vmap`` the fold's conditional becomes a select that folds every step:
-            pass ``defer=1`` there.
+            pass ``defer=1`` there. With a learner that updates every step with
+            :func:`traxon.learn.sgd`, the same count of steps of *updates* is held as factors in
+            :meth:`~traxon.learn.OnlineLearner.run` (the weight is written every that many
+            steps; the result is the same): ``"auto"`` does it for dense weights of at least
+            2,097,152 entries (``traxon.core._deferred``).
 
     Example:
         >>> import traxon
@@ -379,6 +408,13 @@ class _Bound(SignalRule[ESDRTRLState]):
         self.deferrable = tuple(
             p for p in projs if p.op.plain_matmul(p.n_in) and self.terms[p.name]
         )
+
+    def update_steps(self, batch: int) -> dict[str, int]:
+        steps = {
+            p.name: _update_steps(self.defer, batch * self.terms[p.name], p.n_in, p.n_out)
+            for p in self.deferrable
+        }
+        return {k: v for k, v in steps.items() if v > 1}
 
     @staticmethod
     def _post_key(target: str, channel: str) -> str:
@@ -492,8 +528,12 @@ class _Bound(SignalRule[ESDRTRLState]):
         grads = dict(ts.grads)
         buf, fill = dict(ts.buf), dict(ts.fill)
         grad_sq = jnp.zeros((), dtype)
+        factors: dict[str, tuple[jax.Array, jax.Array]] = {}
         for p in self.projs:
-            W = params[p.name]
+            given = params[p.name]
+            # A weight whose updates are held as factors: return this step's (update_steps).
+            deferred = isinstance(given, DeferredWeight)
+            W = given.base if isinstance(given, DeferredWeight) else given
             eps = post[self._post_key(p.target, p.channel)]
             # Pairs (pre, post) whose batch-summed outer products make this step's
             # gradient: summed in one outer product over the concatenated batch.
@@ -508,6 +548,12 @@ class _Bound(SignalRule[ESDRTRLState]):
                     v = _contract(q.delta[p.target], eps, which)
                     terms.append((pre[key], corr[key] * v))
             rows = sum(a.shape[0] for a, _ in terms)
+            if deferred:
+                factors[p.name] = stacked = _stacked(terms)
+                sq = p.op.outer_sq_norm(W, *stacked)
+                assert sq is not None  # a deferred weight is a plain matmul
+                grad_sq = grad_sq + sq.astype(dtype)
+                continue
             if p.name in buf and 0 < rows <= buf[p.name][0].shape[0]:
                 stacked = _stacked(terms)
                 grads[p.name], buf[p.name], fill[p.name] = _deferred_add(
@@ -526,7 +572,7 @@ class _Bound(SignalRule[ESDRTRLState]):
         for k in acc:
             grad_sq = grad_sq + _sum_sq(acc[k] - ts.acc[k]).astype(dtype)
         new_ts = ESDRTRLState(pre, post, pre_k, post_k, count, grads, E, G, acc, buf, fill)
-        return q.new_state, new_ts, StepOutput(q.output, q.loss, grad_sq)
+        return q.new_state, new_ts, StepOutput(q.output, q.loss, grad_sq, factors or None)
 
     def gradients(self, params: Mapping[str, jax.Array], ts: ESDRTRLState) -> dict:
         grads = {**ts.grads, **ts.acc}
