@@ -618,8 +618,8 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
         floor = _timed(sel, algorithm="sgd_floor", variant="forward_outer_update")
         if floor:
             parts.append(
-                f"the bare per-step update alone (forward + one outer-product SGD update per "
-                f"weight, no traces) {fmt(floor['ratio_vs_forward'])}x forward"
+                "the bare per-step update alone (forward + one outer-product SGD update "
+                f"written into each weight, no traces) {fmt(floor['ratio_vs_forward'])}x forward"
             )
         if lrn1:
             parts.append(
@@ -715,8 +715,9 @@ def targets(results: dict[str, list[dict]]) -> list[str]:
         ratio = lrn.get("ratio_vs_forward")
         same = lrn["per_step_ms"] / ratio if ratio else None
         bare = (
-            f"; the bare update (`sgd_floor`: forward + one outer-product SGD update per "
-            f"weight, no traces) alone {fmt(floor.get('ratio_vs_forward'))}x forward"
+            "; the bare update (`sgd_floor`: forward + one outer-product SGD update written "
+            f"into each weight, no traces) alone {fmt(floor.get('ratio_vs_forward'))}x "
+            "forward"
             if floor
             else ""
         )

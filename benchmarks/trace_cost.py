@@ -47,11 +47,12 @@ Rows (``algorithm`` / ``variant``):
   model object (its ``braintrace.nn`` layers, one ``Linear`` on ``concatenate([x,
   spikes])``), attached unmodified with ``online_learner(model, ..., input_size=)``: what
   a braintrace user's network costs under traxon;
-* ``sgd_floor`` / ``forward_outer_update``: the least any rule with a dense weight update
-  every step can cost -- the forward step plus, per weight, one batch-summed outer product
-  (of the signal the weight read and its output) applied as an SGD update; no traces, no
-  loss, no learning signal. ``learner_sgd`` divided by this row is the overhead of
-  es_d_rtrl's traces and learning signals over the bare update;
+* ``sgd_floor`` / ``forward_outer_update``: the least any rule that writes a dense weight
+  update into every weight every step can cost -- the forward step plus, per weight, one
+  batch-summed outer product (of the signal the weight read and its output) applied as an
+  SGD update; no traces, no loss, no learning signal. ``learner_optax_sgd`` divided by
+  this row is the overhead of es_d_rtrl's traces and learning signals over the bare
+  update;
 * ``d_rtrl`` / ``tracer``, ``bptt`` / ``tracer`` (window = T, gradient read at the end),
   ``bptt`` / ``direct`` (``bptt_gradient``: ``jax.grad`` through the scan; not in --quick);
 * ``peer_forward`` / ``for_loop``: the braintrace model run by ``brainstate.transform.for_loop``;
@@ -239,8 +240,9 @@ def build_learner_on_peer_model(pb: Problem, T: int) -> bench.Built:
 
 
 def build_floor(pb: Problem, T: int) -> bench.Built:
-    """The least any rule with a dense weight update every step can cost: the forward step
-    plus, per trainable weight, one batch-summed outer product of the signal it read and
+    """The least any rule that writes a dense weight update every step can cost (one that
+    holds the updates as factors, ``learner_sgd``, may cost less): the forward step plus,
+    per trainable weight, one batch-summed outer product of the signal it read and
     its output ``u`` (the shape of every rank-B gradient) written as an SGD update. No
     traces, no loss, no learning signal."""
     from traxon.trace.base import trainable
