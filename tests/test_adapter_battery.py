@@ -511,6 +511,34 @@ def test_a_linear_readout_is_an_instantaneous_readout():
 
 
 @pytest.mark.parametrize(
+    "name", ["eprop_concatenated", "braintrace_rsnn", "lstm_linear_readout", "hybrid_encoder"]
+)
+def test_held_sgd_updates_of_a_module_equal_an_update_every_step(name):
+    """With ``traxon.learn.sgd`` and an update every step, ``run`` holds the updates of the
+    module's plain matmuls as factors (``es_d_rtrl(defer=3)``), added where the module's
+    own matmul produces its output, and writes them every 3 steps: the weights written
+    into the module equal ``optax.sgd``'s updated every step, in float64. The networks
+    cover concatenated blocks, braintrace's primitives, a Linear readout (the factors and
+    the learning signal's probe meet on one value) and an ANN encoder."""
+    written = []
+    with float64(), brainstate.environ.context(precision=64), jax.numpy_rank_promotion("allow"):
+        xs, ts, _ = data(T)
+        for optimizer, defer in ((optax.sgd(0.05), 1), (traxon.learn.sgd(0.05), 3)):
+            module, learner, _ = attach(
+                name, traxon.es_d_rtrl(defer=defer), optimizer, dtype=jnp.float64
+            )
+            held = learner._update_steps(B)
+            assert bool(held) == (defer > 1), held
+            learner.init_state(B)
+            learner.state, _ = learner.jit("run")(learner.connectivity, learner.state, xs, ts)
+            values = {n: st.value for n, st in module.states(brainstate.ParamState).items()}
+            written.append(mantissas_by_leaf(values))
+    assert written[0].keys() == written[1].keys()
+    for k, w in written[0].items():
+        np.testing.assert_allclose(written[1][k], w, rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize(
     "make", [TwoLayer, lambda: CellNetwork("LSTMCell")], ids=["two_layer", "lstm"]
 )
 def test_a_restored_run_is_what_the_module_and_the_next_step_start_from(make, tmp_path):

@@ -225,7 +225,9 @@ class Graph:
             values: ``{id: array}`` of inputs (and anything else known).
             targets: ids (or literals) to return.
             overrides: ``{id: array}``: these values are used instead of computing them.
-            perturb: ``{id: array}``: added to these values where they are produced.
+            perturb: ``{id: array}``: added to these values where they are produced; a
+                callable instead of an array is called with the values known by then
+                (``{id: value}``) and its result added.
             record: ids whose values are also returned.
 
         Returns:
@@ -236,7 +238,7 @@ class Graph:
         env: dict[int, Any] = {**self.consts, **values, **overrides}
         for i, d in perturb.items():
             if i in env:
-                env[i] = env[i] + d
+                env[i] = env[i] + (d(env) if callable(d) else d)
         want = [t for t in targets if isinstance(t, int)] + list(record)
         needed = self.ancestors(want, stop=set(env))
         for node in self.nodes:
@@ -257,7 +259,8 @@ class Graph:
                 if o in overrides:
                     continue
                 if o in perturb:
-                    v = v + perturb[o]
+                    d = perturb[o]
+                    v = v + (d(env) if callable(d) else d)
                 env[o] = v
         result = [t.value if isinstance(t, Lit) else env[t] for t in targets]
         return result, {i: env[i] for i in record}

@@ -67,6 +67,7 @@ from traxon.adapters._values import (
     state_kind,
 )
 from traxon.adapters._writeback import ModuleWeights
+from traxon.core._deferred import DeferredWeight
 from traxon.core.network import READOUT, Network
 
 __all__ = ["AdaptedNetwork", "adapt"]
@@ -79,9 +80,6 @@ class AdaptedNetwork(Network):
     ``"inp.comm.weight['weight']"``); the network state holds every population's states
     plus the environment's ``i``/``t`` and brainstate's random state.
     """
-
-    # The module evaluates its own matmuls: a weight is always given whole.
-    takes_deferred_weights = False
 
     def __init__(
         self,
@@ -375,17 +373,16 @@ class AdaptedNetwork(Network):
         xs = x["x"]
         a = self.analysis(xs.shape[0])
         g = a.graph
+        params, delta = _deferred_products(a, params)
         values = self._inputs(a, params, state, xs)
-        delta: dict[int, Any] = {}
         for pop_name, sigs in (perturb or {}).items():
             for sig, d in sigs.items():
                 if pop_name == READOUT and sig == "spike":
-                    delta[a.y_id] = d
+                    delta[a.y_id] = _plus(delta.get(a.y_id), d)
                 elif sig in a.pops[pop_name].signals:
                     i = a.pops[pop_name].signals[sig]
-                    delta[i] = (
-                        d.astype(g.dtype(i)) if jnp.issubdtype(g.dtype(i), jnp.floating) else d
-                    )
+                    d = d.astype(g.dtype(i)) if jnp.issubdtype(g.dtype(i), jnp.floating) else d
+                    delta[i] = _plus(delta.get(i), d)
         targets: list[Any] = [a.y_id]
         for pop in a.pops.values():
             targets += [lf.out_id for lf in pop.traced + pop.aux]
@@ -670,3 +667,43 @@ def adapt(
         >>> net = traxon.adapters.adapt(my_module, input_size=40)    # doctest: +SKIP
     """
     return AdaptedNetwork(module, input_size, call, input_unit, draw_initial_state)
+
+
+def _deferred_products(
+    a: Analysis, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[int, Any]]:
+    """``params`` with each :class:`~traxon.core._deferred.DeferredWeight` replaced by its
+    base, and the perturbations that add its held updates where the module's matmul
+    produces its output: ``(z Pᵀ) Q`` from the signal the weight reads (only plain matmuls,
+    ``u = z W``, are given as such; see ``es_d_rtrl``'s ``update_steps``)."""
+    plain: dict[str, Any] = dict(params)
+    delta: dict[int, Any] = {}
+    for name, w in params.items():
+        if not isinstance(w, DeferredWeight):
+            continue
+        op = a.ops[name]
+        assert op.z_id is not None  # a plain matmul reads a signal
+        plain[name] = w.base
+        dtype = a.graph.dtype(op.raw_id)
+
+        def held(env: Mapping[int, Any], z_id: int = op.z_id, w: Any = w, op: Any = op) -> Any:
+            z = env[z_id]
+            low_rank = (z.astype(w.pre.dtype) @ w.pre.T) @ w.post
+            return op.to_raw(low_rank).astype(dtype)
+
+        delta[op.raw_id] = _plus(delta.get(op.raw_id), held)
+    return plain, delta
+
+
+def _plus(a: Any, b: Any) -> Any:
+    """The sum of two perturbations of one value (arrays or callables of the values known;
+    see ``Graph.evaluate``); ``a`` may be ``None``."""
+    if a is None:
+        return b
+    if not (callable(a) or callable(b)):
+        return a + b
+
+    def both(env: Mapping[int, Any]) -> Any:
+        return (a(env) if callable(a) else a) + (b(env) if callable(b) else b)
+
+    return both

@@ -400,10 +400,6 @@ class Network:
         (4, 2)
     """
 
-    #: Whether :meth:`forward` takes a plain matmul's weight as a
-    #: :class:`~traxon.core._deferred.DeferredWeight` (updates held as factors).
-    takes_deferred_weights: bool = True
-
     def __init__(
         self,
         inputs: Mapping[str, int] | int,
@@ -898,6 +894,9 @@ class Network:
         """One step with its internals exposed (used by the learning rules).
 
         Arguments:
+            params: the weights; a plain matmul's may be a
+                :class:`~traxon.core._deferred.DeferredWeight` (updates held as factors,
+                as the learner's ``run`` passes them).
             perturb: ``{population: {signal: array}}`` added to this step's signals right
                 after each transition (zero perturbations give the learning signals).
             sever: projection names whose weight-op output is held fixed

@@ -721,13 +721,12 @@ class OnlineLearner:
     def _update_steps(self, batch: int) -> dict[str, int]:
         """``{weight: steps}``: the weights whose updates :meth:`run` holds as factors, and
         for how many steps (see ``traxon.core._deferred``). Only with an update every step
-        by a linear optimiser (:func:`traxon.learn.sgd`), a rule that returns factors
-        (``es_d_rtrl``) and a network that takes them."""
+        by a linear optimiser (:func:`traxon.learn.sgd`) and a rule that returns factors
+        (``es_d_rtrl``; every network's ``forward`` takes them)."""
         if (
             self.update_every != 1
             or not isinstance(self.optimizer, SGD)
             or self.tracer.update_steps is None
-            or not self.net.takes_deferred_weights
         ):
             return {}
         return self.tracer.update_steps(batch)
