@@ -110,7 +110,18 @@ def step_bytes(hlo_text: str) -> int:
     """Bytes moved by one iteration of the outermost loop of optimised HLO ``hlo_text``
     (``compiled.as_text()``); the whole program when it has no loop."""
     comps, entry = _computations(hlo_text)
-    for _, _, op, rest in comps[entry]:
+    body = _outer_loop(comps, entry)
+    return _charge(comps, body if body is not None else entry)
+
+
+def _outer_loop(comps: dict, name: str) -> str | None:
+    """The body of the first loop of computation ``name``, looking inside the computations
+    it calls (newer XLA wraps the loop in a ``call``); ``None`` without one."""
+    for _, _, op, rest in comps[name]:
         if op == "while":
-            return _charge(comps, _called(rest, "body")[0])
-    return _charge(comps, entry)
+            return _called(rest, "body")[0]
+        if op == "call":
+            body = _outer_loop(comps, _called(rest, "to_apply")[0])
+            if body is not None:
+                return body
+    return None

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from packaging.version import Version
 
 pytest.importorskip("brainpy.state")  # the optional extra; the rest are core
 
@@ -148,9 +149,13 @@ KINDS = [
     "sparse_linear",
     "sparse_linear_brainunit",
 ]
-# brainunit's CSR and COO gradients are wrong upstream (test below): that network's reference
-# is the same network with brainevent's CSR (same matrices, entries in the same row-major order).
-REFERENCE = {"sparse_linear_brainunit": "sparse_linear_reference"}
+# brainunit's CSR and COO gradients are wrong before brainunit 0.6 (test below): there that
+# network's reference is the same network with brainevent's CSR (same matrices, entries in
+# the same row-major order); from 0.6 on, brainstate's own gradient of it.
+BRAINUNIT_SPARSE_GRAD_RIGHT = Version(u.__version__) >= Version("0.6")
+REFERENCE = (
+    {} if BRAINUNIT_SPARSE_GRAD_RIGHT else {"sparse_linear_brainunit": "sparse_linear_reference"}
+)
 HOMOGENEOUS = {"event_fixed_prob_homogeneous": ["E", "I"], "fixed_num_conn": ["I"]}
 
 
@@ -271,10 +276,11 @@ def test_short_training_lowers_the_loss(kind, algorithm):
 
 
 @pytest.mark.parametrize("fmt", ["CSR", "COO"])
-def test_brainunit_sparse_gradient_is_wrong_upstream(fmt):
+def test_brainunit_sparse_gradient_is_wrong_before_0_6(fmt):
     """The gradient of ``x @ m`` in the entries of a ``brainunit.sparse`` CSR or COO matrix
-    ``m`` (``csr_matmat``/``coo_matmat``, transposed) is wrong upstream; traxon's is the true
-    one. When this fails, upstream is fixed: drop those networks from ``REFERENCE``."""
+    ``m`` (``csr_matmat``/``coo_matmat``, transposed) is wrong in brainunit 0.5 (the
+    battery's reference for that network is then the same matrices in brainevent's CSR) and
+    right in 0.6; traxon's is the true one in both."""
     rng = np.random.default_rng(0)
     dense = (rng.random((4, 6)) < 0.4) * rng.normal(size=(4, 6))
     m = getattr(u.sparse, fmt).fromdense(jnp.asarray(dense))
@@ -283,7 +289,7 @@ def test_brainunit_sparse_gradient_is_wrong_upstream(fmt):
     theirs = jax.grad(lambda d: jnp.sum(c * (x @ m.with_data(d))))(m.data)
     rows, cols = np.nonzero(dense)  # the entries in the matrix's (row-major) order
     true = np.sum(np.asarray(x)[:, rows] * np.asarray(c)[:, cols], axis=0)
-    assert not np.allclose(np.asarray(theirs), true)
+    assert np.allclose(np.asarray(theirs), true) == BRAINUNIT_SPARSE_GRAD_RIGHT, u.__version__
     op = CSR.from_edges(rows, cols, n_in=4, n_out=6)
     ours = jax.grad(lambda d: jnp.sum(c * op.apply(d, x)))(jnp.asarray(dense[rows, cols]))
     np.testing.assert_allclose(np.asarray(ours), true, rtol=1e-5)
