@@ -141,3 +141,18 @@ def test_sgd_is_optax_sgd_and_checks_its_rate():
     np.testing.assert_array_equal(u["w"], v["w"])
     with pytest.raises(ValueError, match="learning_rate"):
         traxon.learn.sgd(float("nan"))
+
+
+def test_held_updates_compose_with_vmap_over_runs():
+    """``jax.vmap`` of ``run`` over two initial states (an ensemble): each run's weights are
+    those of the same run alone, updated every step."""
+    xs, ys = _data()
+    reference = _learner(optax.sgd(0.05), 1)
+    held = _learner(traxon.learn.sgd(0.05), 4)
+    states = [held.init(batch_size=B, key=jax.random.PRNGKey(seed)) for seed in (0, 1)]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
+    ensemble, _ = jax.jit(jax.vmap(held.run, in_axes=(0, None, None)))(stacked, xs, ys)
+    for i, start in enumerate(states):
+        alone, _ = jax.jit(reference.run)(start, xs, ys)
+        for k, w in alone.params.items():
+            np.testing.assert_allclose(ensemble.params[k][i], w, rtol=1e-10, atol=1e-12)
