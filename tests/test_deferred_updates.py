@@ -93,6 +93,35 @@ def test_held_updates_give_the_weights_of_an_update_every_step(case):
     _assert_same(_runs(reference, xs, ys), _runs(held, xs, ys))
 
 
+def test_held_updates_under_the_event_driven_forward():
+    """A recurrent weight of 80 x 80 takes the event-driven path (``event="auto"``: it
+    gathers the rows of the neurons that spiked, or falls back to all rows); its held
+    updates are added beside that product, and the run equals ``optax.sgd`` every step."""
+
+    def make():
+        return Network(
+            N_IN,
+            {"h": Population(LIF(tau=10.0), 80)},
+            [
+                Projection("x", "h", Dense(gain=8.0), synapse=Expon(5.0)),
+                Projection("h", "h", Dense(gain=1.0), synapse=Expon(5.0), delay=1),
+            ],
+            readout=Readout("h", 2, tau=20.0),
+        )
+
+    learners = [
+        traxon.online_learner(make(), traxon.es_d_rtrl(defer=defer), opt, dtype=jnp.float64)
+        for opt, defer in ((optax.sgd(0.05), 1), (traxon.learn.sgd(0.05), 4))
+    ]
+    recurrent = next(p for p in learners[1].net.projections if p.name == "h->h")
+    assert recurrent.op.max_active is not None  # the event-driven product
+    assert "h->h" in learners[1]._update_steps(B)
+    xs, ys = _data()
+    a, b = (_runs(learner, xs, ys) for learner in learners)
+    assert float(np.mean(a[1]["rates"]["h"])) > 0  # the recurrent spikes are there to gather
+    _assert_same(a, b)
+
+
 def test_a_skipped_nonfinite_step_is_skipped_alike():
     xs, ys = _data()
     xs = xs.at[5, 1, 0].set(jnp.nan)  # sample 1 is NaN from step 5 on: every update skipped
