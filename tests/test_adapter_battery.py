@@ -511,6 +511,38 @@ def test_a_linear_readout_is_an_instantaneous_readout():
     assert_equals_reference(grads, reference, 1e-8)
 
 
+def test_snap_is_exact_on_an_lstm_whose_units_read_only_themselves():
+    """brainstate's ``LSTMCell`` with the recurrent weights between different units zeroed:
+    each unit's gates read only its own ``h``, so every weight drives one unit and SnAp-1's
+    traces are exact. Its gradient equals BPTT's on every block in float64. SnAp reads the
+    signal each recurrent block takes at the start of the step (``prev:`` signals); before
+    they were among the population's signals it stopped with a KeyError."""
+    from tests.helpers import run_tracer
+
+    with float64(), brainstate.environ.context(dt=1.0 * u.ms, precision=64):
+        brainstate.random.seed(0)
+        module = CellLinearReadout("LSTMCell", n_rec=6)
+        weight = dict(module.rnn.W.weight.value)
+        w = np.array(weight["weight"])
+        n_rec = 6
+        own = np.eye(n_rec, dtype=bool)
+        for g in range(4):  # i, g, f, o blocks: keep the diagonal of their h rows
+            block = w[N_IN:, g * n_rec : (g + 1) * n_rec]
+            w[N_IN:, g * n_rec : (g + 1) * n_rec] = np.where(own, 3.0 * block, 0.0)
+        weight["weight"] = jnp.asarray(w)
+        module.rnn.W.weight.value = weight
+        learner = traxon.online_learner(module, "snap", optax.sgd(0.1), dtype=jnp.float64)
+        net = learner.net
+        xs, ts, ws = data(T)
+        learner.init_state(B)
+        state = net.init_state(B, jnp.float64)
+        args = (net, learner.params, state, {"x": xs}, ts, ws)
+        snap, exact = run_tracer("snap", *args), run_tracer("bptt", *args)
+    for k, g in exact.items():
+        assert np.abs(g).max() > 0, k
+        assert rel_error(snap[k], g) < 1e-8, (k, rel_error(snap[k], g))
+
+
 @pytest.mark.parametrize(
     "name", ["eprop_concatenated", "braintrace_rsnn", "lstm_linear_readout", "hybrid_encoder"]
 )

@@ -532,6 +532,19 @@ class AdaptedNetwork(Network):
                         out["spike"] = jnp.asarray(v).astype(dtype)
                     else:
                         out["spike"] = jnp.zeros((batch, p.size), dtype)
+            # What the weights that read this population at the start of the next step read
+            # (``prev:`` signals): functions of the given state as the step's old one.
+            later = {
+                op.signal: op.z_id
+                for op in a.ops.values()
+                if op.source == pop and op.delay == 1 and op.z_id is not None
+            }
+            for name, z_id in later.items():
+                try:
+                    (v,), _ = g.evaluate(as_old, [z_id])
+                except KeyError:  # it reads more than this population's state: not given
+                    continue
+                out[name] = jnp.asarray(v).astype(dtype)
         except KeyError as err:
             raise ValueError(
                 f"a signal of population `{pop}` is not a function of its state alone ({err})."
