@@ -700,9 +700,7 @@ def _deferred_products(
         dtype = a.graph.dtype(op.raw_id)
 
         def held(env: Mapping[int, Any], z_id: int = op.z_id, w: Any = w, op: Any = op) -> Any:
-            z = env[z_id]
-            low_rank = (z.astype(w.pre.dtype) @ w.pre.T) @ w.post
-            return op.to_raw(low_rank).astype(dtype)
+            return op.to_raw(w.held(env[z_id])).astype(dtype)
 
         delta[op.raw_id] = _plus(delta.get(op.raw_id), held)
     return plain, delta

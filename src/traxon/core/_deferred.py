@@ -64,12 +64,15 @@ class DeferredWeight:
     def dtype(self) -> Any:
         return self.base.dtype
 
+    def held(self, z: jax.Array) -> jax.Array:
+        """``(z preᵀ) post``: what the updates not yet written add to ``z W``."""
+        dtype = jnp.result_type(z.dtype, self.base.dtype)
+        return (z.astype(dtype) @ self.pre.T.astype(dtype)) @ self.post.astype(dtype)
+
     def apply(self, op: Any, z: jax.Array) -> jax.Array:
         """``op.apply(base, z) + (z preᵀ) post``: the op's product with the whole weight,
         for an op that is a plain matmul (``op.plain_matmul``)."""
-        dtype = jnp.result_type(z.dtype, self.base.dtype)
-        low_rank = (z.astype(dtype) @ self.pre.T.astype(dtype)) @ self.post.astype(dtype)
-        return op.apply(self.base, z) + low_rank.astype(dtype)
+        return op.apply(self.base, z) + self.held(z)
 
     def value(self) -> jax.Array:
         """The weight with the updates written in: one GEMM with ``R`` rows."""
