@@ -114,6 +114,26 @@ def run_tracer(name, net, params, state, xs, ts, ws, costs=None, **options):
     return tracer.gradients(params, tstate)
 
 
+def deferral_network(n_in: int):
+    """The network of the tests of held factors (``es_d_rtrl``'s deferred accumulation and
+    the learner's held SGD updates): two decay groups (ALIF), a leaky readout (filtered
+    traces), recurrence, and a Dale-signed pair (never held: its outer product is masked by
+    ``sign(W)``)."""
+    from traxon.core import ALIF, LIF, Dense, Expon, Network, Population, Projection, Readout
+
+    return Network(
+        n_in,
+        {"h": Population(ALIF(tau=10.0, tau_a=100.0, beta=0.5), 12), "i": Population(LIF(), 6)},
+        [
+            Projection("x", "h", Dense(gain=6.0), synapse=Expon(5.0)),
+            Projection("h", "h", Dense(gain=1.0), synapse=Expon(5.0), delay=1),
+            Projection("h", "i", Dense(gain=2.0, sign=1), synapse=Expon(5.0), delay=1),
+            Projection("i", "h", Dense(gain=1.0, sign=-1), synapse=Expon(5.0)),
+        ],
+        readout=Readout("h", 2, tau=20.0),
+    )
+
+
 def spike_data(steps, batch, n_in, seed=1, dtype=np.float32):
     """Random input spikes ``(steps, batch, n_in)`` (probability 0.3), binary labels
     ``(steps, batch)`` and loss weights ``1 / batch``: one batch for the adapter tests."""

@@ -14,8 +14,8 @@ import optax
 import pytest
 
 import traxon
-from tests.helpers import float64
-from traxon.core import ALIF, LIF, Dense, Expon, Network, Population, Projection, Readout
+from tests.helpers import deferral_network, float64
+from traxon.core import LIF, Dense, Expon, Network, Population, Projection, Readout
 
 N_IN, B, T = 5, 3, 11
 
@@ -26,22 +26,6 @@ def x64_module():
         yield
 
 
-def _network() -> Network:
-    """Two decay groups (ALIF), a leaky readout, recurrence, and a Dale-signed pair (its
-    update is masked by sign(W), never held as factors)."""
-    return Network(
-        N_IN,
-        {"h": Population(ALIF(tau=10.0, tau_a=100.0, beta=0.5), 12), "i": Population(LIF(), 6)},
-        [
-            Projection("x", "h", Dense(gain=6.0), synapse=Expon(5.0)),
-            Projection("h", "h", Dense(gain=1.0), synapse=Expon(5.0), delay=1),
-            Projection("h", "i", Dense(gain=2.0, sign=1), synapse=Expon(5.0), delay=1),
-            Projection("i", "h", Dense(gain=1.0, sign=-1), synapse=Expon(5.0)),
-        ],
-        readout=Readout("h", 2, tau=20.0),
-    )
-
-
 def _data(seed: int = 1):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     xs = (jax.random.uniform(k1, (T, B, N_IN)) < 0.3).astype(jnp.float64)
@@ -50,7 +34,9 @@ def _data(seed: int = 1):
 
 def _learner(optimizer, defer, **kwargs):
     algorithm = traxon.es_d_rtrl(defer=defer)
-    return traxon.online_learner(_network(), algorithm, optimizer, dtype=jnp.float64, **kwargs)
+    return traxon.online_learner(
+        deferral_network(N_IN), algorithm, optimizer, dtype=jnp.float64, **kwargs
+    )
 
 
 def _runs(learner, xs, ys, calls: int = 2, guard: bool = True):

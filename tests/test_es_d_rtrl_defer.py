@@ -13,8 +13,8 @@ import optax
 import pytest
 
 import traxon
-from tests.helpers import float64, rel_error
-from traxon.core import ALIF, LIF, Dense, Expon, Network, Population, Projection, Readout
+from tests.helpers import deferral_network, float64, rel_error
+from traxon.core import LIF, Dense, Network, Population, Projection, Readout
 from traxon.learn import cross_entropy
 from traxon.trace import get_algorithm
 from traxon.trace.es_d_rtrl import _defer_steps
@@ -26,22 +26,6 @@ N_IN, B, T = 5, 3, 11
 def x64_module():
     with float64():
         yield
-
-
-def _network() -> Network:
-    """Two decay groups (ALIF), a leaky readout (filtered traces), recurrence, and a
-    Dale-signed pair (never deferred: its outer product is masked by sign(W))."""
-    return Network(
-        N_IN,
-        {"h": Population(ALIF(tau=10.0, tau_a=100.0, beta=0.5), 12), "i": Population(LIF(), 6)},
-        [
-            Projection("x", "h", Dense(gain=6.0), synapse=Expon(5.0)),
-            Projection("h", "h", Dense(gain=1.0), synapse=Expon(5.0), delay=1),
-            Projection("h", "i", Dense(gain=2.0, sign=1), synapse=Expon(5.0), delay=1),
-            Projection("i", "h", Dense(gain=1.0, sign=-1), synapse=Expon(5.0)),
-        ],
-        readout=Readout("h", 2, tau=20.0),
-    )
 
 
 def _data(seed: int = 1, steps: int = T):
@@ -96,7 +80,7 @@ def test_auto_steps_follow_the_rule():
 def test_deferred_gradient_equals_direct_at_every_read(with_costs):
     """Every read equals the undeferred gradient, with (two terms per decay group, more rows
     than the buffer was sized for) and without a spike cost."""
-    net = _network()
+    net = deferral_network(N_IN)
     direct, ts1 = _every_read(net, 1, with_costs)
     deferred, ts3 = _every_read(net, 3, with_costs)
     assert ts1.buf == {} and ts1.fill == {}
@@ -142,7 +126,7 @@ def test_deferred_es_d_rtrl_stays_exact_in_the_eprop_case():
 
 def _learner(defer, update_every=5):
     return traxon.online_learner(
-        _network(),
+        deferral_network(N_IN),
         traxon.trace.es_d_rtrl(defer=defer),
         optax.adam(1e-2),
         update_every=update_every,
@@ -222,7 +206,7 @@ def test_fit_per_sequence_folds_what_the_buffer_holds_at_the_end():
     params = {}
     for defer in (1, 3):
         learner = traxon.online_learner(
-            _network(),
+            deferral_network(N_IN),
             traxon.trace.es_d_rtrl(defer=defer),
             optax.adam(1e-2),
             update_every="sequence",
@@ -243,7 +227,7 @@ def test_fit_per_sequence_folds_what_the_buffer_holds_at_the_end():
 def test_deferred_tracer_composes_with_vmap():
     """Two initialisations at once under ``jax.vmap`` (the fold's conditional becomes a
     select): the same gradients as ``defer=1``."""
-    net = _network()
+    net = deferral_network(N_IN)
     xs, ys, _ = _data()
     ws = jnp.full((T, B), 1.0 / B)
     keys = jax.random.split(jax.random.PRNGKey(5), 2)
