@@ -561,6 +561,13 @@ def _row(rows: list[dict], **match: Any) -> dict | None:
     return None
 
 
+def _vs(row: dict, what: str, peer: str) -> str:
+    """``what`` with ``row``'s ratios to traxon's forward and to the peer ``peer``."""
+    return (
+        f"{what} {fmt(row['ratio_vs_forward'])}x forward, {fmt(row.get('ratio_vs_peer'))}x {peer}"
+    )
+
+
 def _timed(rows: list[dict], **match: Any) -> dict | None:
     """The matching row if it was timed (not skipped, no error), else ``None``."""
     r = _row(rows, **match)
@@ -597,10 +604,7 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
                 f"{fmt(es.get('ratio_vs_peer'))}x braintrace pp_prop"
             )
         if es1:
-            parts.append(
-                f"with one decay group {fmt(es1['ratio_vs_forward'])}x forward, "
-                f"{fmt(es1.get('ratio_vs_peer'))}x pp_prop"
-            )
+            parts.append(_vs(es1, "with one decay group", "pp_prop"))
         if lrn and es:
             over = lrn["per_step_ms"] / es["per_step_ms"]
             parts.append(
@@ -610,11 +614,8 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
             )
         lrno = _timed(sel, algorithm="es_d_rtrl", variant="learner_optax_sgd")
         if lrno:
-            parts.append(
-                "the same learner with optax.sgd (every weight written every step) "
-                f"{fmt(lrno['ratio_vs_forward'])}x forward, "
-                f"{fmt(lrno.get('ratio_vs_peer'))}x the peer's"
-            )
+            what = "the same learner with optax.sgd (every weight written every step)"
+            parts.append(_vs(lrno, what, "the peer's"))
         floor = _timed(sel, algorithm="sgd_floor", variant="forward_outer_update")
         if floor:
             parts.append(
@@ -622,22 +623,16 @@ def findings(results: dict[str, list[dict]]) -> list[str]:
                 f"written into each weight, no traces) {fmt(floor['ratio_vs_forward'])}x forward"
             )
         if lrn1:
-            parts.append(
-                f"the learner with one decay group {fmt(lrn1['ratio_vs_forward'])}x forward, "
-                f"{fmt(lrn1.get('ratio_vs_peer'))}x the peer's"
-            )
+            parts.append(_vs(lrn1, "the learner with one decay group", "the peer's"))
         lrnp = _timed(sel, algorithm="es_d_rtrl", variant="learner_sgd_peer_model")
         if lrnp:
-            parts.append(
+            what = (
                 "the learner on the peer's own model object (braintrace.nn layers, attached "
-                f"unmodified) {fmt(lrnp['ratio_vs_forward'])}x forward, "
-                f"{fmt(lrnp.get('ratio_vs_peer'))}x the peer's learner on it"
+                "unmodified)"
             )
+            parts.append(_vs(lrnp, what, "the peer's learner on it"))
         if dr and dr.get("per_step_ms"):
-            parts.append(
-                f"d_rtrl {fmt(dr['ratio_vs_forward'])}x forward, "
-                f"{fmt(dr.get('ratio_vs_peer'))}x braintrace D_RTRL"
-            )
+            parts.append(_vs(dr, "d_rtrl", "braintrace D_RTRL"))
         elif dr and dr.get("skipped"):
             parts.append("d_rtrl not run (" + dr["skipped"].split(":")[0] + ")")
         if bp:
