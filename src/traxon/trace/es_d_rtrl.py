@@ -548,17 +548,15 @@ class _Bound(SignalRule[ESDRTRLState]):
                     v = _contract(q.delta[p.target], eps, which)
                     terms.append((pre[key], corr[key] * v))
             rows = sum(a.shape[0] for a, _ in terms)
-            if deferred:
-                factors[p.name] = stacked = _stacked(terms)
-                sq = p.op.outer_sq_norm(W, *stacked)
-                assert sq is not None  # a deferred weight is a plain matmul
-                grad_sq = grad_sq + sq.astype(dtype)
-                continue
-            if p.name in buf and 0 < rows <= buf[p.name][0].shape[0]:
+            if deferred or (p.name in buf and 0 < rows <= buf[p.name][0].shape[0]):
+                # Kept as factors: returned (held updates) or buffered (deferred gradient).
                 stacked = _stacked(terms)
-                grads[p.name], buf[p.name], fill[p.name] = _deferred_add(
-                    p.op, W, grads[p.name], buf[p.name], fill[p.name], *stacked
-                )
+                if deferred:
+                    factors[p.name] = stacked
+                else:
+                    grads[p.name], buf[p.name], fill[p.name] = _deferred_add(
+                        p.op, W, grads[p.name], buf[p.name], fill[p.name], *stacked
+                    )
                 sq = p.op.outer_sq_norm(W, *stacked)
                 assert sq is not None  # a deferred weight is a plain matmul
                 grad_sq = grad_sq + sq.astype(dtype)
